@@ -1,0 +1,89 @@
+//! The bus's names: streams, subjects, buckets. One place, so that no
+//! service spells a subject by hand.
+
+use crate::proto::v1::Channel;
+
+/// Every contact, as adapters publish it: `guichet.intake.<channel>`.
+pub const INTAKE_STREAM: &str = "INTAKE";
+/// The journal and the service queues: `guichet.routed.<service>.<usager>`.
+pub const ROUTED_STREAM: &str = "ROUTED";
+/// What could not be processed, with the reason: `guichet.deadletter.<origin>`.
+pub const DEADLETTER_STREAM: &str = "DEADLETTER";
+/// Events for review and audit (identity conflicts, merges, erasures,
+/// rules pushes): `guichet.events.<kind>`.
+pub const EVENTS_STREAM: &str = "EVENTS";
+
+pub const INTAKE_ALL: &str = "guichet.intake.>";
+pub const ROUTED_ALL: &str = "guichet.routed.>";
+pub const DEADLETTER_ALL: &str = "guichet.deadletter.>";
+pub const EVENTS_ALL: &str = "guichet.events.>";
+
+/// Identifier hash → usager id.
+pub const IDENTITY_BUCKET: &str = "guichet_identity";
+/// Request reference → request record.
+pub const REQUESTS_BUCKET: &str = "guichet_requests";
+/// Mailbox → UIDVALIDITY and last ingested UID.
+pub const CHECKPOINTS_BUCKET: &str = "guichet_checkpoints";
+/// Rules revisions and other ops-maintained configuration.
+pub const CONFIG_BUCKET: &str = "guichet_config";
+/// Source-message key → intake receipt: the replay guard that outlives
+/// the stream's duplicate window.
+pub const REPLAY_GUARD_BUCKET: &str = "guichet_seen";
+/// Short-lived ownership leases (one watcher per mailbox).
+pub const LEASES_BUCKET: &str = "guichet_leases";
+/// Raw e-mails and attachments, by SHA-256.
+pub const ATTACHMENTS_STORE: &str = "guichet_attachments";
+
+/// `guichet.intake.<channel>`.
+pub fn intake(channel: Channel) -> String {
+    format!("guichet.intake.{}", channel.token())
+}
+
+/// `guichet.routed.<service>.<usager_id>`.
+pub fn routed(service: &str, usager_id: &str) -> String {
+    format!("guichet.routed.{service}.{usager_id}")
+}
+
+/// The filter of one service's queue: `guichet.routed.<service>.>`.
+pub fn service_queue(service: &str) -> String {
+    format!("guichet.routed.{service}.>")
+}
+
+/// The filter of one usager's whole history: `guichet.routed.*.<usager_id>`.
+pub fn usager_history(usager_id: &str) -> String {
+    format!("guichet.routed.*.{usager_id}")
+}
+
+/// Core-NATS decision event: `guichet.decided.<contact_id>`.
+pub fn decided(contact_id: &str) -> String {
+    format!("guichet.decided.{contact_id}")
+}
+
+/// `guichet.deadletter.<origin>` (origin: the service that gave up).
+pub fn deadletter(origin: &str) -> String {
+    format!("guichet.deadletter.{origin}")
+}
+
+/// `guichet.events.<kind>`.
+pub fn event(kind: &str) -> String {
+    format!("guichet.events.{kind}")
+}
+
+/// Whether `s` can be one subject token (service names, usager ids).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_design() {
+        assert_eq!(intake(Channel::Email), "guichet.intake.email");
+        assert_eq!(routed("urbanisme", "U1"), "guichet.routed.urbanisme.U1");
+        assert_eq!(usager_history("U1"), "guichet.routed.*.U1");
+        assert!(is_token("etat-civil_2"));
+        assert!(!is_token("a.b") && !is_token("a*") && !is_token("") && !is_token("a b"));
+    }
+}

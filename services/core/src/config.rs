@@ -1,0 +1,322 @@
+//! Typed configuration shared by every service, and the loader.
+//!
+//! A configuration is one TOML file plus environment overrides:
+//! `GUICHET__NATS__URL=nats://…` overrides `nats.url`. Each section is a
+//! struct that rejects unknown keys (a typo must not be silently ignored)
+//! and is validated once at start by [`Validate`], with errors naming the
+//! key at fault.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::{Error, secret::Secret};
+
+/// Validation that runs once, at start, after loading.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Error>;
+}
+
+/// Loads `T` from `path` (TOML) and `GUICHET__…` environment variables.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Error> {
+    if !path.exists() {
+        return Err(Error::ConfigFile {
+            path: path.to_owned(),
+            reason: "no such file (copy deploy/guichet.example.toml and adapt it)".into(),
+        });
+    }
+    let raw = ::config::Config::builder()
+        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
+        .add_source(
+            ::config::Environment::with_prefix("GUICHET")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()
+        .map_err(|e| Error::ConfigFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let typed: T = raw.try_deserialize().map_err(|e| Error::ConfigFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    typed.validate()?;
+    Ok(typed)
+}
+
+/// How guichet reaches NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
+    /// Absent: guichet starts its own `nats-server` (see [`EmbeddedConfig`]).
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    /// A `.creds` file (JWT + NKey), as issued by `nsc`.
+    pub creds_file: Option<PathBuf>,
+    pub tls: Option<NatsTlsConfig>,
+    /// How long to keep trying at start before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a publish may wait for its PubAck before the adapter
+    /// answers "unavailable, retry".
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Publishes awaiting their PubAck, at most, across the process: past
+    /// it adapters answer "unavailable" instead of queueing without bound.
+    pub max_in_flight: usize,
+    pub embedded: EmbeddedConfig,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(2),
+            max_in_flight: 1024,
+            embedded: EmbeddedConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsTlsConfig {
+    /// Extra CA certificate (PEM) to trust, for a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The `nats-server` guichet starts itself when no URL is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// The executable, looked up on PATH unless it is a path.
+    pub binary: PathBuf,
+    /// JetStream storage directory.
+    pub store_dir: PathBuf,
+    /// Loopback port the embedded server listens on.
+    pub port: u16,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            binary: "nats-server".into(),
+            store_dir: "./data/nats".into(),
+            port: 4222,
+        }
+    }
+}
+
+/// Where data is kept and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    pub storage: StorageKind,
+    /// Copies of each stream and bucket (1 on a single node, 3 on a cluster).
+    pub replicas: usize,
+    /// Window within which the server drops a publish whose `Nats-Msg-Id`
+    /// it has already stored.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long intake messages are kept (they are routed within seconds;
+    /// this is the buffer for a router outage).
+    #[serde(with = "humantime_serde")]
+    pub intake_max_age: Duration,
+    /// The journal's retention period: how long routed requests (and so
+    /// each usager's history) are kept.
+    #[serde(with = "humantime_serde")]
+    pub routed_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub deadletter_max_age: Duration,
+    /// How long a source message's replay guard is remembered (beyond the
+    /// duplicate window).
+    #[serde(with = "humantime_serde")]
+    pub replay_guard_ttl: Duration,
+    /// Largest message accepted on the streams, in bytes.
+    pub max_message_size: i32,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            storage: StorageKind::File,
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            intake_max_age: Duration::from_secs(30 * DAY),
+            routed_max_age: Duration::from_secs(3 * 365 * DAY),
+            deadletter_max_age: Duration::from_secs(90 * DAY),
+            replay_guard_ttl: Duration::from_secs(90 * DAY),
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    File,
+    Memory,
+}
+
+/// The admin HTTP port: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `guichet_mail=debug,info`); `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Validate for NatsConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(url) = &self.url {
+            for one in url.split(',') {
+                let one = one.trim();
+                let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .any(|s| one.starts_with(s))
+                    || !one.contains("://");
+                if one.is_empty() || !scheme_ok {
+                    return Err(Error::config(
+                        "nats.url",
+                        format!("`{one}` is not a NATS URL (expected nats://host:port or tls://host:port)"),
+                    ));
+                }
+            }
+        }
+        if self.password.is_some() && self.user.is_none() {
+            return Err(Error::config(
+                "nats.user",
+                "`nats.password` is set but `nats.user` is not",
+            ));
+        }
+        if let Some(p) = &self.password {
+            p.resolve("nats.password")?;
+        }
+        if let Some(t) = &self.token {
+            t.resolve("nats.token")?;
+        }
+        if let Some(c) = &self.creds_file
+            && !c.is_file()
+        {
+            return Err(Error::config(
+                "nats.creds_file",
+                format!("{} is not a readable file", c.display()),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            for (key, file) in [
+                ("nats.tls.ca_file", &tls.ca_file),
+                ("nats.tls.cert_file", &tls.cert_file),
+                ("nats.tls.key_file", &tls.key_file),
+            ] {
+                if let Some(f) = file
+                    && !f.is_file()
+                {
+                    return Err(Error::config(key, format!("{} is not a readable file", f.display())));
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(Error::config("nats.tls.key_file", "cert_file and key_file go together"));
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(Error::config("nats.max_in_flight", "must be at least 1"));
+        }
+        if self.publish_timeout.is_zero() {
+            return Err(Error::config("nats.publish_timeout", "must be more than 0s"));
+        }
+        if self.url.is_none() && self.embedded.port == 0 {
+            return Err(Error::config("nats.embedded.port", "must be a port number (1-65535)"));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for TopologyConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if !(1..=5).contains(&self.replicas) {
+            return Err(Error::config(
+                "topology.replicas",
+                "must be between 1 and 5 (JetStream's limit)",
+            ));
+        }
+        if self.duplicate_window.is_zero() {
+            return Err(Error::config("topology.duplicate_window", "must be more than 0s"));
+        }
+        for (key, age) in [
+            ("topology.intake_max_age", self.intake_max_age),
+            ("topology.routed_max_age", self.routed_max_age),
+            ("topology.deadletter_max_age", self.deadletter_max_age),
+        ] {
+            if age < self.duplicate_window {
+                return Err(Error::config(key, "must be at least `topology.duplicate_window`"));
+            }
+        }
+        if self.max_message_size < 1024 {
+            return Err(Error::config(
+                "topology.max_message_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LogConfig {
+    fn validate(&self) -> Result<(), Error> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map(|_| ())
+            .map_err(|e| Error::config("log.level", format!("not a valid filter: {e}")))
+    }
+}

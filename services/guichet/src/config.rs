@@ -1,0 +1,81 @@
+//! The gateway's configuration file: the core sections and one section
+//! per service. See `deploy/guichet.example.toml` for every key.
+
+use std::time::Duration;
+
+use guichet_core::{
+    Error,
+    config::{AdminConfig, LogConfig, NatsConfig, TopologyConfig, Validate},
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this process in logs and traces; defaults to the host name.
+    pub instance: Option<String>,
+    /// How long services get to finish in-flight work at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub nats: NatsConfig,
+    pub topology: TopologyConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    // Service sections: each service crate owns its config type.
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            shutdown_grace: Duration::from_secs(20),
+            nats: NatsConfig::default(),
+            topology: TopologyConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates `path` with `GUICHET__…` overrides.
+    pub fn load(path: &std::path::Path) -> Result<Self, Error> {
+        guichet_core::config::load(path)
+    }
+
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "guichet".to_owned())
+        })
+    }
+
+    /// The URL tools (`guichet rules push` …) use: the configured one, or
+    /// the embedded server's loopback port.
+    pub fn nats_url(&self) -> String {
+        self.nats
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("nats://127.0.0.1:{}", self.nats.embedded.port))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(name) = &self.instance
+            && !guichet_core::bus::subjects::is_token(name)
+        {
+            return Err(Error::config(
+                "instance",
+                "letters, digits, '-' and '_' only (at most 64)",
+            ));
+        }
+        self.nats.validate()?;
+        self.topology.validate()?;
+        self.log.validate()?;
+        Ok(())
+    }
+}

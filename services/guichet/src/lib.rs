@@ -1,0 +1,134 @@
+//! The `guichet` binary's library: its configuration and the one
+//! [`run`] that `main` and the tests both call.
+//!
+//! `run` connects to NATS (or starts an embedded `nats-server`), puts the
+//! JetStream topology in place, serves the admin port, and starts each
+//! chosen service as a supervised task: a service that fails is restarted
+//! with backoff, and on shutdown every service is asked to stop intake and
+//! finish its in-flight work before the process exits.
+
+pub mod config;
+mod error;
+pub mod supervisor;
+
+use std::{net::TcpListener as StdListener, time::Duration};
+
+use guichet_core::{
+    Bus, ServiceContext,
+    admin::{self, Health},
+    nats_server::{NatsServer, NatsServerOptions},
+};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::RunError;
+pub use supervisor::ServiceName;
+
+/// Listeners bound before `run`: tests bind port 0 and read the address;
+/// `main` binds the configured addresses. A listener left `None` is bound
+/// by `run` from the configuration.
+#[derive(Default)]
+pub struct Listeners {
+    pub admin: Option<StdListener>,
+    pub web: Option<StdListener>,
+    pub grpc: Option<StdListener>,
+}
+
+impl Listeners {
+    /// Binds the configured address of every listener the chosen services need.
+    pub fn bind(config: &Config, services: &[ServiceName]) -> Result<Self, RunError> {
+        let _ = services;
+        Ok(Self {
+            admin: Some(bind("admin.listen", config.admin.listen)?),
+            ..Self::default()
+        })
+    }
+}
+
+/// Binds `addr` for the config key `key`, non-blocking for tokio.
+pub fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<StdListener, RunError> {
+    let listener = StdListener::bind(addr).map_err(|source| RunError::Bind { key, addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| RunError::Bind { key, addr, source })?;
+    Ok(listener)
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then stops cleanly.
+pub async fn run(
+    config: Config,
+    services: Vec<ServiceName>,
+    mut listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let health = Health::default();
+    let admin_listener = match listeners.admin.take() {
+        Some(l) => l,
+        None => bind("admin.listen", config.admin.listen)?,
+    };
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        tokio::net::TcpListener::from_std(admin_listener).map_err(|source| RunError::Bind {
+            key: "admin.listen",
+            addr: config.admin.listen,
+            source,
+        })?,
+        health.clone(),
+        admin_stop.clone(),
+    ));
+
+    let outcome = run_with_admin(&config, services, listeners, &health, &shutdown).await;
+
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    outcome
+}
+
+async fn run_with_admin(
+    config: &Config,
+    services: Vec<ServiceName>,
+    listeners: Listeners,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let (url, embedded) = match &config.nats.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let e = &config.nats.embedded;
+            let mut options = NatsServerOptions::new(e.binary.clone(), e.port, e.store_dir.clone());
+            options.log_file = Some(e.store_dir.join("nats-server.log"));
+            let server = NatsServer::start(&options).await?;
+            tracing::info!(url = %server.url(), store = %e.store_dir.display(), "embedded nats-server started");
+            (server.url(), Some(server))
+        }
+    };
+
+    let outcome = async {
+        let bus = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            bus = Bus::start(&url, &config.nats, &config.topology, shutdown) => bus?,
+        };
+        health.set_bus(bus.clone());
+        tracing::info!(%url, services = ?services, "NATS ready, topology in place; starting services");
+        let context = ServiceContext {
+            bus: bus.clone(),
+            health: health.clone(),
+            instance: config.instance_name(),
+        };
+        let supervisor = supervisor::Supervisor::start(config, context, &services, listeners, shutdown)?;
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: stopping intake, finishing in-flight work");
+        supervisor.join(config.shutdown_grace).await;
+        if let Err(e) = bus.client().flush().await {
+            tracing::warn!(error = %e, "NATS flush at shutdown failed");
+        }
+        Ok(())
+    }
+    .await;
+
+    if let Some(server) = embedded {
+        server.stop(Duration::from_secs(10)).await;
+        tracing::info!("embedded nats-server stopped");
+    }
+    outcome
+}

@@ -1,0 +1,261 @@
+//! Starting, supervising and stopping the services of one process.
+//!
+//! Each service is a task. One that returns an error or panics is logged,
+//! marked unready, and started again with exponential backoff, so a
+//! failing mailbox server or a broker outage never needs an operator to
+//! restart the process. On shutdown every task's token is cancelled and
+//! the supervisor waits, up to the grace period, for each to finish.
+
+use std::{future::Future, net::TcpListener as StdListener, pin::Pin, str::FromStr, sync::Arc, time::Duration};
+
+use guichet_core::{ServiceContext, admin::Health};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Config, Listeners, RunError};
+
+/// The services `guichet run` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceName {
+    Mail,
+    Web,
+    Desk,
+    Router,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 4] = [
+        ServiceName::Mail,
+        ServiceName::Web,
+        ServiceName::Desk,
+        ServiceName::Router,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Mail => "mail",
+            ServiceName::Web => "web",
+            ServiceName::Desk => "desk",
+            ServiceName::Router => "router",
+        }
+    }
+
+    /// Parses `mail,web,…`; unknown names are an error, duplicates collapse.
+    pub fn parse_list(list: &str) -> Result<Vec<ServiceName>, RunError> {
+        let mut out: Vec<ServiceName> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(ServiceName::from_str)
+            .collect::<Result<_, _>>()?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = RunError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| RunError::UnknownService(s.to_owned()))
+    }
+}
+
+/// What a service task returns; the error is logged by the supervisor.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Builds a fresh run of a service for each (re)start.
+pub type ServiceFactory = Arc<dyn Fn(CancellationToken) -> ServiceFuture + Send + Sync>;
+
+/// The running services of this process.
+pub struct Supervisor {
+    tasks: JoinSet<()>,
+}
+
+impl Supervisor {
+    /// Starts every chosen service.
+    pub fn start(
+        config: &Config,
+        context: ServiceContext,
+        services: &[ServiceName],
+        listeners: Listeners,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RunError> {
+        let mut supervisor = Self { tasks: JoinSet::new() };
+        for &name in services {
+            let factory = factory(name, config, &context, &listeners)?;
+            supervisor.spawn(name.as_str(), context.health.clone(), shutdown.child_token(), factory);
+        }
+        Ok(supervisor)
+    }
+
+    /// Supervises one service until `shutdown`.
+    pub fn spawn(&mut self, name: &'static str, health: Health, shutdown: CancellationToken, factory: ServiceFactory) {
+        self.tasks
+            .spawn(supervise(name, health, shutdown, factory, Backoff::default()));
+    }
+
+    /// Waits for every service to finish, at most `grace`; aborts the rest.
+    pub async fn join(mut self, grace: Duration) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "services still running after the grace period; aborting them");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    /// A run this long resets the backoff.
+    healthy_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+async fn supervise(
+    name: &'static str,
+    health: Health,
+    shutdown: CancellationToken,
+    factory: ServiceFactory,
+    backoff: Backoff,
+) {
+    let mut delay = backoff.first;
+    loop {
+        let started = tokio::time::Instant::now();
+        let run = tokio::spawn(factory(shutdown.child_token()));
+        let failure = match run.await {
+            Ok(Ok(())) if shutdown.is_cancelled() => {
+                tracing::info!(service = name, "stopped");
+                return;
+            }
+            Ok(Ok(())) => "ended on its own".to_owned(),
+            Ok(Err(e)) => e,
+            Err(e) if e.is_panic() => "panicked".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        health.set_ready(name, false);
+        metrics::counter!("guichet_service_restarts_total", "service" => name).increment(1);
+        if started.elapsed() >= backoff.healthy_after {
+            delay = backoff.first;
+        }
+        tracing::error!(service = name, error = %failure, retry_in = ?delay, "service failed; restarting");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+/// The slot of each service: how to build one run of it.
+fn factory(
+    name: ServiceName,
+    _config: &Config,
+    context: &ServiceContext,
+    _listeners: &Listeners,
+) -> Result<ServiceFactory, RunError> {
+    let health = context.health.clone();
+    Ok(match name {
+        // Slots for services whose crates do not exist yet: they report
+        // ready and wait for shutdown, so the plumbing is exercised.
+        ServiceName::Mail | ServiceName::Web | ServiceName::Desk | ServiceName::Router => {
+            let label = name.as_str();
+            Arc::new(move |token: CancellationToken| {
+                let health = health.clone();
+                Box::pin(async move {
+                    health.set_ready(label, true);
+                    token.cancelled().await;
+                    Ok(())
+                }) as ServiceFuture
+            })
+        }
+    })
+}
+
+/// Clones a listener for one run of a service (each restart needs its own
+/// handle on the same socket).
+pub fn listener_for_run(listener: &StdListener) -> std::io::Result<tokio::net::TcpListener> {
+    let clone = listener.try_clone()?;
+    clone.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn service_lists_parse_and_reject_unknown_names() {
+        assert_eq!(
+            ServiceName::parse_list("web, mail,web").unwrap(),
+            vec![ServiceName::Mail, ServiceName::Web]
+        );
+        let err = ServiceName::parse_list("web,fax").unwrap_err().to_string();
+        assert!(
+            err.contains("`fax`") && err.contains("mail, web, desk, router"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_service_is_restarted_and_stops_on_shutdown() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let factory: ServiceFactory = Arc::new(move |token: CancellationToken| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match n {
+                    0 => Err("boom".to_owned()),
+                    1 => panic!("second run panics"),
+                    _ => {
+                        token.cancelled().await;
+                        Ok(())
+                    }
+                }
+            }) as ServiceFuture
+        });
+        let shutdown = CancellationToken::new();
+        let backoff = Backoff {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(20),
+            healthy_after: Duration::from_secs(60),
+        };
+        let health = Health::default();
+        let task = tokio::spawn(supervise("t", health.clone(), shutdown.clone(), factory, backoff));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while runs.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("restarted twice");
+        let (_, waiting) = health.check();
+        assert!(
+            waiting.contains(&"t".to_owned()),
+            "a failed service is unready: {waiting:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+}

@@ -1,0 +1,135 @@
+//! Test harness: real brokers and mail servers, never mocks.
+//!
+//! [`Nats`] starts a real `nats-server` (JetStream on) on a free loopback
+//! port with its own temporary store, and kills it and removes the store
+//! on drop, so tests run in parallel without sharing anything. It can be
+//! stopped and started again on the same port and store, to test what
+//! happens while the broker is away.
+
+use std::{path::PathBuf, time::Duration};
+
+use guichet_core::{
+    Bus,
+    config::{NatsConfig, TopologyConfig},
+    nats_server::{NatsServer, NatsServerOptions, free_port},
+};
+use tokio_util::sync::CancellationToken;
+
+/// The repository root (this crate lives in `tests/harness`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `nats-server` to test with: `$GUICHET_NATS_SERVER`, else the one
+/// `scripts/bootstrap` installs in `.tools/bin`, else whatever is on PATH.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GUICHET_NATS_SERVER") {
+        return p.into();
+    }
+    let local = repo_root().join(".tools/bin/nats-server");
+    if local.is_file() { local } else { "nats-server".into() }
+}
+
+/// A real nats-server for one test.
+pub struct Nats {
+    server: Option<NatsServer>,
+    options: NatsServerOptions,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    /// Starts a JetStream-enabled server on a free loopback port.
+    pub async fn start() -> Self {
+        Self::start_with(true, Vec::new()).await
+    }
+
+    /// Starts a server without JetStream.
+    pub async fn start_without_jetstream() -> Self {
+        Self::start_with(false, Vec::new()).await
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub async fn start_with(jetstream: bool, extra_args: Vec<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut options = NatsServerOptions::new(
+            nats_server_binary(),
+            free_port().expect("free port"),
+            dir.path().join("jetstream"),
+        );
+        options.jetstream = jetstream;
+        options.extra_args = extra_args;
+        options.log_file = Some(dir.path().join("nats-server.log"));
+        let server = NatsServer::start(&options).await.expect("nats-server starts");
+        Self {
+            server: Some(server),
+            options,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.options.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.options.port
+    }
+
+    /// A plain client.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
+    }
+
+    /// A JetStream context on a plain client.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client().await)
+    }
+
+    /// The configuration a service under test uses to reach this server.
+    pub fn nats_config(&self) -> NatsConfig {
+        NatsConfig {
+            url: Some(self.url()),
+            connect_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(2),
+            ..NatsConfig::default()
+        }
+    }
+
+    /// A bus with guichet's topology (file storage in the test's store).
+    pub async fn bus(&self) -> Bus {
+        Bus::start(
+            &self.url(),
+            &self.nats_config(),
+            &TopologyConfig::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("bus starts on the test nats-server")
+    }
+
+    /// Stops the server (SIGTERM); its store is kept for [`Self::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(NatsServer::start(&self.options).await.expect("nats-server restarts"));
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.options.log_file.clone().unwrap_or_default()
+    }
+}
