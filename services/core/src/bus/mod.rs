@@ -9,6 +9,7 @@ mod connect;
 mod publish;
 pub mod subjects;
 mod topology;
+pub mod usagers;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,0 +1,77 @@
+//! Reading the identity bucket: which usager an identifier belongs to,
+//! and whose history a usager id covers after merges.
+//!
+//! Layout of `guichet_identity` (the router writes it, adapters read it):
+//! - `<kind>.<sha256>` (see [`Identifier::key`]) → usager id, UTF-8;
+//! - `alias.<B>` → `A` when usager B was merged into A;
+//! - `merged.<A>` → JSON array of the ids merged into A;
+//! - `usager.<U>` → the usager's record (JSON, owned by the router).
+
+use super::Bus;
+use crate::{Error, bus::subjects::IDENTITY_BUCKET, identity::Identifier};
+
+/// Key of the alias record of a merged usager.
+pub fn alias_key(usager_id: &str) -> String {
+    format!("alias.{usager_id}")
+}
+
+/// Key of the list of usagers merged into `usager_id`.
+pub fn merged_key(usager_id: &str) -> String {
+    format!("merged.{usager_id}")
+}
+
+/// Key of a usager's record.
+pub fn record_key(usager_id: &str) -> String {
+    format!("usager.{usager_id}")
+}
+
+impl Bus {
+    async fn identity_get(&self, key: &str) -> Result<Option<String>, Error> {
+        let value = self
+            .inner
+            .stores
+            .identity
+            .get(key)
+            .await
+            .map_err(|e| Error::store(IDENTITY_BUCKET, e))?;
+        Ok(value.and_then(|v| String::from_utf8(v.to_vec()).ok()))
+    }
+
+    /// The (canonical) usager an identifier points at, if any.
+    pub async fn usager_of(&self, identifier: &Identifier) -> Result<Option<String>, Error> {
+        match self.identity_get(&identifier.key()).await? {
+            Some(id) => Ok(Some(self.canonical_usager(&id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Follows merges: the id a usager id now lives under.
+    pub async fn canonical_usager(&self, usager_id: &str) -> Result<String, Error> {
+        let mut current = usager_id.to_owned();
+        // Bounded: a merge chain longer than this is a loop written by hand.
+        for _ in 0..16 {
+            match self.identity_get(&alias_key(&current)).await? {
+                Some(next) if next != current => current = next,
+                _ => break,
+            }
+        }
+        Ok(current)
+    }
+
+    /// The usager ids whose routed messages make up `usager_id`'s history:
+    /// itself and every id merged into it.
+    pub async fn usager_history_ids(&self, usager_id: &str) -> Result<Vec<String>, Error> {
+        let canonical = self.canonical_usager(usager_id).await?;
+        let mut ids = vec![canonical.clone()];
+        if let Some(json) = self.identity_get(&merged_key(&canonical)).await?
+            && let Ok(merged) = serde_json::from_str::<Vec<String>>(&json)
+        {
+            for id in merged {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
