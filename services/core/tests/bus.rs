@@ -1,0 +1,283 @@
+//! The bus against a real nats-server: topology, deduplication, the
+//! replay guard, and what publishing does when the broker is away.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use guichet_core::{
+    Bus, Error,
+    bus::subjects,
+    config::{StorageKind, TopologyConfig},
+    proto::v1::{Channel, Contact},
+};
+use guichet_harness::Nats;
+use tokio_util::sync::CancellationToken;
+
+async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+}
+
+fn contact(key: &str) -> Contact {
+    Contact {
+        id: guichet_core::ids::contact_id(),
+        received_at: Some(guichet_core::proto::timestamp(chrono::Utc::now())),
+        channel: Channel::Web as i32,
+        reference: guichet_core::ids::reference(chrono::Utc::now()),
+        idempotency_key: key.to_owned(),
+        subject: "Encombrants rue des Lilas".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn topology_is_created_and_creating_it_again_changes_nothing() {
+    let nats = Nats::start().await;
+    let _bus = nats.bus().await;
+    let js = nats.jetstream().await;
+
+    let mut before = Vec::new();
+    for name in [
+        subjects::INTAKE_STREAM,
+        subjects::ROUTED_STREAM,
+        subjects::DEADLETTER_STREAM,
+        subjects::EVENTS_STREAM,
+    ] {
+        let info = js.get_stream(name).await.unwrap().info().await.unwrap().clone();
+        assert_eq!(info.config.duplicate_window, Duration::from_secs(120), "{name}");
+        before.push((info.created, info.config.clone()));
+    }
+    assert_eq!(before[0].1.subjects, vec!["guichet.intake.>".to_owned()]);
+    assert_eq!(before[1].1.subjects, vec!["guichet.routed.>".to_owned()]);
+    for bucket in [
+        subjects::IDENTITY_BUCKET,
+        subjects::REQUESTS_BUCKET,
+        subjects::CHECKPOINTS_BUCKET,
+        subjects::CONFIG_BUCKET,
+        subjects::REPLAY_GUARD_BUCKET,
+        subjects::LEASES_BUCKET,
+    ] {
+        js.get_key_value(bucket).await.unwrap_or_else(|e| panic!("{bucket}: {e}"));
+    }
+    js.get_object_store(subjects::ATTACHMENTS_STORE).await.unwrap();
+
+    // Again, with data in a stream: nothing is recreated or lost.
+    js.publish("guichet.intake.web", "x".into()).await.unwrap().await.unwrap();
+    let _again = nats.bus().await;
+    for (i, name) in [
+        subjects::INTAKE_STREAM,
+        subjects::ROUTED_STREAM,
+        subjects::DEADLETTER_STREAM,
+        subjects::EVENTS_STREAM,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let info = js.get_stream(*name).await.unwrap().info().await.unwrap().clone();
+        assert_eq!(info.created, before[i].0, "{name} was recreated");
+        assert_eq!(info.config, before[i].1, "{name} config changed");
+    }
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+}
+
+#[tokio::test]
+async fn changed_retention_is_applied_to_the_existing_stream() {
+    let nats = Nats::start().await;
+    let _bus = nats.bus().await;
+    let topology = TopologyConfig {
+        routed_max_age: Duration::from_secs(400 * 86_400),
+        ..TopologyConfig::default()
+    };
+    Bus::start(&nats.url(), &nats.nats_config(), &topology, &CancellationToken::new())
+        .await
+        .unwrap();
+    let js = nats.jetstream().await;
+    let info = js.get_stream(subjects::ROUTED_STREAM).await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.config.max_age, Duration::from_secs(400 * 86_400));
+}
+
+#[tokio::test]
+async fn a_stream_with_another_storage_is_reported_with_the_fix() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    js.create_stream(jetstream::stream::Config {
+        name: subjects::INTAKE_STREAM.into(),
+        subjects: vec!["guichet.intake.>".into()],
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = Bus::start(&nats.url(), &nats.nats_config(), &TopologyConfig::default(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Incompatible { .. }), "{text}");
+    assert!(text.contains("INTAKE") && text.contains("topology.storage") && text.contains("Memory"), "{text}");
+
+    // With the matching storage configured, it starts.
+    let memory = TopologyConfig {
+        storage: StorageKind::Memory,
+        ..TopologyConfig::default()
+    };
+    Bus::start(&nats.url(), &nats.nats_config(), &memory, &CancellationToken::new())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_reported() {
+    let nats = Nats::start_without_jetstream().await;
+    let err = Bus::start(&nats.url(), &nats.nats_config(), &TopologyConfig::default(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoJetStream { .. }), "{err}");
+    assert!(err.to_string().contains("-js"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error_not_a_hang() {
+    let port = guichet_core::nats_server::free_port().unwrap();
+    let mut config = guichet_core::config::NatsConfig {
+        url: Some(format!("nats://127.0.0.1:{port}")),
+        ..Default::default()
+    };
+    config.connect_timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let err = Bus::start(
+        config.url.as_deref().unwrap(),
+        &config,
+        &TopologyConfig::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn the_same_msg_id_twice_stores_one_message() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let first = bus
+        .publish("guichet.intake.web".into(), "web:form:abc", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    let second = bus
+        .publish("guichet.intake.web".into(), "web:form:abc", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(second.sequence, first.sequence);
+    let js = nats.jetstream().await;
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+    let stored = js
+        .get_stream(subjects::INTAKE_STREAM)
+        .await
+        .unwrap()
+        .direct_get(first.sequence)
+        .await
+        .unwrap();
+    assert_eq!(&stored.payload[..], b"one");
+}
+
+#[tokio::test]
+async fn a_contact_retry_returns_the_first_receipt_even_after_the_duplicate_window() {
+    let nats = Nats::start().await;
+    // A tiny duplicate window, so the retry lands after it: only the
+    // replay guard can catch it.
+    let topology = TopologyConfig {
+        duplicate_window: Duration::from_secs(1),
+        ..TopologyConfig::default()
+    };
+    let bus = Bus::start(&nats.url(), &nats.nats_config(), &topology, &CancellationToken::new())
+        .await
+        .unwrap();
+    let first = contact("web:contact:retry-1");
+    let receipt = bus.publish_contact(&first).await.unwrap();
+    assert_eq!(receipt.contact_id, first.id);
+    assert!(!receipt.duplicate);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let retry = contact("web:contact:retry-1");
+    assert_ne!(retry.id, first.id);
+    let again = bus.publish_contact(&retry).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.contact_id, first.id);
+    assert_eq!(again.reference, first.reference);
+
+    let js = nats.jetstream().await;
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+}
+
+#[tokio::test]
+async fn a_retry_within_the_window_without_guard_gets_the_stored_ids() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let first = contact("desk:site:req-7");
+    bus.publish_contact(&first).await.unwrap();
+    // Simulate a crash after the PubAck, before the guard was written.
+    bus.stores()
+        .replay_guard
+        .purge(hex_sha256("desk:site:req-7"))
+        .await
+        .unwrap();
+    let retry = contact("desk:site:req-7");
+    let receipt = bus.publish_contact(&retry).await.unwrap();
+    assert!(receipt.duplicate);
+    assert_eq!(receipt.contact_id, first.id);
+    let js = nats.jetstream().await;
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+}
+
+fn hex_sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[tokio::test]
+async fn publishing_while_the_server_is_down_fails_fast_then_recovers() {
+    let mut nats = Nats::start().await;
+    let bus = nats.bus().await;
+    nats.stop().await;
+
+    let started = std::time::Instant::now();
+    let err = bus
+        .publish("guichet.intake.web".into(), "down-1", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    nats.restart().await;
+    // The client reconnects by itself; the same publish then succeeds.
+    let mut published = None;
+    for _ in 0..50 {
+        match bus.publish("guichet.intake.web".into(), "down-1", Bytes::from_static(b"x")).await {
+            Ok(p) => {
+                published = Some(p);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(published.is_some(), "publish never recovered after restart");
+    let js = nats.jetstream().await;
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+}
+
+#[tokio::test]
+async fn attachments_are_stored_once_by_content() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let a = bus.put_attachment(b"%PDF-1.4 plan", "../plan.pdf", "application/pdf").await.unwrap();
+    let b = bus.put_attachment(b"%PDF-1.4 plan", "copie.pdf", "application/pdf").await.unwrap();
+    assert_eq!(a.key, b.key);
+    assert_eq!(a.file_name, "plan.pdf");
+    assert_eq!(a.size, 13);
+    assert_eq!(bus.get_attachment(&a.key).await.unwrap(), b"%PDF-1.4 plan");
+}
