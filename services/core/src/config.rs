@@ -37,16 +37,37 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Error> {
                 .separator("__"),
         )
         .build()
-        .map_err(|e| Error::ConfigFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let typed: T = raw.try_deserialize().map_err(|e| Error::ConfigFile {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    typed.validate()?;
+        .map_err(|e| file_error(path, e))?;
+    let typed: T = raw.try_deserialize().map_err(|e| file_error(path, e))?;
+    typed.validate().map_err(|e| file_error(path, e))?;
     Ok(typed)
+}
+
+/// The source excerpt and caret lines a TOML error comes with (`1 | [nats`, `|   ^`).
+fn is_snippet_line(line: &str) -> bool {
+    line.split_once('|')
+        .is_some_and(|(gutter, _)| gutter.trim().chars().all(|c| c.is_ascii_digit()))
+}
+
+/// One line, whatever the parser printed (TOML errors come with a snippet).
+fn file_error(path: &Path, error: impl std::fmt::Display) -> Error {
+    let reason = error
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_snippet_line(l))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The config crate appends " in <path>", sometimes relative: the path is said once already.
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let reason = match reason.rfind(" in ") {
+        Some(at) if !file_name.is_empty() && reason.ends_with(&file_name) => reason[..at].to_owned(),
+        _ => reason,
+    };
+    Error::ConfigFile {
+        path: path.to_owned(),
+        reason,
+    }
 }
 
 /// How guichet reaches NATS.

@@ -31,6 +31,8 @@ pub struct NatsServerOptions {
     pub jetstream: bool,
     /// Extra arguments, e.g. `--config file` to test a deploy/ config.
     pub extra_args: Vec<String>,
+    /// Extra environment variables (configs may read `$VARS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl NatsServerOptions {
@@ -42,6 +44,7 @@ impl NatsServerOptions {
             log_file: None,
             jetstream: true,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -78,6 +81,7 @@ impl NatsServer {
             cmd.arg("-js").arg("-sd").arg(&options.store_dir);
         }
         cmd.args(&options.extra_args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -47,5 +47,5 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// Loads and validates the configuration, with the file in the error.
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    Config::load(path).with_context(|| format!("invalid configuration ({})", path.display()))
+    Config::load(path).context("invalid configuration")
 }

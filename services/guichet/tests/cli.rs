@@ -1,0 +1,206 @@
+//! The `guichet` binary as an operator meets it: bad configurations,
+//! unreachable brokers, the embedded nats-server, and clean shutdown.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use guichet_core::nats_server::free_port;
+use guichet_harness::{Nats, nats_server_binary};
+
+fn guichet(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_guichet"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("guichet runs")
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("guichet.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The one error line on stderr.
+fn error_line(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(!stderr.contains("stack backtrace"), "backtrace: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected, got: {stderr}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = guichet(&dir.path().join("nope.toml"), &["check-config"]);
+    let line = error_line(&out);
+    assert!(line.contains("nope.toml") && line.contains("no such file"), "{line}");
+}
+
+#[test]
+fn malformed_values_and_unknown_keys_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[nats]\nmax_in_flight = \"lots\"\n", "max_in_flight"),
+        ("[nats]\nurll = \"nats://127.0.0.1:4222\"\n", "urll"),
+        ("[nats]\nurl = \"http://127.0.0.1:4222\"\n", "nats.url"),
+        ("[topology]\nreplicas = 7\n", "topology.replicas"),
+        ("[topology]\nduplicate_window = \"soon\"\n", "duplicate_window"),
+        ("[admin]\nlisten = \"not an address\"\n", "listen"),
+        ("[nats]\nuser = \"g\"\npassword = { file = \"/nonexistent/secret\" }\n", "nats.password"),
+        ("[log]\nlevel = \"[[[\"\n", "log.level"),
+        ("[nats\nurl = 1\n", "guichet.toml"),
+    ];
+    for (text, key) in cases {
+        let path = write_config(dir.path(), text);
+        let line = error_line(&guichet(&path, &["check-config"]));
+        assert!(line.contains(key), "`{key}` not named for {text:?}: {line}");
+    }
+}
+
+#[test]
+fn a_valid_config_checks_and_the_example_configs_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[nats]\nurl = \"nats://127.0.0.1:4222\"\n");
+    let out = guichet(&path, &["check-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for example in ["deploy/dev.toml", "deploy/guichet.example.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_guichet"))
+            .current_dir(&root)
+            .args(["--config", example, "check-config"])
+            .env("GUICHET_NATS_PASSWORD", "example")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn unknown_services_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let line = error_line(&guichet(&path, &["run", "--services", "web,fax"]));
+    assert!(line.contains("`fax`"), "{line}");
+}
+
+#[test]
+fn an_unreachable_nats_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let admin = free_port().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+        ),
+    );
+    let line = error_line(&guichet(&path, &["run", "--services", "router"]));
+    assert!(line.contains("cannot connect to NATS") && line.contains(&port.to_string()), "{line}");
+}
+
+#[test]
+fn a_missing_nats_server_binary_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[nats.embedded]\nbinary = \"/nonexistent/nats-server\"\nstore_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            dir.path().join("nats").display()
+        ),
+    );
+    let line = error_line(&guichet(&path, &["run", "--services", "router"]));
+    assert!(line.contains("scripts/bootstrap"), "{line}");
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_one_clear_error() {
+    let nats = Nats::start_without_jetstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n", nats.url()),
+    );
+    let out = tokio::task::spawn_blocking(move || guichet(&path, &["run", "--services", "router"]))
+        .await
+        .unwrap();
+    let line = error_line(&out);
+    assert!(line.contains("JetStream is not enabled"), "{line}");
+}
+
+/// `guichet run` with no NATS URL starts its own nats-server, is ready,
+/// and on SIGTERM stops both processes and exits 0.
+#[tokio::test]
+async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port().unwrap();
+    let admin = free_port().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            nats_server_binary().display(),
+            dir.path().join("nats").display()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_guichet"))
+        .arg("--config")
+        .arg(&path)
+        .args(["run", "--services", "router"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{admin}/readyz")).send().await
+            && r.status() == 200
+        {
+            break true;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ready, "readyz never answered 200");
+    let health = client.get(format!("http://127.0.0.1:{admin}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = client.get(format!("http://127.0.0.1:{admin}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    // The embedded server is up, with JetStream and guichet's topology.
+    let nc = async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await.unwrap();
+    let js = async_nats::jetstream::new(nc);
+    js.get_stream("INTAKE").await.unwrap();
+    assert!(dir.path().join("nats").join("jetstream").exists() || dir.path().join("nats").exists());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "guichet did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    // Both processes are gone: nothing listens on either port any more.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "nats-server still running");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err(), "admin port still open");
+}
