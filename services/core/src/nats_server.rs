@@ -80,11 +80,16 @@ impl NatsServer {
         if options.jetstream {
             cmd.arg("-js").arg("-sd").arg(&options.store_dir);
         }
+        // Errors in the config file are printed before logging starts.
+        let stderr_file = log_file.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_file)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         cmd.args(&options.extra_args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -159,7 +164,8 @@ impl NatsServer {
 }
 
 fn last_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut text = std::fs::read_to_string(path.with_extension("stderr")).unwrap_or_default();
+    text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
     let lines: Vec<&str> = text.lines().rev().take(n).collect();
     if lines.is_empty() {
         format!("no log in {}", path.display())
