@@ -59,7 +59,10 @@ fn file_error(path: &Path, error: impl std::fmt::Display) -> Error {
         .collect::<Vec<_>>()
         .join(" ");
     // The config crate appends " in <path>", sometimes relative: the path is said once already.
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let reason = match reason.rfind(" in ") {
         Some(at) if !file_name.is_empty() && reason.ends_with(&file_name) => reason[..at].to_owned(),
         _ => reason,

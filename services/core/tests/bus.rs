@@ -15,7 +15,14 @@ use guichet_harness::Nats;
 use tokio_util::sync::CancellationToken;
 
 async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
-    js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
 }
 
 fn contact(key: &str) -> Contact {
@@ -57,12 +64,18 @@ async fn topology_is_created_and_creating_it_again_changes_nothing() {
         subjects::REPLAY_GUARD_BUCKET,
         subjects::LEASES_BUCKET,
     ] {
-        js.get_key_value(bucket).await.unwrap_or_else(|e| panic!("{bucket}: {e}"));
+        js.get_key_value(bucket)
+            .await
+            .unwrap_or_else(|e| panic!("{bucket}: {e}"));
     }
     js.get_object_store(subjects::ATTACHMENTS_STORE).await.unwrap();
 
     // Again, with data in a stream: nothing is recreated or lost.
-    js.publish("guichet.intake.web", "x".into()).await.unwrap().await.unwrap();
+    js.publish("guichet.intake.web", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let _again = nats.bus().await;
     for (i, name) in [
         subjects::INTAKE_STREAM,
@@ -92,7 +105,14 @@ async fn changed_retention_is_applied_to_the_existing_stream() {
         .await
         .unwrap();
     let js = nats.jetstream().await;
-    let info = js.get_stream(subjects::ROUTED_STREAM).await.unwrap().info().await.unwrap().clone();
+    let info = js
+        .get_stream(subjects::ROUTED_STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
     assert_eq!(info.config.max_age, Duration::from_secs(400 * 86_400));
 }
 
@@ -108,12 +128,20 @@ async fn a_stream_with_another_storage_is_reported_with_the_fix() {
     })
     .await
     .unwrap();
-    let err = Bus::start(&nats.url(), &nats.nats_config(), &TopologyConfig::default(), &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = Bus::start(
+        &nats.url(),
+        &nats.nats_config(),
+        &TopologyConfig::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Incompatible { .. }), "{text}");
-    assert!(text.contains("INTAKE") && text.contains("topology.storage") && text.contains("Memory"), "{text}");
+    assert!(
+        text.contains("INTAKE") && text.contains("topology.storage") && text.contains("Memory"),
+        "{text}"
+    );
 
     // With the matching storage configured, it starts.
     let memory = TopologyConfig {
@@ -128,9 +156,14 @@ async fn a_stream_with_another_storage_is_reported_with_the_fix() {
 #[tokio::test]
 async fn a_server_without_jetstream_is_reported() {
     let nats = Nats::start_without_jetstream().await;
-    let err = Bus::start(&nats.url(), &nats.nats_config(), &TopologyConfig::default(), &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = Bus::start(
+        &nats.url(),
+        &nats.nats_config(),
+        &TopologyConfig::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NoJetStream { .. }), "{err}");
     assert!(err.to_string().contains("-js"), "{err}");
 }
@@ -251,13 +284,20 @@ async fn publishing_while_the_server_is_down_fails_fast_then_recovers() {
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(matches!(err, Error::Unavailable(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 
     nats.restart().await;
     // The client reconnects by itself; the same publish then succeeds.
     let mut published = None;
     for _ in 0..50 {
-        match bus.publish("guichet.intake.web".into(), "down-1", Bytes::from_static(b"x")).await {
+        match bus
+            .publish("guichet.intake.web".into(), "down-1", Bytes::from_static(b"x"))
+            .await
+        {
             Ok(p) => {
                 published = Some(p);
                 break;
@@ -274,8 +314,14 @@ async fn publishing_while_the_server_is_down_fails_fast_then_recovers() {
 async fn attachments_are_stored_once_by_content() {
     let nats = Nats::start().await;
     let bus = nats.bus().await;
-    let a = bus.put_attachment(b"%PDF-1.4 plan", "../plan.pdf", "application/pdf").await.unwrap();
-    let b = bus.put_attachment(b"%PDF-1.4 plan", "copie.pdf", "application/pdf").await.unwrap();
+    let a = bus
+        .put_attachment(b"%PDF-1.4 plan", "../plan.pdf", "application/pdf")
+        .await
+        .unwrap();
+    let b = bus
+        .put_attachment(b"%PDF-1.4 plan", "copie.pdf", "application/pdf")
+        .await
+        .unwrap();
     assert_eq!(a.key, b.key);
     assert_eq!(a.file_name, "plan.pdf");
     assert_eq!(a.size, 13);

@@ -55,7 +55,10 @@ fn malformed_values_and_unknown_keys_name_the_key() {
         ("[topology]\nreplicas = 7\n", "topology.replicas"),
         ("[topology]\nduplicate_window = \"soon\"\n", "duplicate_window"),
         ("[admin]\nlisten = \"not an address\"\n", "listen"),
-        ("[nats]\nuser = \"g\"\npassword = { file = \"/nonexistent/secret\" }\n", "nats.password"),
+        (
+            "[nats]\nuser = \"g\"\npassword = { file = \"/nonexistent/secret\" }\n",
+            "nats.password",
+        ),
         ("[log]\nlevel = \"[[[\"\n", "log.level"),
         ("[nats\nurl = 1\n", "guichet.toml"),
     ];
@@ -80,7 +83,11 @@ fn a_valid_config_checks_and_the_example_configs_are_valid() {
             .env("GUICHET_NATS_PASSWORD", "example")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -104,7 +111,10 @@ fn an_unreachable_nats_is_one_clear_error() {
         ),
     );
     let line = error_line(&guichet(&path, &["run", "--services", "router"]));
-    assert!(line.contains("cannot connect to NATS") && line.contains(&port.to_string()), "{line}");
+    assert!(
+        line.contains("cannot connect to NATS") && line.contains(&port.to_string()),
+        "{line}"
+    );
 }
 
 #[test]
@@ -129,7 +139,10 @@ async fn a_server_without_jetstream_is_one_clear_error() {
     let admin = free_port().unwrap();
     let path = write_config(
         dir.path(),
-        &format!("[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n", nats.url()),
+        &format!(
+            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            nats.url()
+        ),
     );
     let out = tokio::task::spawn_blocking(move || guichet(&path, &["run", "--services", "router"]))
         .await
@@ -176,12 +189,22 @@ async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(ready, "readyz never answered 200");
-    let health = client.get(format!("http://127.0.0.1:{admin}/healthz")).send().await.unwrap();
+    let health = client
+        .get(format!("http://127.0.0.1:{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client.get(format!("http://127.0.0.1:{admin}/metrics")).send().await.unwrap();
+    let metrics = client
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     // The embedded server is up, with JetStream and guichet's topology.
-    let nc = async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await.unwrap();
+    let nc = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(nc);
     js.get_stream("INTAKE").await.unwrap();
     assert!(dir.path().join("nats").join("jetstream").exists() || dir.path().join("nats").exists());
@@ -201,6 +224,12 @@ async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() 
     };
     assert!(status.success(), "exit status {status}");
     // Both processes are gone: nothing listens on either port any more.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "nats-server still running");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err(), "admin port still open");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "nats-server still running"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_err(),
+        "admin port still open"
+    );
 }
