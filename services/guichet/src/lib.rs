@@ -119,8 +119,10 @@ async fn run_with_admin(
         shutdown.cancelled().await;
         tracing::info!("shutting down: stopping intake, finishing in-flight work");
         supervisor.join(config.shutdown_grace).await;
-        if let Err(e) = bus.client().flush().await {
-            tracing::warn!(error = %e, "NATS flush at shutdown failed");
+        // Drain: flush what is buffered and close, so that stopping an
+        // embedded server afterwards is not reported as an outage.
+        if let Err(e) = bus.client().drain().await {
+            tracing::warn!(error = %e, "NATS drain at shutdown failed");
         }
         Ok(())
     }
