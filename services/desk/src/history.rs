@@ -1,0 +1,248 @@
+//! `GetUsagerHistory`: a usager's routed contacts, newest first, paged.
+//!
+//! The history is the ROUTED stream filtered by `guichet.routed.*.<id>`
+//! for the usager and every id merged into it. An ordered (ephemeral,
+//! memory, ack-less) consumer reads the filtered messages oldest first and
+//! keeps only the last `page_size` below the page bound, so memory stays
+//! bounded whatever the history's length. A page token is the stream
+//! sequence the next (older) page must stay below.
+
+use std::{collections::VecDeque, time::Duration};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use futures::StreamExt;
+use guichet_core::{
+    bus::subjects::{self, ROUTED_STREAM},
+    identity::{Identifier, normalize_email, normalize_phone},
+    proto::v1::{
+        GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
+        get_usager_history_request::Usager, get_usager_history_response::Item,
+    },
+};
+use prost::Message;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::{
+    auth::Site,
+    server::State,
+    status::{Violations, bus_status},
+};
+
+/// Longest a history read may take without a caller deadline.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TOKEN_PREFIX: &str = "before-";
+
+/// One page of a usager's history, as the messages to stream.
+pub async fn history(
+    state: &State,
+    site: &Site,
+    request: GetUsagerHistoryRequest,
+    deadline: Option<Instant>,
+) -> Result<Vec<GetUsagerHistoryResponse>, Status> {
+    crate::auth::check_site(site, &request.site)?;
+    let (who, page_size, before) = validate(state, &request)?;
+    if !state.bus.is_connected() {
+        return Err(bus_status(
+            &guichet_core::Error::Unavailable("not connected".into()),
+            "reading the history",
+        ));
+    }
+    let until = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_READ_TIMEOUT);
+    let read = async {
+        let usager_id = match who {
+            Who::Id(id) => id,
+            Who::Identifier(identifier, field) => match state.bus.usager_of(&identifier).await {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    return Err(Status::not_found(format!(
+                        "no usager is known by this {field} (it may not have been routed yet)"
+                    )));
+                }
+                Err(e) => return Err(bus_status(&e, "looking up the usager")),
+            },
+        };
+        let ids = state
+            .bus
+            .usager_history_ids(&usager_id)
+            .await
+            .map_err(|e| bus_status(&e, "looking up the usager"))?;
+        let (entries, more) = read_page(state, &ids, page_size, before).await?;
+        Ok((ids, entries, more))
+    };
+    let (ids, entries, more) = tokio::time::timeout_at(until, read).await.map_err(|_| {
+        Status::deadline_exceeded("the message broker did not give the history in time; retry, or ask for a smaller page")
+    })??;
+    let next_page_token = match (more, entries.last()) {
+        (true, Some(oldest)) => format!("{TOKEN_PREFIX}{}", oldest.sequence),
+        _ => String::new(),
+    };
+    tracing::info!(site = %site.0, usager_id = %ids[0], entries = entries.len(), "history read");
+    let end = HistoryEnd {
+        usager_id: ids[0].clone(),
+        merged_usager_ids: ids[1..].to_vec(),
+        entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+        next_page_token,
+    };
+    let mut out: Vec<GetUsagerHistoryResponse> = entries
+        .into_iter()
+        .map(|e| GetUsagerHistoryResponse {
+            item: Some(Item::Entry(e)),
+        })
+        .collect();
+    out.push(GetUsagerHistoryResponse {
+        item: Some(Item::End(end)),
+    });
+    Ok(out)
+}
+
+enum Who {
+    Id(String),
+    Identifier(Identifier, &'static str),
+}
+
+fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, Option<u64>), Status> {
+    let mut v = Violations::default();
+    let who = match &r.usager {
+        None => {
+            v.add("usager", "required: one of usager_id, email or phone");
+            None
+        }
+        Some(Usager::UsagerId(id)) => {
+            let id = id.trim();
+            if subjects::is_token(id) {
+                Some(Who::Id(id.to_owned()))
+            } else {
+                v.add("usager_id", "a usager id such as \"U01J…\" (letters, digits, '-', '_')");
+                None
+            }
+        }
+        Some(Usager::Email(e)) => match normalize_email(e) {
+            Ok(i) => Some(Who::Identifier(i, "e-mail")),
+            Err(e) => {
+                v.add("email", reason(&e));
+                None
+            }
+        },
+        Some(Usager::Phone(p)) => match normalize_phone(p) {
+            Ok(i) => Some(Who::Identifier(i, "phone number")),
+            Err(e) => {
+                v.add("phone", reason(&e));
+                None
+            }
+        },
+    };
+    let max = state.config.history_max_page_size;
+    let page_size = match r.page_size {
+        0 => state.config.history_page_size,
+        n if n > max => {
+            v.add("page_size", format!("at most {max} (`desk.history_max_page_size`)"));
+            max
+        }
+        n => n,
+    };
+    let before = if r.page_token.is_empty() {
+        None
+    } else {
+        match r
+            .page_token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(seq) => Some(seq),
+            None => {
+                v.add(
+                    "page_token",
+                    "not a token this service gave: pass `end.next_page_token` unchanged, or nothing for the first page",
+                );
+                None
+            }
+        }
+    };
+    v.into_result()?;
+    match who {
+        Some(who) => Ok((who, page_size as usize, before)),
+        None => Err(Violations::single("usager", "required")),
+    }
+}
+
+fn reason(e: &guichet_core::Error) -> String {
+    match e {
+        guichet_core::Error::Identity { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The newest `page_size` entries below `before`, newest first, and
+/// whether older ones exist.
+async fn read_page(
+    state: &State,
+    ids: &[String],
+    page_size: usize,
+    before: Option<u64>,
+) -> Result<(Vec<HistoryEntry>, bool), Status> {
+    let unavailable = |e: String| bus_status(&guichet_core::Error::Unavailable(e), "reading the history");
+    let stream = state
+        .bus
+        .jetstream()
+        .get_stream_no_info(ROUTED_STREAM)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let filters: Vec<String> = ids.iter().map(|id| subjects::usager_history(id)).collect();
+    let mut config = OrderedConfig {
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    };
+    if filters.len() == 1 {
+        config.filter_subject = filters[0].clone();
+    } else {
+        config.filter_subjects = filters;
+    }
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let name = consumer.cached_info().name.clone();
+    let pending = consumer.cached_info().num_pending;
+    let mut window: VecDeque<HistoryEntry> = VecDeque::with_capacity(page_size + 1);
+    let mut more = false;
+    if pending > 0 {
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable(e.to_string()))?;
+            let (sequence, left) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.pending),
+                Err(e) => return Err(unavailable(e.to_string())),
+            };
+            if before.is_some_and(|b| sequence >= b) {
+                break;
+            }
+            match Routed::decode(message.payload.clone()) {
+                Ok(routed) => {
+                    window.push_back(HistoryEntry {
+                        routed: Some(routed),
+                        sequence,
+                    });
+                    if window.len() > page_size {
+                        window.pop_front();
+                        more = true;
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("guichet_desk_history_undecodable_total").increment(1);
+                    tracing::warn!(sequence, error = %e, "undecodable routed message left out of a history");
+                }
+            }
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    // The consumer would expire by itself; deleting it frees the server now.
+    tokio::spawn(async move {
+        let _ = stream.delete_consumer(&name).await;
+    });
+    let mut page: Vec<HistoryEntry> = window.into_iter().collect();
+    page.reverse();
+    Ok((page, more))
+}

@@ -1,0 +1,48 @@
+//! Counter, phone and mail-room intake over gRPC, and the usager's unified
+//! history.
+//!
+//! Counter software, the phone platform and the mail room call the `Desk`
+//! service (`proto/guichet/v1/desk.proto`):
+//! - `RecordContact` turns what an agent logged into a `Contact` (channel
+//!   COUNTER, PHONE or POSTAL) on `guichet.intake.<channel>`, exactly once
+//!   per `client_request_id`, and answers only after JetStream's PubAck;
+//!   with `wait_for_routing` it also waits, bounded, for the router's
+//!   decision so the agent can say who handles the request and by when;
+//! - `GetUsagerHistory` streams a usager's routed contacts from every
+//!   channel, newest first, paged, from the ROUTED stream.
+//!
+//! Modules: [`config`] (`[desk]`), [`auth`] (bearer token per site),
+//! [`record`] and [`history`] (the two calls), [`status`] (status codes
+//! and field details), [`server`] (tonic, TLS, health, reflection).
+
+pub mod auth;
+pub mod config;
+mod error;
+pub mod history;
+pub mod record;
+pub mod server;
+pub mod status;
+
+use guichet_core::ServiceContext;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{DeskConfig, DeskTlsConfig, SiteConfig};
+pub use error::DeskError;
+
+/// Checks what the service needs before it starts: limits, site tokens
+/// (resolved from their files or variables), TLS files. Errors name the
+/// configuration key.
+pub fn check(config: &DeskConfig) -> Result<(), DeskError> {
+    server::prepare(config).map(|_| ())
+}
+
+/// Serves the desk gRPC service on `listener` until `shutdown`, then lets
+/// in-flight calls finish. Reports `desk` ready once serving.
+pub async fn run(
+    ctx: ServiceContext,
+    config: DeskConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DeskError> {
+    server::serve(ctx, config, listener, shutdown).await
+}

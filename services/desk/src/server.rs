@@ -1,0 +1,244 @@
+//! The gRPC server: the `Desk` service behind the token interceptor, the
+//! standard health service (following the broker connection), server
+//! reflection, TLS, size limits, graceful shutdown.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use guichet_core::{
+    Bus, ServiceContext,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        v1::{
+            Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, RecordContactRequest, RecordContactResponse,
+            desk_server::{Desk, DeskServer},
+        },
+    },
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Request, Response, Status,
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::ServingStatus;
+
+use crate::{
+    DeskError,
+    auth::{Site, Sites, site_of},
+    config::DeskConfig,
+    history, record,
+};
+
+/// The health-service name of the desk service.
+pub const SERVICE_NAME: &str = "guichet.v1.Desk";
+
+/// What every request handler shares.
+pub struct State {
+    pub bus: Bus,
+    pub instance: String,
+    pub config: DeskConfig,
+}
+
+/// The `Desk` gRPC service.
+#[derive(Clone)]
+pub struct DeskService {
+    state: Arc<State>,
+}
+
+impl DeskService {
+    pub fn new(state: State) -> Self {
+        Self { state: Arc::new(state) }
+    }
+}
+
+type HistoryStream = Pin<Box<dyn Stream<Item = Result<GetUsagerHistoryResponse, Status>> + Send>>;
+
+/// Labels a request's outcome in the metrics.
+fn observe(method: &'static str, site: &Site, channel: &'static str, started: Instant, result: Result<(), &Status>) {
+    let outcome = match result {
+        Ok(()) => "ok".to_owned(),
+        Err(status) => format!("{:?}", status.code()).to_lowercase(),
+    };
+    metrics::counter!("guichet_desk_requests_total", "method" => method, "site" => site.0.clone(),
+        "channel" => channel, "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!("guichet_desk_request_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+}
+
+fn deadline_of<T>(request: &Request<T>, started: Instant) -> Option<Instant> {
+    crate::status::deadline(request.metadata()).map(|d| started + d)
+}
+
+#[tonic::async_trait]
+impl Desk for DeskService {
+    async fn record_contact(
+        &self,
+        request: Request<RecordContactRequest>,
+    ) -> Result<Response<RecordContactResponse>, Status> {
+        let started = Instant::now();
+        let site = site_of(&request)?;
+        let deadline = deadline_of(&request, started);
+        let request = request.into_inner();
+        let channel = Channel::try_from(request.channel)
+            .map(|c| match c {
+                Channel::Counter | Channel::Phone | Channel::Postal => c.token(),
+                _ => "other",
+            })
+            .unwrap_or("other");
+        let result = record::record(&self.state, &site, request, deadline).await;
+        observe("record_contact", &site, channel, started, result.as_ref().map(|_| ()));
+        result.map(Response::new)
+    }
+
+    type GetUsagerHistoryStream = HistoryStream;
+
+    async fn get_usager_history(
+        &self,
+        request: Request<GetUsagerHistoryRequest>,
+    ) -> Result<Response<Self::GetUsagerHistoryStream>, Status> {
+        let started = Instant::now();
+        let site = site_of(&request)?;
+        let deadline = deadline_of(&request, started);
+        let result = history::history(&self.state, &site, request.into_inner(), deadline).await;
+        observe("get_usager_history", &site, "any", started, result.as_ref().map(|_| ()));
+        let items = result?;
+        Ok(Response::new(Box::pin(futures::stream::iter(items.into_iter().map(Ok)))))
+    }
+}
+
+/// What [`crate::check`] prepared from the configuration.
+pub struct Prepared {
+    pub sites: Sites,
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Resolves the tokens and reads the TLS files; errors name the key.
+pub fn prepare(config: &DeskConfig) -> Result<Prepared, DeskError> {
+    use guichet_core::config::Validate;
+    config.validate()?;
+    let sites = Sites::from_config(config)?;
+    let tls = match &config.tls {
+        None => None,
+        Some(tls) => {
+            let read = |key: &'static str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| DeskError::Tls {
+                    key,
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })
+            };
+            let cert = read("desk.tls.cert_file", &tls.cert_file)?;
+            let key = read("desk.tls.key_file", &tls.key_file)?;
+            if !String::from_utf8_lossy(&cert).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(DeskError::Tls {
+                    key: "desk.tls.cert_file",
+                    reason: format!("{} holds no PEM certificate", tls.cert_file.display()),
+                });
+            }
+            if !String::from_utf8_lossy(&key).contains("PRIVATE KEY-----") {
+                return Err(DeskError::Tls {
+                    key: "desk.tls.key_file",
+                    reason: format!("{} holds no PEM private key", tls.key_file.display()),
+                });
+            }
+            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            if let Some(ca) = &tls.client_ca_file {
+                let ca = read("desk.tls.client_ca_file", ca)?;
+                server_tls = server_tls.client_ca_root(Certificate::from_pem(ca));
+            }
+            Some(server_tls)
+        }
+    };
+    Ok(Prepared { sites, tls })
+}
+
+/// Serves until `shutdown`, then lets in-flight calls finish.
+pub async fn serve(
+    ctx: ServiceContext,
+    config: DeskConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DeskError> {
+    let prepared = prepare(&config)?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.listen.to_string());
+    let serve_error = |reason: String| DeskError::Serve {
+        addr: addr.clone(),
+        reason,
+    };
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| serve_error(format!("reflection: {e}")))?;
+
+    let max_message_size = config.max_message_size;
+    let tls = prepared.tls.is_some();
+    let state = State {
+        bus: ctx.bus.clone(),
+        instance: ctx.instance.clone(),
+        config,
+    };
+    let desk = InterceptedService::new(
+        DeskServer::new(DeskService::new(state)).max_decoding_message_size(max_message_size),
+        prepared.sites.interceptor(),
+    );
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // A ceiling for any call, whatever the caller's deadline.
+        .timeout(Duration::from_secs(60));
+    if let Some(tls_config) = prepared.tls {
+        builder = builder
+            .tls_config(tls_config)
+            .map_err(|e| DeskError::Tls {
+                key: "desk.tls",
+                reason: e.to_string(),
+            })?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(desk);
+
+    // Health follows the broker: NOT_SERVING while NATS is away, so load
+    // balancers send counters elsewhere.
+    let health_stop = shutdown.child_token();
+    let health_task = tokio::spawn(follow_broker(ctx.bus.clone(), reporter, health_stop.clone()));
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    ctx.health.set_ready("desk", true);
+    tracing::info!(%addr, tls, "desk gRPC service listening");
+    let result = router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    health_stop.cancel();
+    let _ = health_task.await;
+    result.map_err(|e| serve_error(e.to_string()))
+}
+
+async fn follow_broker(bus: Bus, reporter: tonic_health::server::HealthReporter, stop: CancellationToken) {
+    let mut last: Option<bool> = None;
+    loop {
+        let up = bus.is_connected();
+        if last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(SERVICE_NAME, status).await;
+            reporter.set_service_status("", status).await;
+            last = Some(up);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
