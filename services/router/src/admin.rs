@@ -1,0 +1,425 @@
+//! What the operators' commands do: merge and forget usagers, explain a
+//! routing decision, look at a service's queue. The `guichet` binary
+//! prints the reports these return.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use async_nats::jetstream::{
+    AckKind,
+    consumer::{DeliverPolicy, pull},
+};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use guichet_core::{
+    Bus,
+    bus::{
+        subjects::{self, is_token},
+        usagers::{alias_key, merged_key, record_key},
+    },
+    proto::v1::Routed,
+};
+use prost::Message;
+
+use crate::{
+    RouterError,
+    dispatch::queue_consumer,
+    identity::{self, add_to_record},
+    requests::{self, RequestRecord, RoutedIndex},
+};
+
+fn check_id(what: &str, id: &str) -> Result<(), RouterError> {
+    if is_token(id) {
+        Ok(())
+    } else {
+        Err(RouterError::Invalid(format!(
+            "{what} `{}` is not a usager id (e.g. U01J…: letters, digits, - and _ only)",
+            id.escape_default()
+        )))
+    }
+}
+
+fn identity_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> RouterError + '_ {
+    move |e| RouterError::identity_store(what, e)
+}
+
+/// What `guichet usager merge A B` did.
+#[derive(Debug, Clone)]
+pub struct MergeReport {
+    pub kept: String,
+    pub merged: String,
+    pub identifiers_moved: usize,
+    /// The ids whose routed messages now make up the kept usager's history.
+    pub history_ids: Vec<String>,
+    /// B was already merged into A: the merge was only completed.
+    pub already_merged: bool,
+}
+
+/// Merges usager `other` into `keep`: `other` becomes an alias of `keep`,
+/// its identifiers point at `keep`, and `keep`'s history covers both.
+pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, RouterError> {
+    check_id("KEEP", keep)?;
+    check_id("OTHER", other)?;
+    if keep == other {
+        return Err(RouterError::Invalid("KEEP and OTHER are the same usager".into()));
+    }
+    let kv = &bus.stores().identity;
+    let keep_canonical = bus.canonical_usager(keep).await?;
+    if keep_canonical != keep {
+        return Err(RouterError::Invalid(format!(
+            "{keep} was itself merged into {keep_canonical}: merge into {keep_canonical} instead"
+        )));
+    }
+    let other_canonical = bus.canonical_usager(other).await?;
+    let already_merged = other_canonical == keep;
+    if !already_merged && other_canonical != other {
+        return Err(RouterError::Invalid(format!(
+            "{other} was already merged into {other_canonical}; merge {other_canonical} instead"
+        )));
+    }
+    if identity::read_record(bus, keep).await?.is_none() {
+        return Err(RouterError::NotFound(format!("no usager {keep} (no record in the identity bucket)")));
+    }
+    let other_record = identity::read_record(bus, other).await?.map(|(r, _)| r);
+    if other_record.is_none() && !already_merged {
+        return Err(RouterError::NotFound(format!("no usager {other} (no record in the identity bucket)")));
+    }
+
+    // History first (so that no message is ever out of every history),
+    // then the alias (lookups now land on KEEP), then the keys.
+    let mut history: Vec<String> = read_json_list(bus, &merged_key(keep)).await?;
+    for id in std::iter::once(other.to_owned()).chain(read_json_list(bus, &merged_key(other)).await?) {
+        if id != keep && !history.contains(&id) {
+            history.push(id);
+        }
+    }
+    kv.put(
+        merged_key(keep),
+        Bytes::from(serde_json::to_vec(&history).map_err(|e| RouterError::Invalid(e.to_string()))?),
+    )
+    .await
+    .map_err(|e| RouterError::identity_store("writing the merged list", e))?;
+    kv.put(alias_key(other), Bytes::from(keep.to_owned()))
+        .await
+        .map_err(|e| RouterError::identity_store("writing the alias", e))?;
+    let keys = other_record.map(|r| r.identifiers).unwrap_or_default();
+    for key in &keys {
+        kv.put(key.as_str(), Bytes::from(keep.to_owned()))
+            .await
+            .map_err(|e| RouterError::identity_store("re-pointing an identifier", e))?;
+    }
+    add_to_record(kv, keep, keys.iter().cloned()).await?;
+    if let Err(e) = kv.purge(record_key(other)).await {
+        tracing::warn!(usager_id = other, error = %e, "merged usager's record not removed");
+    }
+    let _ = kv.purge(merged_key(other)).await;
+
+    let event = serde_json::json!({
+        "kind": "usager_merged", "kept": keep, "merged": other,
+        "identifiers_moved": keys.len(), "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    bus.publish(
+        subjects::event("usager_merged"),
+        &format!("merge-{other}-into-{keep}"),
+        Bytes::from(event.to_string()),
+    )
+    .await?;
+    let mut history_ids = vec![keep.to_owned()];
+    history_ids.extend(history);
+    Ok(MergeReport {
+        kept: keep.to_owned(),
+        merged: other.to_owned(),
+        identifiers_moved: keys.len(),
+        history_ids,
+        already_merged,
+    })
+}
+
+async fn read_json_list(bus: &Bus, key: &str) -> Result<Vec<String>, RouterError> {
+    let value = bus
+        .stores()
+        .identity
+        .get(key)
+        .await
+        .map_err(|e| RouterError::identity_store(format!("reading {key}"), e))?;
+    match value {
+        None => Ok(Vec::new()),
+        Some(v) => serde_json::from_slice(&v)
+            .map_err(|e| RouterError::Identity(format!("{key} is not a JSON list of usager ids ({e})"))),
+    }
+}
+
+/// What `guichet usager forget ID` erased.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetReport {
+    /// The usager ids erased: the person's id and every id merged into it.
+    pub usager_ids: Vec<String>,
+    pub routed_messages_purged: u64,
+    pub identity_keys_removed: usize,
+    pub requests_removed: usize,
+    pub index_entries_removed: usize,
+}
+
+/// Erases a usager (RGPD): their routed messages (journal and queues),
+/// identity keys and records, and the requests they opened.
+pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterError> {
+    check_id("ID", usager_id)?;
+    let ids = bus.usager_history_ids(usager_id).await?;
+    let kv = &bus.stores().identity;
+    let mut report = ForgetReport {
+        usager_ids: ids.clone(),
+        ..Default::default()
+    };
+    let records: Vec<_> = {
+        let mut out = Vec::new();
+        for id in &ids {
+            out.push(identity::read_record(bus, id).await?.map(|(r, _)| r));
+        }
+        out
+    };
+    let routed_stream = bus
+        .jetstream()
+        .get_stream(subjects::ROUTED_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
+
+    // What the routed messages point at, before they go.
+    let mut contacts = BTreeSet::new();
+    let mut references = BTreeSet::new();
+    let mut message_ids = BTreeSet::new();
+    for id in &ids {
+        for payload in read_subject(bus, subjects::ROUTED_STREAM, &subjects::usager_history(id)).await? {
+            if let Ok(routed) = Routed::decode(payload) {
+                if let Some(contact) = &routed.contact {
+                    contacts.insert(contact.id.clone());
+                    if let Some(m) = requests::own_message_id(contact) {
+                        message_ids.insert(m.to_owned());
+                    }
+                }
+                references.insert(routed.reference.clone());
+            }
+        }
+    }
+    if ids.iter().all(|id| !is_known(&records, id)) && contacts.is_empty() {
+        return Err(RouterError::NotFound(format!(
+            "no usager {usager_id}: no record and no routed message"
+        )));
+    }
+    for id in &ids {
+        let purged = routed_stream
+            .purge()
+            .filter(subjects::usager_history(id))
+            .await
+            .map_err(|e| RouterError::jetstream(format!("purging the history of {id}"), e))?;
+        report.routed_messages_purged += purged.purged;
+    }
+
+    // Identity: every key of every record, then the records themselves.
+    for record in records.iter().flatten() {
+        for key in &record.identifiers {
+            kv.purge(key.as_str()).await.map_err(identity_err("removing an identifier"))?;
+            report.identity_keys_removed += 1;
+        }
+    }
+    for id in &ids {
+        for key in [record_key(id), alias_key(id), merged_key(id)] {
+            kv.purge(key.as_str()).await.map_err(identity_err("removing a usager key"))?;
+        }
+    }
+
+    // Requests they opened, and the indexes pointing at their messages.
+    let rkv = &bus.stores().requests;
+    for reference in &references {
+        if let Some(request) = requests::request(bus, reference).await?
+            && ids.contains(&request.usager_id)
+        {
+            rkv.purge(requests::request_key(reference))
+                .await
+                .map_err(|e| RouterError::requests_store("removing a request", e))?;
+            report.requests_removed += 1;
+        }
+    }
+    for key in contacts
+        .iter()
+        .map(|c| requests::contact_key(c))
+        .chain(message_ids.iter().map(|m| requests::msgid_key(m)))
+    {
+        rkv.purge(key.as_str())
+            .await
+            .map_err(|e| RouterError::requests_store("removing an index entry", e))?;
+        report.index_entries_removed += 1;
+    }
+
+    let event = serde_json::json!({
+        "kind": "usager_forgotten", "usager_ids": ids,
+        "routed_messages_purged": report.routed_messages_purged,
+        "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    bus.publish(
+        subjects::event("usager_forgotten"),
+        &format!("forget-{usager_id}-{}", Utc::now().timestamp_millis()),
+        Bytes::from(event.to_string()),
+    )
+    .await?;
+    Ok(report)
+}
+
+fn is_known(records: &[Option<identity::UsagerRecord>], id: &str) -> bool {
+    records.iter().flatten().any(|r| r.usager_id == id)
+}
+
+/// Every payload on `filter` in `stream`, oldest first.
+pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<Bytes>, RouterError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(stream)
+        .await
+        .map_err(|e| RouterError::jetstream(format!("opening {stream}"), e))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
+    let mut consumer = consumer;
+    let pending = consumer
+        .info()
+        .await
+        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?
+        .num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .map_err(|_| RouterError::jetstream(format!("reading {filter}"), "timed out"))?
+    {
+        let message = message.map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
+        let left = message.info().map(|i| i.pending).unwrap_or(0);
+        out.push(message.payload.clone());
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A routed contact's decision, for `guichet explain`.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub index: RoutedIndex,
+    pub routed: Routed,
+    pub request: Option<RequestRecord>,
+}
+
+/// Finds the `Routed` of a contact and the request it belongs to.
+pub async fn explain(bus: &Bus, contact_id: &str) -> Result<Explanation, RouterError> {
+    if !is_token(contact_id) {
+        return Err(RouterError::Invalid(format!(
+            "`{}` is not a contact id (a ULID such as 01J…)",
+            contact_id.escape_default()
+        )));
+    }
+    let index = requests::routed_index(bus, contact_id).await?.ok_or_else(|| {
+        RouterError::NotFound(format!(
+            "contact {contact_id} has not been routed: not yet (is a router running?), dead-lettered (see stream {}), or forgotten",
+            subjects::DEADLETTER_STREAM
+        ))
+    })?;
+    let stream = bus
+        .jetstream()
+        .get_stream(&index.stream)
+        .await
+        .map_err(|e| RouterError::jetstream(format!("opening {}", index.stream), e))?;
+    let message = stream.direct_get(index.sequence).await.map_err(|e| {
+        RouterError::NotFound(format!(
+            "contact {contact_id} was routed to {} (sequence {}) but the message is gone ({e}): past the journal's retention or purged",
+            index.subject, index.sequence
+        ))
+    })?;
+    let routed = Routed::decode(message.payload)
+        .map_err(|e| RouterError::Requests(format!("sequence {} is not a Routed: {e}", index.sequence)))?;
+    let request = requests::request(bus, &routed.reference).await?;
+    Ok(Explanation { index, routed, request })
+}
+
+/// What a back-office sees in its queue.
+#[derive(Debug, Clone)]
+pub struct QueueView {
+    pub service: String,
+    /// Messages not yet delivered to the back-office.
+    pub pending: u64,
+    /// Delivered, not yet acknowledged.
+    pub unacknowledged: usize,
+    pub items: Vec<Routed>,
+}
+
+/// Pulls up to `max` messages from a service's queue; acknowledges them
+/// only when `ack` (otherwise they go back to the queue at once).
+pub async fn pull_queue(bus: &Bus, service: &str, max: usize, ack: bool) -> Result<QueueView, RouterError> {
+    if !is_token(service) {
+        return Err(RouterError::Invalid(format!(
+            "`{}` is not a service name (letters, digits, - and _ only)",
+            service.escape_default()
+        )));
+    }
+    let stream = bus
+        .jetstream()
+        .get_stream(subjects::ROUTED_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&queue_consumer(service))
+        .await
+        .map_err(|_| {
+            RouterError::NotFound(format!(
+                "no queue for service `{service}`: routers create one per service of the active rules (see `guichet rules history`)"
+            ))
+        })?;
+    let mut items = Vec::new();
+    if max > 0 {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| RouterError::jetstream(format!("pulling the queue of {service}"), e))?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| RouterError::jetstream(format!("pulling the queue of {service}"), e))?;
+            match Routed::decode(message.payload.clone()) {
+                Ok(routed) => items.push(routed),
+                Err(e) => tracing::warn!(error = %e, "a message in the queue is not a Routed"),
+            }
+            let kind = if ack { AckKind::Ack } else { AckKind::Nak(None) };
+            message
+                .ack_with(kind)
+                .await
+                .map_err(|e| RouterError::jetstream("acknowledging", e))?;
+        }
+    }
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| RouterError::jetstream(format!("reading the queue of {service}"), e))?;
+    Ok(QueueView {
+        service: service.to_owned(),
+        pending: info.num_pending,
+        unacknowledged: usize::try_from(info.num_ack_pending).unwrap_or(0),
+        items,
+    })
+}
+
+/// A contract timestamp as RFC 3339 (seconds), or "-".
+pub fn rfc3339(ts: Option<&pbjson_types::Timestamp>) -> String {
+    ts.and_then(guichet_core::proto::to_datetime)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,221 @@
+//! Consuming INTAKE: a durable pull consumer shared by every router.
+//!
+//! Each contact is acked only after its `Routed` PubAck. A failed routing
+//! is NAKed with the configured backoff; at the last allowed delivery it
+//! is copied to `guichet.deadletter.router` with the reason and
+//! terminated. A payload that is not a contact is dead-lettered and
+//! terminated at once: retrying cannot help. The server's own limit is
+//! one delivery more than the router's, so a contact whose last try died
+//! with its router (crash, lost connection) is still dead-lettered.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    AckKind, Message,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{StreamExt, stream::FuturesUnordered};
+use guichet_core::{
+    Bus,
+    bus::subjects,
+    proto::{
+        self,
+        v1::{Contact, DeadLetter},
+    },
+};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    RouterConfig, RouterError,
+    route::{RouteOutcome, Router},
+};
+
+/// The INTAKE consumer every router process shares.
+pub fn intake_config(config: &RouterConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("guichet: the routers, sharing the intake".into()),
+        filter_subject: subjects::INTAKE_ALL.to_owned(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: config.ack_wait,
+        max_deliver: i64::from(config.max_deliveries) + 1,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// Creates the consumer, or brings an existing one to the configuration.
+pub async fn ensure_intake_consumer(bus: &Bus, config: &RouterConfig) -> Result<PullConsumer, RouterError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(subjects::INTAKE_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening INTAKE", e))?;
+    stream
+        .create_consumer(intake_config(config))
+        .await
+        .map_err(|e| RouterError::jetstream(format!("creating the INTAKE consumer `{}`", config.consumer), e))
+}
+
+/// Pulls and routes until `shutdown`, then finishes the contacts in hand.
+pub async fn consume(
+    consumer: PullConsumer,
+    router: Router,
+    bus: Bus,
+    config: RouterConfig,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> Result<(), RouterError> {
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch_size)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| RouterError::jetstream("pulling from INTAKE", e))?;
+    on_ready();
+    let mut in_flight = FuturesUnordered::new();
+    let mut errors_in_a_row = 0u32;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = messages.next(), if in_flight.len() < config.concurrency => match next {
+                Some(Ok(message)) => {
+                    errors_in_a_row = 0;
+                    in_flight.push(handle(&router, &bus, &config, message));
+                }
+                Some(Err(e)) => {
+                    errors_in_a_row += 1;
+                    tracing::warn!(error = %e, "pulling from INTAKE failed; continuing");
+                    if errors_in_a_row >= 20 {
+                        break Err(RouterError::jetstream("pulling from INTAKE", format!("{e} (20 failures in a row)")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => break Err(RouterError::jetstream("pulling from INTAKE", "the message stream ended")),
+            },
+        }
+    };
+    // Stop fetching; finish what is in hand. Messages buffered but not
+    // started are not acked: the server gives them to another router.
+    drop(messages);
+    while in_flight.next().await.is_some() {}
+    outcome
+}
+
+async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Message) {
+    let started = std::time::Instant::now();
+    let (sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, u32::try_from(info.delivered).unwrap_or(u32::MAX)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a message without JetStream metadata; ignored");
+            return;
+        }
+    };
+    let subject = message.subject.to_string();
+    let fail = |reason: String, undecodable: bool| DeadLetter {
+        original_subject: subject.clone(),
+        original_stream: subjects::INTAKE_STREAM.to_owned(),
+        original_sequence: sequence,
+        payload: message.payload.to_vec(),
+        reason,
+        undecodable,
+        deliveries: delivered,
+        failed_at: Some(proto::timestamp(Utc::now())),
+        failed_in: "router".into(),
+    };
+    if delivered > config.max_deliveries {
+        let reason = format!(
+            "gave up after {} deliveries: the last one did not finish (router crash, lost connection or timeout after {:?})",
+            config.max_deliveries, config.ack_wait
+        );
+        dead_letter(bus, &message, fail(reason, false)).await;
+        return;
+    }
+    let contact = match Contact::decode(message.payload.clone()) {
+        Ok(contact) => contact,
+        Err(e) => {
+            let reason = format!("not a guichet.v1.Contact: {e}");
+            dead_letter(bus, &message, fail(reason, true)).await;
+            return;
+        }
+    };
+    match router.route(&contact).await {
+        Ok(outcome) => {
+            let label = match &outcome {
+                RouteOutcome::Routed { published, .. } if published.duplicate => "duplicate",
+                RouteOutcome::Routed { .. } => "routed",
+                RouteOutcome::AlreadyRouted(_) => "already_routed",
+            };
+            metrics::counter!("guichet_router_contacts_total", "outcome" => label).increment(1);
+            metrics::histogram!("guichet_router_route_seconds").record(started.elapsed().as_secs_f64());
+            if let Err(e) = message.ack().await {
+                tracing::warn!(contact_id = %contact.id, error = %e, "ack failed; the contact will come back and be recognized");
+            }
+        }
+        Err(e @ RouterError::Contact { .. }) => {
+            dead_letter(bus, &message, fail(format!("not routable: {e}"), true)).await;
+        }
+        Err(e) if delivered >= config.max_deliveries => {
+            let reason = format!(
+                "routing failed {delivered} times; last error: {e}{}",
+                if e.is_transient() { " (transient: NATS was unavailable)" } else { "" }
+            );
+            dead_letter(bus, &message, fail(reason, false)).await;
+        }
+        Err(e) => {
+            let delay = config.backoff_after(delivered);
+            metrics::counter!("guichet_router_contacts_total", "outcome" => "retried").increment(1);
+            tracing::warn!(contact_id = %contact.id, delivered, retry_in = ?delay, error = %e, "routing failed; will retry");
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(error = %e, "NAK failed; the server redelivers after ack_wait");
+            }
+        }
+    }
+}
+
+/// Copies the message to the dead-letter stream, then terminates it. If
+/// the copy is not stored, the message is NAKed instead: never dropped.
+async fn dead_letter(bus: &Bus, message: &Message, mut letter: DeadLetter) {
+    let msg_id = format!("router-{}-{}", letter.original_stream, letter.original_sequence);
+    tracing::error!(
+        subject = %letter.original_subject,
+        sequence = letter.original_sequence,
+        deliveries = letter.deliveries,
+        reason = %letter.reason,
+        "contact sent to the dead-letter stream"
+    );
+    let mut result = bus
+        .publish(subjects::deadletter("router"), &msg_id, Bytes::from(letter.encode_to_vec()))
+        .await;
+    if matches!(result, Err(ref e) if !e.is_transient()) {
+        // Too large with its envelope: keep the reason, point at INTAKE.
+        letter.payload.clear();
+        letter.reason.push_str(&format!(
+            " (payload omitted: too large for the dead-letter stream; it stays in {} at sequence {} until topology.intake_max_age)",
+            letter.original_stream, letter.original_sequence
+        ));
+        result = bus
+            .publish(subjects::deadletter("router"), &msg_id, Bytes::from(letter.encode_to_vec()))
+            .await;
+    }
+    match result {
+        Ok(_) => {
+            metrics::counter!("guichet_router_contacts_total", "outcome" => "dead_letter").increment(1);
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "TERM failed; the dead letter is deduplicated if it comes back");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dead-letter copy not stored; the contact will be retried");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! One usager id per person: resolving a contact's identity claims.
+//!
+//! Identifiers are normalized by [`guichet_core::identity`] and looked up
+//! in `guichet_identity` by hashed key (layout in
+//! [`guichet_core::bus::usagers`]). A new person gets a new id claimed
+//! with KV `create` on their strongest identifier, so two routers racing
+//! on the same new person end with one id: the loser sees the winner's
+//! key and starts over. New identifiers attach to the usager found.
+//! When identifiers point at different usagers the strongest identifier
+//! wins (account > e-mail > phone), nothing is re-pointed, and an
+//! `identity_conflict` event is published for a human to review.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use chrono::Utc;
+use guichet_core::{
+    Bus,
+    bus::{
+        subjects::{self, is_token},
+        usagers::record_key,
+    },
+    identity::{Identifier, normalize_account, normalize_email, normalize_phone},
+    proto::v1::{Contact, identity_resolution::Outcome},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::RouterError;
+
+/// A usager's record, `usager.<U>` in the identity bucket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsagerRecord {
+    pub usager_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The identity keys (hashed identifiers) that point at this usager.
+    pub identifiers: Vec<String>,
+}
+
+/// What the resolution of one contact found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub usager_id: String,
+    pub outcome: Outcome,
+    /// Kinds of the identifiers that designate the usager ("email", ...).
+    pub matched_by: Vec<String>,
+    /// Usagers designated by weaker identifiers, when they disagree.
+    pub conflicts: Vec<(String, String)>,
+}
+
+/// The normalized identifiers of a contact, strongest first. Claims that
+/// do not normalize are skipped (and counted), never fatal.
+pub fn identifiers(contact: &Contact) -> Vec<Identifier> {
+    let Some(claims) = &contact.claims else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |field: &'static str, result: Result<Identifier, guichet_core::Error>| match result {
+        Ok(id) => out.push(id),
+        Err(_) => {
+            metrics::counter!("guichet_router_unusable_claims_total", "field" => field).increment(1);
+            tracing::debug!(contact_id = %contact.id, field, "identity claim not usable; ignored");
+        }
+    };
+    if !claims.account_id.trim().is_empty() {
+        push("account_id", normalize_account(&claims.account_issuer, &claims.account_id));
+    }
+    if !claims.email.trim().is_empty() {
+        push("email", normalize_email(&claims.email));
+    }
+    if !claims.phone.trim().is_empty() {
+        push("phone", normalize_phone(&claims.phone));
+    }
+    out.sort_by_key(|id| id.kind);
+    out
+}
+
+/// Resolves the contact's usager, claiming or attaching identifiers.
+pub async fn resolve(bus: &Bus, contact: &Contact) -> Result<Resolution, RouterError> {
+    let ids = identifiers(contact);
+    if ids.is_empty() {
+        return Ok(Resolution {
+            usager_id: anonymous_id(&contact.id),
+            outcome: Outcome::Anonymous,
+            matched_by: Vec::new(),
+            conflicts: Vec::new(),
+        });
+    }
+    // Each lost race means another router just claimed this person: the
+    // next attempt finds them. Four losses in a row is not a race.
+    for _ in 0..4 {
+        if let Some(resolution) = try_resolve(bus, &ids).await? {
+            if !resolution.conflicts.is_empty() {
+                publish_conflict(bus, contact, &resolution).await?;
+            }
+            return Ok(resolution);
+        }
+    }
+    Err(RouterError::Identity(
+        "could not claim a usager id after 4 attempts (keys created and removed concurrently?)".into(),
+    ))
+}
+
+/// The usager id of a contact with no identifier: its own, derived from
+/// the contact id, so that a redelivery gets the same one.
+pub fn anonymous_id(contact_id: &str) -> String {
+    format!("U{contact_id}")
+}
+
+async fn lookup(bus: &Bus, id: &Identifier) -> Result<Option<String>, RouterError> {
+    let kv = &bus.stores().identity;
+    let key = id.key();
+    let Some(raw) = kv
+        .get(key.as_str())
+        .await
+        .map_err(|e| RouterError::identity_store(format!("reading a {} key", id.kind.as_str()), e))?
+    else {
+        return Ok(None);
+    };
+    let raw = std::str::from_utf8(&raw)
+        .map_err(|_| RouterError::Identity(format!("key {key} does not hold UTF-8 text")))?
+        .trim()
+        .to_owned();
+    let canonical = bus.canonical_usager(&raw).await?;
+    if !is_token(&canonical) {
+        return Err(RouterError::Identity(format!(
+            "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
+            canonical.escape_default()
+        )));
+    }
+    Ok(Some(canonical))
+}
+
+/// `None` when another router won the race to create this person.
+async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>, RouterError> {
+    let mut known: Vec<(&Identifier, String)> = Vec::new();
+    let mut unknown: Vec<&Identifier> = Vec::new();
+    for id in ids {
+        match lookup(bus, id).await? {
+            Some(u) => known.push((id, u)),
+            None => unknown.push(id),
+        }
+    }
+    let kv = &bus.stores().identity;
+
+    let Some((_, winner)) = known.first() else {
+        // A new person: the record first (so that `forget` always finds
+        // every key), then the strongest key decides who created them.
+        let usager_id = guichet_core::ids::usager_id();
+        let record = UsagerRecord {
+            usager_id: usager_id.clone(),
+            created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            identifiers: ids.iter().map(Identifier::key).collect(),
+        };
+        put_record(kv, &record).await?;
+        let first = &ids[0];
+        match kv.create(first.key(), Bytes::from(usager_id.clone())).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                metrics::counter!("guichet_router_identity_races_total").increment(1);
+                if let Err(e) = kv.purge(record_key(&usager_id)).await {
+                    tracing::warn!(usager_id, error = %e, "orphan usager record left after a lost race");
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(RouterError::identity_store("claiming a new usager id", e)),
+        }
+        let mut conflicts = Vec::new();
+        for id in &ids[1..] {
+            if let Some(other) = claim(bus, id, &usager_id).await? {
+                conflicts.push((id.kind.as_str().to_owned(), other));
+            }
+        }
+        metrics::counter!("guichet_router_usagers_created_total").increment(1);
+        return Ok(Some(Resolution {
+            matched_by: Vec::new(),
+            outcome: if conflicts.is_empty() {
+                Outcome::Created
+            } else {
+                Outcome::Conflict
+            },
+            usager_id,
+            conflicts,
+        }));
+    };
+    let winner = winner.clone();
+    let mut matched_by = Vec::new();
+    let mut conflicts = Vec::new();
+    for (id, u) in &known {
+        if *u == winner {
+            matched_by.push(id.kind.as_str().to_owned());
+        } else {
+            conflicts.push((id.kind.as_str().to_owned(), u.clone()));
+        }
+    }
+    if !unknown.is_empty() {
+        add_to_record(kv, &winner, unknown.iter().map(|id| id.key())).await?;
+        for id in unknown {
+            if let Some(other) = claim(bus, id, &winner).await? {
+                conflicts.push((id.kind.as_str().to_owned(), other));
+            }
+        }
+    }
+    Ok(Some(Resolution {
+        usager_id: winner,
+        outcome: if conflicts.is_empty() {
+            Outcome::Known
+        } else {
+            Outcome::Conflict
+        },
+        matched_by,
+        conflicts,
+    }))
+}
+
+/// Points `id` at `usager_id` unless it exists; returns the other usager
+/// when it already points elsewhere.
+async fn claim(bus: &Bus, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
+    let kv = &bus.stores().identity;
+    match kv.create(id.key(), Bytes::from(usager_id.to_owned())).await {
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => match lookup(bus, id).await? {
+            Some(other) if other != usager_id => Ok(Some(other)),
+            _ => Ok(None),
+        },
+        Err(e) => Err(RouterError::identity_store(
+            format!("attaching a {} key", id.kind.as_str()),
+            e,
+        )),
+    }
+}
+
+async fn put_record(kv: &kv::Store, record: &UsagerRecord) -> Result<(), RouterError> {
+    let value = serde_json::to_vec(record).map_err(|e| RouterError::Identity(format!("encoding a record: {e}")))?;
+    kv.put(record_key(&record.usager_id), Bytes::from(value))
+        .await
+        .map_err(|e| RouterError::identity_store("writing a usager record", e))?;
+    Ok(())
+}
+
+/// Reads a usager's record and its revision (`None`: no record).
+pub async fn read_record(bus: &Bus, usager_id: &str) -> Result<Option<(UsagerRecord, u64)>, RouterError> {
+    read_record_in(&bus.stores().identity, usager_id).await
+}
+
+async fn read_record_in(kv: &kv::Store, usager_id: &str) -> Result<Option<(UsagerRecord, u64)>, RouterError> {
+    let key = record_key(usager_id);
+    let entry = kv
+        .entry(key.as_str())
+        .await
+        .map_err(|e| RouterError::identity_store("reading a usager record", e))?;
+    match entry {
+        Some(entry) if entry.operation == Operation::Put => {
+            let record: UsagerRecord = serde_json::from_slice(&entry.value)
+                .map_err(|e| RouterError::Identity(format!("{key} is not a usager record ({e}); fix or purge it")))?;
+            Ok(Some((record, entry.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Adds identity keys to a record (compare-and-set, created if missing).
+pub(crate) async fn add_to_record(
+    kv: &kv::Store,
+    usager_id: &str,
+    keys: impl IntoIterator<Item = String>,
+) -> Result<(), RouterError> {
+    let keys: Vec<String> = keys.into_iter().collect();
+    for _ in 0..8 {
+        let current = read_record_in(kv, usager_id).await?;
+        let (mut record, revision) = match current {
+            Some((record, revision)) => (record, Some(revision)),
+            None => (
+                UsagerRecord {
+                    usager_id: usager_id.to_owned(),
+                    created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    identifiers: Vec::new(),
+                },
+                None,
+            ),
+        };
+        let before = record.identifiers.len();
+        for key in &keys {
+            if !record.identifiers.contains(key) {
+                record.identifiers.push(key.clone());
+            }
+        }
+        if revision.is_some() && record.identifiers.len() == before {
+            return Ok(());
+        }
+        let value =
+            Bytes::from(serde_json::to_vec(&record).map_err(|e| RouterError::Identity(format!("encoding: {e}")))?);
+        let key = record_key(usager_id);
+        let written = match revision {
+            Some(revision) => match kv.update(key.as_str(), value, revision).await {
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                other => other.map(|_| ()).map_err(|e| e.to_string()),
+            },
+            None => match kv.create(key.as_str(), value).await {
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
+                other => other.map(|_| ()).map_err(|e| e.to_string()),
+            },
+        };
+        return written.map_err(|e| RouterError::identity_store("updating a usager record", e));
+    }
+    Err(RouterError::identity_store(
+        "updating a usager record",
+        "too many concurrent updates; retry",
+    ))
+}
+
+async fn publish_conflict(bus: &Bus, contact: &Contact, resolution: &Resolution) -> Result<(), RouterError> {
+    let mut others: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (kind, usager) in &resolution.conflicts {
+        others.entry(usager.as_str()).or_default().push(kind.as_str());
+    }
+    let event = serde_json::json!({
+        "kind": "identity_conflict",
+        "contact_id": contact.id,
+        "kept": { "usager_id": resolution.usager_id, "matched_by": resolution.matched_by },
+        "others": others
+            .iter()
+            .map(|(u, kinds)| serde_json::json!({ "usager_id": u, "matched_by": kinds }))
+            .collect::<Vec<_>>(),
+        "action": "none: review, then `guichet usager merge KEEP OTHER` if they are one person",
+        "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    metrics::counter!("guichet_router_identity_conflicts_total").increment(1);
+    tracing::warn!(
+        contact_id = %contact.id,
+        kept = %resolution.usager_id,
+        others = ?others.keys().collect::<Vec<_>>(),
+        "identity conflict: identifiers point at different usagers; kept the strongest, published for review"
+    );
+    bus.publish(
+        subjects::event("identity_conflict"),
+        &format!("identity-conflict-{}", contact.id),
+        Bytes::from(event.to_string()),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The router: reads every contact from INTAKE and turns it into a routed
+//! request in the right service's queue.
+//!
+//! Per contact ([`route::Router::route`]): resolve the usager id
+//! ([`identity`]), recognize a follow-up of an existing request
+//! ([`requests`]), evaluate the ops rules in force ([`live`], through the
+//! [`engine`] seam), open or join the request, publish one `Routed` on
+//! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
+//! message ([`consumer`]). [`admin`] holds what the operators' commands
+//! do: merge and forget usagers, explain a decision, look at a queue.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod dispatch;
+pub mod engine;
+mod error;
+pub mod identity;
+pub mod live;
+pub mod requests;
+pub mod route;
+
+pub use config::RouterConfig;
+pub use error::RouterError;
+
+use guichet_core::ServiceContext;
+use tokio_util::sync::CancellationToken;
+
+/// Runs one router until `shutdown`: stops fetching, finishes the
+/// contacts in hand, and returns.
+pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+    let bus = ctx.bus.clone();
+    let (rules, last_seen) = live::load(&bus, &config.rules_key, &config.fallback_service).await?;
+    let active = rules.current();
+    metrics::gauge!("guichet_router_rules_revision").set(active.revision as f64);
+    dispatch::ensure_queues(&bus, &live::with_manual(active.engine.as_ref())).await?;
+    drop(active);
+
+    let watch_stop = shutdown.child_token();
+    let watcher = {
+        let bus = bus.clone();
+        let queues_bus = bus.clone();
+        tokio::spawn(live::watch(
+            bus,
+            config.rules_key.clone(),
+            rules.clone(),
+            last_seen,
+            move |services| {
+                let bus = queues_bus.clone();
+                async move {
+                    if let Err(e) = dispatch::ensure_queues(&bus, &services).await {
+                        tracing::error!(error = %e, "service queues not all created; they will be on the next start or push");
+                    }
+                }
+            },
+            watch_stop.clone(),
+        ))
+    };
+
+    let consumer = consumer::ensure_intake_consumer(&bus, &config).await?;
+    let router = route::Router::new(bus.clone(), rules);
+    let health = ctx.health.clone();
+    let outcome = consumer::consume(consumer, router, bus, config, shutdown, move || {
+        health.set_ready("router", true);
+        tracing::info!("router ready: routing contacts from INTAKE");
+    })
+    .await;
+    watch_stop.cancel();
+    let _ = watcher.await;
+    outcome
+}

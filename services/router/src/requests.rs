@@ -1,0 +1,356 @@
+//! Requests and follow-ups, in the `guichet_requests` bucket.
+//!
+//! Layout (the router writes it):
+//! - `ref.<reference>` → [`RequestRecord`] (JSON): service, usager,
+//!   typology, due date, status, the contacts and message ids it holds;
+//! - `msgid.<sha256 of a Message-ID>` → reference: so that a reply whose
+//!   `In-Reply-To`/`References` cite a message of a request joins it;
+//! - `contact.<contact id>` → [`RoutedIndex`] (JSON): where the contact's
+//!   `Routed` is in ROUTED, for `guichet explain` and to recognize a
+//!   contact already routed when it comes back after the duplicate window.
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use guichet_core::{
+    Bus,
+    ids::parse_reference,
+    proto::v1::{Contact, contact::Details},
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::RouterError;
+
+/// One request: what a reference stands for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RequestRecord {
+    pub reference: String,
+    pub service: String,
+    pub usager_id: String,
+    pub typology: String,
+    /// RFC 3339, empty when the rules gave no deadline.
+    pub due_at: String,
+    pub due_date: String,
+    /// "open" when created; back-offices may set others.
+    pub status: String,
+    /// The contact that opened it.
+    pub opened_by: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    pub rule_id: String,
+    pub rules_revision: u64,
+    /// Every contact of the request, in arrival order.
+    pub contacts: Vec<String>,
+    /// SHA-256 (hex) of the Message-IDs of its e-mails.
+    pub message_ids: Vec<String>,
+}
+
+/// Where a routed contact is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoutedIndex {
+    pub stream: String,
+    pub sequence: u64,
+    pub subject: String,
+    pub reference: String,
+}
+
+pub fn request_key(reference: &str) -> String {
+    format!("ref.{reference}")
+}
+
+pub fn msgid_key(message_id: &str) -> String {
+    format!("msgid.{}", msgid_hash(message_id))
+}
+
+pub fn contact_key(contact_id: &str) -> String {
+    format!("contact.{contact_id}")
+}
+
+/// Message-IDs compare without angle brackets and case-insensitively on
+/// the domain; the whole id is lower-cased, which is good enough here.
+fn msgid_hash(message_id: &str) -> String {
+    let id = message_id.trim().trim_start_matches('<').trim_end_matches('>').to_lowercase();
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// How a contact was recognized as a follow-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUp {
+    pub request: RequestRecord,
+    /// For the explanation: "reference 2026-… in the subject", …
+    pub how: String,
+}
+
+/// References (`YYYY-XXXX-XXXX`, separators `-`, space or none) found in
+/// `text`, canonical, in order, without repeats, at most `max`.
+pub fn scan_references(text: &str, max: usize) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut found: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i + 12 <= bytes.len() && found.len() < max {
+        let at_boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        if at_boundary && bytes[i] == b'2' && bytes[i..i + 4].iter().all(u8::is_ascii_digit) {
+            if let Some((candidate, len)) = candidate_at(&bytes[i..])
+                && let Some(reference) = parse_reference(&candidate)
+            {
+                if !found.contains(&reference) {
+                    found.push(reference);
+                }
+                i += len;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// `YYYY`, optional separator, 4 symbols, optional separator, 4 symbols,
+/// then not a letter or digit.
+fn candidate_at(b: &[u8]) -> Option<(String, usize)> {
+    let mut out = String::with_capacity(14);
+    let mut pos = 4;
+    out.push_str(std::str::from_utf8(&b[..4]).ok()?);
+    for _ in 0..2 {
+        if matches!(b.get(pos), Some(b'-' | b' ')) {
+            pos += 1;
+        }
+        out.push('-');
+        for _ in 0..4 {
+            let c = *b.get(pos)?;
+            if !c.is_ascii_alphanumeric() {
+                return None;
+            }
+            out.push(c as char);
+            pos += 1;
+        }
+    }
+    if b.get(pos).is_some_and(u8::is_ascii_alphanumeric) {
+        return None;
+    }
+    Some((out, pos))
+}
+
+async fn read_request(kv: &kv::Store, reference: &str) -> Result<Option<(RequestRecord, u64)>, RouterError> {
+    let key = request_key(reference);
+    let entry = kv
+        .entry(key.as_str())
+        .await
+        .map_err(|e| RouterError::requests_store("reading a request", e))?;
+    match entry {
+        Some(entry) if entry.operation == Operation::Put => {
+            let record = serde_json::from_slice(&entry.value)
+                .map_err(|e| RouterError::Requests(format!("{key} is not a request record ({e})")))?;
+            Ok(Some((record, entry.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The request a reference stands for, if any.
+pub async fn request(bus: &Bus, reference: &str) -> Result<Option<RequestRecord>, RouterError> {
+    Ok(read_request(&bus.stores().requests, reference).await?.map(|(r, _)| r))
+}
+
+/// The existing request this contact continues, if any: a known
+/// reference in the subject or the body, else a known Message-ID in
+/// `In-Reply-To` or `References` (newest first).
+pub async fn find_follow_up(bus: &Bus, contact: &Contact) -> Result<Option<FollowUp>, RouterError> {
+    let kv = &bus.stores().requests;
+    for (field, text) in [("subject", &contact.subject), ("body", &contact.body)] {
+        for reference in scan_references(text, 4) {
+            if reference == contact.reference {
+                continue;
+            }
+            if let Some((request, _)) = read_request(kv, &reference).await? {
+                return Ok(Some(FollowUp {
+                    request,
+                    how: format!("reference {reference} in the {field}"),
+                }));
+            }
+        }
+    }
+    if let Some(Details::Email(email)) = &contact.details {
+        let cited = std::iter::once(("In-Reply-To", &email.in_reply_to))
+            .chain(email.references.iter().rev().take(10).map(|r| ("References", r)))
+            .filter(|(_, id)| !id.trim().is_empty() && **id != email.message_id);
+        for (header, message_id) in cited {
+            let Some(reference) = kv
+                .get(msgid_key(message_id))
+                .await
+                .map_err(|e| RouterError::requests_store("reading the Message-ID index", e))?
+            else {
+                continue;
+            };
+            let reference = String::from_utf8_lossy(&reference).into_owned();
+            if let Some((request, _)) = read_request(kv, &reference).await? {
+                return Ok(Some(FollowUp {
+                    request,
+                    how: format!("{header} cites a message of request {reference}"),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Opens a new request under `record.reference`. A redelivered contact
+/// finds its own request; a (40-bit, unlikely) collision with another
+/// contact's request moves to a reference derived from the contact id.
+pub async fn open(bus: &Bus, contact: &Contact, mut record: RequestRecord) -> Result<RequestRecord, RouterError> {
+    let kv = &bus.stores().requests;
+    for attempt in 0..2 {
+        let value = Bytes::from(
+            serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
+        );
+        match kv.create(request_key(&record.reference), value).await {
+            Ok(_) => return Ok(record),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                if let Some((existing, _)) = read_request(kv, &record.reference).await?
+                    && existing.opened_by == contact.id
+                {
+                    return Ok(existing);
+                }
+                if attempt == 0 {
+                    let fresh = derived_reference(&record.reference, &contact.id);
+                    tracing::warn!(
+                        contact_id = %contact.id,
+                        taken = %record.reference,
+                        reference = %fresh,
+                        "request reference already taken by another contact; using a derived one"
+                    );
+                    metrics::counter!("guichet_router_reference_collisions_total").increment(1);
+                    record.reference = fresh;
+                }
+            }
+            Err(e) => return Err(RouterError::requests_store("opening a request", e)),
+        }
+    }
+    Err(RouterError::Requests(format!(
+        "references {} and its derived form are both taken by other contacts",
+        contact.reference
+    )))
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A reference of the same year derived from the contact id: stable
+/// across redeliveries.
+pub fn derived_reference(reference: &str, contact_id: &str) -> String {
+    let year = reference
+        .get(..4)
+        .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("2000");
+    let digest = Sha256::digest(contact_id.as_bytes());
+    let sym: String = digest.iter().take(8).map(|b| CROCKFORD[usize::from(b % 32)] as char).collect();
+    format!("{year}-{}-{}", &sym[..4], &sym[4..])
+}
+
+/// Adds the contact (and its Message-ID) to an existing request.
+pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<RequestRecord, RouterError> {
+    let kv = &bus.stores().requests;
+    let message_id = own_message_id(contact).map(msgid_hash);
+    for _ in 0..8 {
+        let Some((mut record, revision)) = read_request(kv, reference).await? else {
+            return Err(RouterError::Requests(format!("request {reference} vanished while joining it")));
+        };
+        let mut changed = false;
+        if !record.contacts.contains(&contact.id) {
+            record.contacts.push(contact.id.clone());
+            changed = true;
+        }
+        if let Some(hash) = &message_id
+            && !record.message_ids.contains(hash)
+        {
+            record.message_ids.push(hash.clone());
+            changed = true;
+        }
+        if !changed {
+            return Ok(record);
+        }
+        let value = Bytes::from(
+            serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
+        );
+        match kv.update(request_key(reference), value, revision).await {
+            Ok(_) => return Ok(record),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(RouterError::requests_store("joining a request", e)),
+        }
+    }
+    Err(RouterError::requests_store("joining a request", "too many concurrent updates; retry"))
+}
+
+/// The contact's own Message-ID, if it is an e-mail with one.
+pub fn own_message_id(contact: &Contact) -> Option<&str> {
+    match &contact.details {
+        Some(Details::Email(email)) if !email.message_id.trim().is_empty() => Some(email.message_id.as_str()),
+        _ => None,
+    }
+}
+
+/// Records that `message_id` belongs to `reference` (replies citing it
+/// will join the request).
+pub async fn index_message_id(bus: &Bus, message_id: &str, reference: &str) -> Result<(), RouterError> {
+    bus.stores()
+        .requests
+        .put(msgid_key(message_id), Bytes::from(reference.to_owned()))
+        .await
+        .map_err(|e| RouterError::requests_store("indexing a Message-ID", e))?;
+    Ok(())
+}
+
+/// Where a contact's `Routed` is, if it was routed.
+pub async fn routed_index(bus: &Bus, contact_id: &str) -> Result<Option<RoutedIndex>, RouterError> {
+    let value = bus
+        .stores()
+        .requests
+        .get(contact_key(contact_id))
+        .await
+        .map_err(|e| RouterError::requests_store("reading the contact index", e))?;
+    match value {
+        None => Ok(None),
+        Some(value) => serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| RouterError::Requests(format!("{} is not a contact index entry ({e})", contact_key(contact_id)))),
+    }
+}
+
+pub async fn put_routed_index(bus: &Bus, contact_id: &str, index: &RoutedIndex) -> Result<(), RouterError> {
+    let value = serde_json::to_vec(index).map_err(|e| RouterError::Requests(format!("encoding: {e}")))?;
+    bus.stores()
+        .requests
+        .put(contact_key(contact_id), Bytes::from(value))
+        .await
+        .map_err(|e| RouterError::requests_store("writing the contact index", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_in_text_in_any_spelling() {
+        let text = "Re: votre demande 2026-7K3F-9QXM (rappel: 2026 7k3f 9qxm) et 20267K3FABCD.";
+        assert_eq!(scan_references(text, 4), vec!["2026-7K3F-9QXM", "2026-7K3F-ABCD"]);
+        assert!(scan_references("tel 0612345678 ou 2026-7K3F-9QXMZ ou x2026-7K3F-9QXM", 4).is_empty());
+        assert!(scan_references("2026-7K3F-9QX", 4).is_empty());
+        assert_eq!(scan_references("2026-7K3F-9QXM", 4), vec!["2026-7K3F-9QXM"]);
+        let many = "2026-AAAA-AAAA 2026-BBBB-BBBB 2026-CCCC-CCCC";
+        assert_eq!(scan_references(many, 2).len(), 2);
+    }
+
+    #[test]
+    fn derived_references_are_stable_and_well_formed() {
+        let a = derived_reference("2026-7K3F-9QXM", "01JABCDEF");
+        assert_eq!(a, derived_reference("2026-7K3F-9QXM", "01JABCDEF"));
+        assert_ne!(a, derived_reference("2026-7K3F-9QXM", "01JABCDEG"));
+        assert_eq!(parse_reference(&a).as_deref(), Some(a.as_str()));
+        assert!(a.starts_with("2026-"));
+    }
+
+    #[test]
+    fn message_ids_hash_without_brackets() {
+        assert_eq!(msgid_key("<Abc@Example.fr>"), msgid_key("abc@example.fr"));
+    }
+}

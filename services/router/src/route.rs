@@ -1,0 +1,243 @@
+//! Routing one contact: identity, follow-up, rules, request, dispatch.
+//!
+//! Every step is idempotent so that a redelivered contact ends the same
+//! way: identifier keys are claimed with `create` and found on the next
+//! try, the request is recognized by the contact that opened it, the
+//! `Routed` is published with `Nats-Msg-Id` = contact id, and the
+//! `contact.<id>` index, written after the PubAck, short-circuits a
+//! contact that comes back after the stream's duplicate window.
+
+use bytes::Bytes;
+use chrono::{Datelike, Utc};
+use guichet_core::{
+    Bus,
+    bus::{Published, subjects},
+    ids::parse_reference,
+    proto::{
+        self,
+        v1::{Contact, Decision, IdentityResolution, Qualification, Routed},
+    },
+};
+use prost::Message;
+
+use crate::{
+    RouterError,
+    dispatch::NOISE,
+    engine::Verdict,
+    identity,
+    live::LiveRules,
+    requests::{self, RequestRecord, RoutedIndex},
+};
+
+/// The router's per-contact logic, shared by its concurrent tasks.
+#[derive(Clone, Debug)]
+pub struct Router {
+    bus: Bus,
+    rules: LiveRules,
+}
+
+/// What routing one contact did.
+#[derive(Debug, Clone)]
+pub enum RouteOutcome {
+    /// Published now (or found by JetStream's duplicate detection).
+    Routed { routed: Box<Routed>, published: Published },
+    /// The contact index says it was routed already: nothing published.
+    AlreadyRouted(RoutedIndex),
+}
+
+impl Router {
+    pub fn new(bus: Bus, rules: LiveRules) -> Self {
+        Self { bus, rules }
+    }
+
+    pub fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// Routes one contact and returns once its `Routed` is stored.
+    pub async fn route(&self, contact: &Contact) -> Result<RouteOutcome, RouterError> {
+        let bus = &self.bus;
+        if !subjects::is_token(&contact.id) {
+            return Err(RouterError::Contact {
+                contact_id: contact.id.escape_default().to_string(),
+                reason: "the contact id is empty or not an id (letters, digits, - and _ only)".into(),
+            });
+        }
+        if let Some(index) = requests::routed_index(bus, &contact.id).await? {
+            return Ok(RouteOutcome::AlreadyRouted(index));
+        }
+        // One snapshot of the rules for the whole decision.
+        let active = self.rules.current();
+        let verdict = active.engine.evaluate(contact);
+        let resolution = identity::resolve(bus, contact).await?;
+        let usager_id = resolution.usager_id.clone();
+        let reference = own_reference(contact);
+
+        let mut qualification = qualification(&verdict, active.revision);
+        let mut follow_up_of = String::new();
+        let (service, reference) = if verdict.discard {
+            qualification.service = NOISE.to_owned();
+            qualification.discarded = true;
+            (NOISE.to_owned(), reference)
+        } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
+            let request = requests::join(bus, &follow.request.reference, contact).await?;
+            follow_up_of = request.reference.clone();
+            let rule_line = if verdict.rule_id.is_empty() {
+                "rules: no rule matched (not applied: a follow-up stays with its request)".to_owned()
+            } else {
+                format!(
+                    "rules: rule `{}` matched (not applied: a follow-up stays with its request)",
+                    verdict.rule_id
+                )
+            };
+            qualification = Qualification {
+                typology: request.typology.clone(),
+                service: request.service.clone(),
+                due_at: chrono::DateTime::parse_from_rfc3339(&request.due_at)
+                    .ok()
+                    .map(|t| proto::timestamp(t.with_timezone(&Utc))),
+                due_date: request.due_date.clone(),
+                rule_id: String::new(),
+                explanation: vec![
+                    format!("follow-up of request {}: {}", request.reference, follow.how),
+                    rule_line,
+                ],
+                tags: {
+                    let mut tags = verdict.tags.clone();
+                    tags.push("follow-up".into());
+                    tags
+                },
+                ..qualification
+            };
+            (request.service, request.reference)
+        } else {
+            let record = RequestRecord {
+                reference,
+                service: verdict.service.clone(),
+                usager_id: usager_id.clone(),
+                typology: verdict.typology.clone(),
+                due_at: verdict
+                    .due_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                due_date: verdict.due_date.clone(),
+                status: "open".into(),
+                opened_by: contact.id.clone(),
+                opened_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                rule_id: verdict.rule_id.clone(),
+                rules_revision: active.revision,
+                contacts: vec![contact.id.clone()],
+                message_ids: requests::own_message_id(contact)
+                    .map(|m| vec![hex_of_msgid(m)])
+                    .unwrap_or_default(),
+            };
+            let record = requests::open(bus, contact, record).await?;
+            (record.service, record.reference)
+        };
+        if !subjects::is_token(&service) {
+            return Err(RouterError::Contact {
+                contact_id: contact.id.clone(),
+                reason: format!("service `{}` is not a subject token", service.escape_default()),
+            });
+        }
+        if !verdict.discard
+            && let Some(message_id) = requests::own_message_id(contact)
+        {
+            requests::index_message_id(bus, message_id, &reference).await?;
+        }
+
+        let routed = Routed {
+            contact: Some(contact.clone()),
+            usager_id: usager_id.clone(),
+            reference: reference.clone(),
+            qualification: Some(qualification),
+            follow_up_of,
+            routed_at: Some(proto::timestamp(Utc::now())),
+            identity: Some(IdentityResolution {
+                outcome: resolution.outcome as i32,
+                matched_by: resolution.matched_by.clone(),
+            }),
+        };
+        let subject = subjects::routed(&service, &usager_id);
+        let published = bus
+            .publish(subject.clone(), &contact.id, Bytes::from(routed.encode_to_vec()))
+            .await?;
+        requests::put_routed_index(
+            bus,
+            &contact.id,
+            &RoutedIndex {
+                stream: published.stream.clone(),
+                sequence: published.sequence,
+                subject,
+                reference,
+            },
+        )
+        .await?;
+        self.publish_decision(&routed).await;
+        Ok(RouteOutcome::Routed {
+            routed: Box::new(routed),
+            published,
+        })
+    }
+
+    /// The short decision event for adapters waiting to answer the usager.
+    /// Core NATS, best effort: the `Routed` is the record.
+    pub async fn publish_decision(&self, routed: &Routed) {
+        let q = routed.qualification.clone().unwrap_or_default();
+        let contact_id = routed.contact.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let decision = Decision {
+            contact_id: contact_id.clone(),
+            reference: routed.reference.clone(),
+            usager_id: routed.usager_id.clone(),
+            service: q.service,
+            typology: q.typology,
+            due_at: q.due_at,
+            due_date: q.due_date,
+            follow_up: !routed.follow_up_of.is_empty(),
+        };
+        if let Err(e) = self
+            .bus
+            .client()
+            .publish(subjects::decided(&contact_id), Bytes::from(decision.encode_to_vec()))
+            .await
+        {
+            tracing::warn!(contact_id, error = %e, "decision event not published");
+        }
+    }
+}
+
+fn hex_of_msgid(message_id: &str) -> String {
+    // Same hash as the index key, without its prefix.
+    requests::msgid_key(message_id)
+        .trim_start_matches("msgid.")
+        .to_owned()
+}
+
+/// The contact's reference in canonical form, or one derived from its id
+/// when the adapter sent none (or an unreadable one).
+fn own_reference(contact: &Contact) -> String {
+    parse_reference(&contact.reference).unwrap_or_else(|| {
+        let year = contact
+            .received_at
+            .as_ref()
+            .and_then(proto::to_datetime)
+            .unwrap_or_else(Utc::now)
+            .year();
+        requests::derived_reference(&format!("{year:04}"), &contact.id)
+    })
+}
+
+fn qualification(verdict: &Verdict, revision: u64) -> Qualification {
+    Qualification {
+        typology: verdict.typology.clone(),
+        service: verdict.service.clone(),
+        priority: verdict.priority as i32,
+        due_at: verdict.due_at.map(proto::timestamp),
+        due_date: verdict.due_date.clone(),
+        rule_id: verdict.rule_id.clone(),
+        rules_revision: revision,
+        tags: verdict.tags.clone(),
+        discarded: verdict.discard,
+        explanation: verdict.explanation.clone(),
+    }
+}
