@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
 use guichet_core::{
     bus::{IntakeReceipt, subjects},
@@ -72,6 +72,10 @@ pub async fn record(
             .await?
             .map_err(|e| bus_status(&e, "recording the contact"))?
     {
+        let receipt = IntakeReceipt {
+            duplicate: true,
+            ..receipt
+        };
         return answer(state, receipt, None, valid.wait, deadline).await;
     }
 
@@ -80,7 +84,8 @@ pub async fn record(
         attachments.push(store_attachment(state, a, deadline).await?);
     }
 
-    let now = Utc::now();
+    // Millisecond precision: a retry's receipt (RFC 3339, ms) says the same.
+    let now = Utc::now().trunc_subsecs(3);
     let contact = Contact {
         id: ids::contact_id(),
         received_at: Some(proto::timestamp(now)),
@@ -340,6 +345,7 @@ fn validate(state: &State, r: &RecordContactRequest) -> Result<Valid, Status> {
                 v.add("postal.registered_number", "at most 64 characters");
             }
         }
+        (Some(_), Channel::Unspecified | Channel::Email | Channel::Web) => {}
         (Some(d), _) => {
             let (field, fits) = match d {
                 record_contact_request::Details::Call(_) => ("call", "CHANNEL_PHONE"),
