@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use guichet_core::proto::v1::{Contact, Priority};
+use guichet_rules::RuleSet;
 
 /// What the rules decided for one contact.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,10 +34,39 @@ pub trait Engine: Send + Sync {
     fn manual_service(&self) -> String;
 }
 
-/// Compiles rules text; the error lists every problem, one per line.
+/// Compiles rules text; the error lists every problem, one per line
+/// (`origin:line:column: message`).
 pub fn compile(text: &str, origin: &str) -> Result<Arc<dyn Engine>, String> {
-    let _ = (text, origin);
-    Err("the rules engine is not available in this build".into())
+    RuleSet::parse(text, origin)
+        .map(|rules| Arc::new(rules) as Arc<dyn Engine>)
+        .map_err(|e| e.to_string())
+}
+
+impl Engine for RuleSet {
+    fn evaluate(&self, contact: &Contact) -> Verdict {
+        // Revision 0 here: the router stamps the revision it holds.
+        let q = self.qualify(contact, 0);
+        let due_at = q.due_at.as_ref().and_then(guichet_core::proto::to_datetime);
+        Verdict {
+            rule_id: q.rule_id,
+            typology: q.typology,
+            service: q.service,
+            priority: Priority::try_from(q.priority).unwrap_or(Priority::Normal),
+            due_at,
+            due_date: q.due_date,
+            tags: q.tags,
+            discard: q.discarded,
+            explanation: q.explanation,
+        }
+    }
+
+    fn services(&self) -> Vec<String> {
+        RuleSet::services(self).iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn manual_service(&self) -> String {
+        RuleSet::manual_service(self).to_owned()
+    }
 }
 
 /// Routes everything to one manual-qualification service, with a due

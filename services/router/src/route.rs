@@ -76,7 +76,8 @@ impl Router {
         let mut qualification = qualification(&verdict, active.revision);
         let mut follow_up_of = String::new();
         let (service, reference) = if verdict.discard {
-            qualification.service = NOISE.to_owned();
+            // Journal only: the rule's service stays in the qualification,
+            // the subject keeps it out of every queue.
             qualification.discarded = true;
             (NOISE.to_owned(), reference)
         } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
