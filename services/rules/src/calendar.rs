@@ -135,6 +135,14 @@ impl Calendar {
         d
     }
 
+    /// An instant as local time in the calendar's zone, for operators:
+    /// `2026-12-28 17:00 CET`.
+    pub fn local_time(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.time_zone)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    }
+
     /// When a contact received at `received_at` is due, under `deadline`.
     pub fn due(&self, received_at: DateTime<Utc>, deadline: Deadline) -> Due {
         let received_day = received_at.with_timezone(&self.time_zone).date_naive();
