@@ -1,6 +1,8 @@
 //! Routing by each kind of condition, accents, combinators, actions, and
 //! the matching cost with many rules.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
+
 use std::collections::HashMap;
 
 use guichet_core::proto::v1::{

@@ -1,5 +1,7 @@
 //! The shipped example rules file and sample contacts.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
+
 use std::path::PathBuf;
 
 use guichet_rules::RuleSet;
@@ -47,8 +49,16 @@ fn sample(name: &str) -> guichet_core::proto::v1::Contact {
 fn the_samples_route_as_documented() {
     let text = std::fs::read_to_string(deploy("rules.example.toml")).unwrap();
     let rules = RuleSet::parse(&text, "rules.example.toml").unwrap();
-    let cases: &[(&str, Option<&str>, &str, &str, &str, &str)] = &[
-        // sample, rule, service, priority, due_at, due_date
+    // sample, rule, service, priority, due_at, due_date
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let cases: &[Case] = &[
         (
             "etat-civil-acte-naissance",
             Some("etat-civil-courriel"),
