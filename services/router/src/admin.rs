@@ -78,11 +78,15 @@ pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, Ro
         )));
     }
     if identity::read_record(bus, keep).await?.is_none() {
-        return Err(RouterError::NotFound(format!("no usager {keep} (no record in the identity bucket)")));
+        return Err(RouterError::NotFound(format!(
+            "no usager {keep} (no record in the identity bucket)"
+        )));
     }
     let other_record = identity::read_record(bus, other).await?.map(|(r, _)| r);
     if other_record.is_none() && !already_merged {
-        return Err(RouterError::NotFound(format!("no usager {other} (no record in the identity bucket)")));
+        return Err(RouterError::NotFound(format!(
+            "no usager {other} (no record in the identity bucket)"
+        )));
     }
 
     // History first (so that no message is ever out of every history),
@@ -217,13 +221,17 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
     // Identity: every key of every record, then the records themselves.
     for record in records.iter().flatten() {
         for key in &record.identifiers {
-            kv.purge(key.as_str()).await.map_err(identity_err("removing an identifier"))?;
+            kv.purge(key.as_str())
+                .await
+                .map_err(identity_err("removing an identifier"))?;
             report.identity_keys_removed += 1;
         }
     }
     for id in &ids {
         for key in [record_key(id), alias_key(id), merged_key(id)] {
-            kv.purge(key.as_str()).await.map_err(identity_err("removing a usager key"))?;
+            kv.purge(key.as_str())
+                .await
+                .map_err(identity_err("removing a usager key"))?;
         }
     }
 
@@ -412,7 +420,7 @@ pub async fn pull_queue(bus: &Bus, service: &str, max: usize, ack: bool) -> Resu
     Ok(QueueView {
         service: service.to_owned(),
         pending: info.num_pending,
-        unacknowledged: usize::try_from(info.num_ack_pending).unwrap_or(0),
+        unacknowledged: info.num_ack_pending,
         items,
     })
 }

@@ -166,7 +166,11 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
         Err(e) if delivered >= config.max_deliveries => {
             let reason = format!(
                 "routing failed {delivered} times; last error: {e}{}",
-                if e.is_transient() { " (transient: NATS was unavailable)" } else { "" }
+                if e.is_transient() {
+                    " (transient: NATS was unavailable)"
+                } else {
+                    ""
+                }
             );
             dead_letter(bus, &message, fail(reason, false)).await;
         }
@@ -193,7 +197,11 @@ async fn dead_letter(bus: &Bus, message: &Message, mut letter: DeadLetter) {
         "contact sent to the dead-letter stream"
     );
     let mut result = bus
-        .publish(subjects::deadletter("router"), &msg_id, Bytes::from(letter.encode_to_vec()))
+        .publish(
+            subjects::deadletter("router"),
+            &msg_id,
+            Bytes::from(letter.encode_to_vec()),
+        )
         .await;
     if matches!(result, Err(ref e) if !e.is_transient()) {
         // Too large with its envelope: keep the reason, point at INTAKE.
@@ -203,7 +211,11 @@ async fn dead_letter(bus: &Bus, message: &Message, mut letter: DeadLetter) {
             letter.original_stream, letter.original_sequence
         ));
         result = bus
-            .publish(subjects::deadletter("router"), &msg_id, Bytes::from(letter.encode_to_vec()))
+            .publish(
+                subjects::deadletter("router"),
+                &msg_id,
+                Bytes::from(letter.encode_to_vec()),
+            )
             .await;
     }
     match result {

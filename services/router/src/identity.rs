@@ -64,7 +64,10 @@ pub fn identifiers(contact: &Contact) -> Vec<Identifier> {
         }
     };
     if !claims.account_id.trim().is_empty() {
-        push("account_id", normalize_account(&claims.account_issuer, &claims.account_id));
+        push(
+            "account_id",
+            normalize_account(&claims.account_issuer, &claims.account_id),
+        );
     }
     if !claims.email.trim().is_empty() {
         push("email", normalize_email(&claims.email));
@@ -122,12 +125,18 @@ async fn lookup(bus: &Bus, id: &Identifier) -> Result<Option<String>, RouterErro
         .map_err(|_| RouterError::Identity(format!("key {key} does not hold UTF-8 text")))?
         .trim()
         .to_owned();
+    let not_an_id = |value: &str| {
+        RouterError::Identity(format!(
+            "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
+            value.escape_default()
+        ))
+    };
+    if !is_token(&raw) {
+        return Err(not_an_id(&raw));
+    }
     let canonical = bus.canonical_usager(&raw).await?;
     if !is_token(&canonical) {
-        return Err(RouterError::Identity(format!(
-            "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
-            canonical.escape_default()
-        )));
+        return Err(not_an_id(&canonical));
     }
     Ok(Some(canonical))
 }

@@ -37,7 +37,9 @@ pub struct Active {
 
 impl std::fmt::Debug for Active {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Active").field("revision", &self.revision).finish_non_exhaustive()
+        f.debug_struct("Active")
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,7 +181,10 @@ pub async fn load(bus: &Bus, key: &str, fallback_service: &str) -> Result<(LiveR
             ));
         }
     }
-    tracing::error!(key, "no valid rules revision: every contact goes to manual qualification");
+    tracing::error!(
+        key,
+        "no valid rules revision: every contact goes to manual qualification"
+    );
     Ok((LiveRules::new(fallback()), last_seen))
 }
 

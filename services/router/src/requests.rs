@@ -69,7 +69,11 @@ pub fn contact_key(contact_id: &str) -> String {
 /// Message-IDs compare without angle brackets and case-insensitively on
 /// the domain; the whole id is lower-cased, which is good enough here.
 fn msgid_hash(message_id: &str) -> String {
-    let id = message_id.trim().trim_start_matches('<').trim_end_matches('>').to_lowercase();
+    let id = message_id
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_lowercase();
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
@@ -89,16 +93,17 @@ pub fn scan_references(text: &str, max: usize) -> Vec<String> {
     let mut i = 0;
     while i + 12 <= bytes.len() && found.len() < max {
         let at_boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
-        if at_boundary && bytes[i] == b'2' && bytes[i..i + 4].iter().all(u8::is_ascii_digit) {
-            if let Some((candidate, len)) = candidate_at(&bytes[i..])
-                && let Some(reference) = parse_reference(&candidate)
-            {
-                if !found.contains(&reference) {
-                    found.push(reference);
-                }
-                i += len;
-                continue;
+        if at_boundary
+            && bytes[i] == b'2'
+            && bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+            && let Some((candidate, len)) = candidate_at(&bytes[i..])
+            && let Some(reference) = parse_reference(&candidate)
+        {
+            if !found.contains(&reference) {
+                found.push(reference);
             }
+            i += len;
+            continue;
         }
         i += 1;
     }
@@ -242,7 +247,11 @@ pub fn derived_reference(reference: &str, contact_id: &str) -> String {
         .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
         .unwrap_or("2000");
     let digest = Sha256::digest(contact_id.as_bytes());
-    let sym: String = digest.iter().take(8).map(|b| CROCKFORD[usize::from(b % 32)] as char).collect();
+    let sym: String = digest
+        .iter()
+        .take(8)
+        .map(|b| CROCKFORD[usize::from(b % 32)] as char)
+        .collect();
     format!("{year}-{}-{}", &sym[..4], &sym[4..])
 }
 
@@ -252,7 +261,9 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<Reque
     let message_id = own_message_id(contact).map(msgid_hash);
     for _ in 0..8 {
         let Some((mut record, revision)) = read_request(kv, reference).await? else {
-            return Err(RouterError::Requests(format!("request {reference} vanished while joining it")));
+            return Err(RouterError::Requests(format!(
+                "request {reference} vanished while joining it"
+            )));
         };
         let mut changed = false;
         if !record.contacts.contains(&contact.id) {
@@ -277,7 +288,10 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<Reque
             Err(e) => return Err(RouterError::requests_store("joining a request", e)),
         }
     }
-    Err(RouterError::requests_store("joining a request", "too many concurrent updates; retry"))
+    Err(RouterError::requests_store(
+        "joining a request",
+        "too many concurrent updates; retry",
+    ))
 }
 
 /// The contact's own Message-ID, if it is an e-mail with one.
@@ -309,9 +323,12 @@ pub async fn routed_index(bus: &Bus, contact_id: &str) -> Result<Option<RoutedIn
         .map_err(|e| RouterError::requests_store("reading the contact index", e))?;
     match value {
         None => Ok(None),
-        Some(value) => serde_json::from_slice(&value)
-            .map(Some)
-            .map_err(|e| RouterError::Requests(format!("{} is not a contact index entry ({e})", contact_key(contact_id)))),
+        Some(value) => serde_json::from_slice(&value).map(Some).map_err(|e| {
+            RouterError::Requests(format!(
+                "{} is not a contact index entry ({e})",
+                contact_key(contact_id)
+            ))
+        }),
     }
 }
 

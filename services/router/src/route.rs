@@ -209,9 +209,7 @@ impl Router {
 
 fn hex_of_msgid(message_id: &str) -> String {
     // Same hash as the index key, without its prefix.
-    requests::msgid_key(message_id)
-        .trim_start_matches("msgid.")
-        .to_owned()
+    requests::msgid_key(message_id).trim_start_matches("msgid.").to_owned()
 }
 
 /// The contact's reference in canonical form, or one derived from its id

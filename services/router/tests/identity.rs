@@ -2,6 +2,8 @@
 //! across channels and spellings, conflicts, the anonymous case, and two
 //! routers racing on the same new person.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -24,7 +26,11 @@ async fn usagers_are_created_reused_and_identifiers_attached() {
     let bus = nats.bus().await;
     let router = RunningRouter::start(&nats, config()).await;
 
-    let first = email_contact("Jeanne.Martin@Example.fr ", "Poubelle", "Ma poubelle n'a pas été ramassée");
+    let first = email_contact(
+        "Jeanne.Martin@Example.fr ",
+        "Poubelle",
+        "Ma poubelle n'a pas été ramassée",
+    );
     publish(&bus, &first).await;
     let first_routed = routed(&bus, &first.id).await;
     assert_eq!(outcome(&first_routed), Outcome::Created);
@@ -60,11 +66,19 @@ async fn usagers_are_created_reused_and_identifiers_attached() {
     assert_eq!(call_routed.identity.as_ref().unwrap().matched_by, vec!["phone"]);
 
     // What adapters read: the identity bucket layout.
-    let by_email = bus.usager_of(&normalize_email("JEANNE.MARTIN@example.fr").unwrap()).await.unwrap();
+    let by_email = bus
+        .usager_of(&normalize_email("JEANNE.MARTIN@example.fr").unwrap())
+        .await
+        .unwrap();
     assert_eq!(by_email.as_deref(), Some(u.as_str()));
     let (record, _) = identity::read_record(&bus, &u).await.unwrap().unwrap();
     assert_eq!(record.identifiers.len(), 2, "email and phone keys: {record:?}");
-    assert!(record.identifiers.iter().all(|k| !k.contains("jeanne") && !k.contains("0612")));
+    assert!(
+        record
+            .identifiers
+            .iter()
+            .all(|k| !k.contains("jeanne") && !k.contains("0612"))
+    );
 
     // Nobody at all: an anonymous id of its own.
     let anonymous = with_claims(email_contact("", "Sans nom", "..."), IdentityClaims::default());
@@ -119,7 +133,10 @@ async fn conflicting_identifiers_keep_the_strongest_and_are_published_not_merged
     assert_eq!(conflicts[0]["kept"]["usager_id"], u_email.as_str());
     assert_eq!(conflicts[0]["others"][0]["usager_id"], u_phone.as_str());
     let text = conflicts[0].to_string();
-    assert!(!text.contains("paul") && !text.contains("0699"), "no personal data: {text}");
+    assert!(
+        !text.contains("paul") && !text.contains("0699"),
+        "no personal data: {text}"
+    );
 
     // Never merged silently: the phone still designates its own usager.
     let phone_again = with_claims(
@@ -181,11 +198,20 @@ async fn two_routers_racing_on_the_same_new_person_end_with_one_id() {
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(ra.usager_id, rb.usager_id, "round {round}: {ra:?} {rb:?}");
         let outcomes: HashSet<_> = [ra.outcome, rb.outcome].into_iter().collect();
-        assert!(outcomes.contains(&Outcome::Created), "round {round}: one of them created it: {outcomes:?}");
-        assert!(!outcomes.contains(&Outcome::Conflict), "round {round}: no conflict: {ra:?} {rb:?}");
+        assert!(
+            outcomes.contains(&Outcome::Created),
+            "round {round}: one of them created it: {outcomes:?}"
+        );
+        assert!(
+            !outcomes.contains(&Outcome::Conflict),
+            "round {round}: no conflict: {ra:?} {rb:?}"
+        );
         // And only one record exists for the person.
         let email = normalize_email(&format!("race{round}@example.fr")).unwrap();
-        assert_eq!(a.usager_of(&email).await.unwrap().as_deref(), Some(ra.usager_id.as_str()));
+        assert_eq!(
+            a.usager_of(&email).await.unwrap().as_deref(),
+            Some(ra.usager_id.as_str())
+        );
     }
     // No orphan record was left behind by the losers.
     let mut keys = a.stores().identity.keys().await.unwrap();

@@ -2,6 +2,8 @@
 //! condition, discarded noise, the built-in manual qualification, and
 //! rules pushed, refused and rolled back while contacts flow.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{collections::HashMap, time::Duration};
@@ -9,13 +11,13 @@ use std::{collections::HashMap, time::Duration};
 use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use common::*;
-use rules_text::*;
 use guichet_core::proto::v1::{
     AttachmentRef, Channel, Contact, Flag, FlagKind, IdentityClaims, PostalAddress, Priority, Routed, Source,
     WebDetails, contact::Details,
 };
 use guichet_harness::Nats;
 use guichet_router::{RouterError, admin, dispatch, live};
+use rules_text::*;
 
 #[path = "common/rules.rs"]
 mod rules_text;
@@ -25,7 +27,10 @@ fn q(r: &Routed) -> guichet_core::proto::v1::Qualification {
 }
 
 async fn push(bus: &guichet_core::Bus, text: &str) -> u64 {
-    live::push(bus, "rules", text, "test.toml", "tester").await.unwrap().revision
+    live::push(bus, "rules", text, "test.toml", "tester")
+        .await
+        .unwrap()
+        .revision
 }
 
 #[tokio::test]
@@ -121,8 +126,14 @@ async fn every_kind_of_condition_routes_through_the_live_router() {
     assert!(q(&noise).discarded);
     assert_eq!(q(&noise).rule_id, "bruit");
     let journal = routed_all(&bus).await;
-    let (subject, _) = journal.iter().find(|(_, r)| r.contact.as_ref().unwrap().id == auto.id).unwrap();
-    assert_eq!(*subject, format!("guichet.routed.{}.{}", dispatch::NOISE, noise.usager_id));
+    let (subject, _) = journal
+        .iter()
+        .find(|(_, r)| r.contact.as_ref().unwrap().id == auto.id)
+        .unwrap();
+    assert_eq!(
+        *subject,
+        format!("guichet.routed.{}.{}", dispatch::NOISE, noise.usager_id)
+    );
 
     // One queue per service of the rules; each holds exactly its contacts.
     let mut expected: HashMap<&str, usize> = HashMap::new();
@@ -131,7 +142,11 @@ async fn every_kind_of_condition_routes_through_the_live_router() {
     }
     for service in ["accueil", "dechets", "urbanisme", "voirie", "etat-civil", "police"] {
         let view = admin::pull_queue(&bus, service, 50, false).await.unwrap();
-        assert_eq!(view.items.len(), expected.get(service).copied().unwrap_or(0), "{service}");
+        assert_eq!(
+            view.items.len(),
+            expected.get(service).copied().unwrap_or(0),
+            "{service}"
+        );
         assert!(view.items.iter().all(|r| !q(r).discarded));
     }
     // Not acked: still there for the back-office; acked: gone from the queue, kept in the journal.
@@ -141,7 +156,12 @@ async fn every_kind_of_condition_routes_through_the_live_router() {
     assert_eq!(after.items.len(), 0);
     assert_eq!(routed_all(&bus).await.len(), cases.len() + 1);
     let stream = bus.jetstream().get_stream("ROUTED").await.unwrap();
-    assert!(stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("queue-_noise").await.is_err());
+    assert!(
+        stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("queue-_noise")
+            .await
+            .is_err()
+    );
     let _unused: Option<PullConsumer> = None;
     router.shutdown().await;
 }
@@ -156,8 +176,19 @@ async fn without_rules_everything_goes_to_manual_qualification() {
     let r = routed(&bus, &c.id).await;
     assert_eq!(q(&r).service, "qualification");
     assert_eq!(q(&r).rules_revision, live::BUILTIN_REVISION);
-    assert!(q(&r).explanation[0].contains("no rules pushed"), "{:?}", q(&r).explanation);
-    assert_eq!(admin::pull_queue(&bus, "qualification", 10, false).await.unwrap().items.len(), 1);
+    assert!(
+        q(&r).explanation[0].contains("no rules pushed"),
+        "{:?}",
+        q(&r).explanation
+    );
+    assert_eq!(
+        admin::pull_queue(&bus, "qualification", 10, false)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     router.shutdown().await;
 }
 
@@ -217,7 +248,9 @@ async fn live_pushes_while_contacts_flow_lose_nothing_and_route_nothing_twice() 
         let id = r.contact.as_ref().unwrap().id.clone();
         assert!(seen.insert(id.clone(), ()).is_none(), "{id} routed twice");
         let q = q(r);
-        let service = service_of.get(&q.rules_revision).unwrap_or_else(|| panic!("unknown revision {q:?}"));
+        let service = service_of
+            .get(&q.rules_revision)
+            .unwrap_or_else(|| panic!("unknown revision {q:?}"));
         assert_eq!(q.service, *service, "decided by the revision it records");
         assert_eq!(q.rule_id, format!("alpha-{service}"));
         assert!(subject.starts_with(&format!("guichet.routed.{service}.")));
@@ -241,12 +274,21 @@ async fn a_bad_revision_is_never_activated() {
     let good = push(&bus, &alpha_to("s1")).await;
 
     // Through the CLI path: refused, nothing stored.
-    let err = live::push(&bus, "rules", "manual_service = \"nowhere\"\n[[rules]]\nid = \"x\"\nwhen.channel = \"fax\"\nservice = \"ghost\"\n", "bad.toml", "t")
-        .await
-        .unwrap_err();
+    let err = live::push(
+        &bus,
+        "rules",
+        "manual_service = \"nowhere\"\n[[rules]]\nid = \"x\"\nwhen.channel = \"fax\"\nservice = \"ghost\"\n",
+        "bad.toml",
+        "t",
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, RouterError::RulesRejected(_)), "{err}");
     assert!(err.to_string().contains("bad.toml:"), "located errors: {err}");
-    assert_eq!(bus.stores().config.entry("rules").await.unwrap().unwrap().revision, good);
+    assert_eq!(
+        bus.stores().config.entry("rules").await.unwrap().unwrap().revision,
+        good
+    );
 
     let router = RunningRouter::start(&nats, config()).await;
     // Around the CLI (`nats kv put`): stored, but the router keeps the good one.

@@ -142,7 +142,10 @@ pub async fn read_all(bus: &Bus, stream: &str, filter: &str) -> Vec<(String, byt
         return out;
     }
     let mut messages = consumer.messages().await.unwrap();
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap() {
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap()
+    {
         let m = m.unwrap();
         out.push((m.subject.to_string(), m.payload.clone()));
         if m.info().unwrap().pending == 0 {

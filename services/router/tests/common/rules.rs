@@ -1,4 +1,5 @@
 //! Rules files for the tests.
+#![allow(dead_code)]
 
 /// One rule per kind of condition, and a manual service.
 pub const ALL_CONDITIONS: &str = r#"

@@ -1,0 +1,157 @@
+//! Follow-ups join the request they continue: by a reference in the
+//! subject or body, or by an e-mail citing a message of the request.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use guichet_core::proto::v1::{Channel, EmailDetails, contact::Details};
+use guichet_harness::Nats;
+use guichet_router::{live, requests};
+
+#[path = "common/rules.rs"]
+mod rules_text;
+
+#[tokio::test]
+async fn a_reference_in_the_subject_or_body_joins_the_request_and_its_service() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
+        .await
+        .unwrap();
+    let router = RunningRouter::start(&nats, config()).await;
+
+    let first = email_contact("a@example.fr", "Encombrants", "passage des encombrants ?");
+    publish(&bus, &first).await;
+    let opened = routed(&bus, &first.id).await;
+    assert_eq!(opened.reference, first.reference);
+    assert!(opened.follow_up_of.is_empty());
+    let request = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(request.service, "dechets");
+    assert_eq!(request.usager_id, opened.usager_id);
+    assert_eq!(request.status, "open");
+
+    // The reply quotes the reference, lower-cased and spaced, and says
+    // nothing the rules would send to `dechets`: it still goes there.
+    let spoken = first.reference.to_lowercase().replace('-', " ");
+    let mut by_phone = email_contact("", "Rappel", &format!("Je rappelle pour le dossier {spoken}, merci"));
+    by_phone.channel = Channel::Phone as i32;
+    by_phone.details = None;
+    publish(&bus, &by_phone).await;
+    let follow = routed(&bus, &by_phone.id).await;
+    assert_eq!(follow.follow_up_of, first.reference);
+    assert_eq!(follow.reference, first.reference);
+    let q = follow.qualification.clone().unwrap();
+    assert_eq!(q.service, "dechets");
+    assert_eq!(
+        q.due_date,
+        opened.qualification.clone().unwrap().due_date,
+        "the request's deadline"
+    );
+    assert!(q.explanation[0].contains("in the body"), "{:?}", q.explanation);
+    assert!(q.tags.contains(&"follow-up".to_owned()));
+
+    let in_subject = email_contact("a@example.fr", &format!("Re: demande {}", first.reference), "merci");
+    publish(&bus, &in_subject).await;
+    let r = routed(&bus, &in_subject.id).await;
+    assert_eq!(r.follow_up_of, first.reference);
+    assert!(r.qualification.unwrap().explanation[0].contains("in the subject"));
+
+    let request = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(
+        request.contacts,
+        vec![first.id.clone(), by_phone.id.clone(), in_subject.id.clone()]
+    );
+    // Follow-ups open no request of their own.
+    assert!(requests::request(&bus, &by_phone.reference).await.unwrap().is_none());
+
+    // An unknown reference is just text: a new request.
+    let unknown = email_contact("b@example.fr", "Re: 2020-AAAA-BBBB", "encombrants");
+    publish(&bus, &unknown).await;
+    let r = routed(&bus, &unknown.id).await;
+    assert!(r.follow_up_of.is_empty());
+    assert_eq!(r.reference, unknown.reference);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reply_citing_a_message_of_the_request_joins_it() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
+        .await
+        .unwrap();
+    let router = RunningRouter::start(&nats, config()).await;
+
+    let first = email_contact("a@example.fr", "Suite du PC 123", "pièces");
+    publish(&bus, &first).await;
+    let opened = routed(&bus, &first.id).await;
+    assert_eq!(opened.qualification.unwrap().service, "urbanisme");
+    let first_msgid = match &first.details {
+        Some(Details::Email(e)) => e.message_id.clone(),
+        _ => unreachable!(),
+    };
+
+    let mut reply = email_contact("a@example.fr", "Question", "et pour les déchets ?");
+    reply.details = Some(Details::Email(EmailDetails {
+        message_id: format!("{}@mail.example.fr", reply.id),
+        in_reply_to: format!("<{}>", first_msgid.to_uppercase()),
+        ..Default::default()
+    }));
+    publish(&bus, &reply).await;
+    let r = routed(&bus, &reply.id).await;
+    assert_eq!(r.follow_up_of, first.reference);
+    let q = r.qualification.unwrap();
+    assert_eq!(q.service, "urbanisme", "joins the request, not the `dechets` rule");
+    assert!(q.explanation[0].contains("In-Reply-To"), "{:?}", q.explanation);
+    assert!(
+        q.explanation[1].contains("par-mot-cle"),
+        "the rule that would have applied: {:?}",
+        q.explanation
+    );
+
+    // A later reply citing the reply (References chain) joins it too.
+    let mut later = email_contact("a@example.fr", "Encore", "encore");
+    later.details = Some(Details::Email(EmailDetails {
+        message_id: format!("{}@mail.example.fr", later.id),
+        in_reply_to: "unknown@elsewhere".into(),
+        references: vec!["old@elsewhere".into(), format!("{}@mail.example.fr", reply.id)],
+        ..Default::default()
+    }));
+    publish(&bus, &later).await;
+    let r = routed(&bus, &later.id).await;
+    assert_eq!(r.follow_up_of, first.reference);
+    assert!(r.qualification.unwrap().explanation[0].contains("References"));
+    let request = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(request.contacts.len(), 3);
+    assert_eq!(request.message_ids.len(), 3);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reference_taken_by_another_contact_moves_to_a_derived_one() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let first = email_contact("a@example.fr", "x", "x");
+    publish(&bus, &first).await;
+    routed(&bus, &first.id).await;
+    // The adapter minted the same reference again (40 random bits...).
+    let mut clash = email_contact("b@example.fr", "y", "y");
+    clash.reference = first.reference.clone();
+    publish(&bus, &clash).await;
+    let r = routed(&bus, &clash.id).await;
+    assert_ne!(r.reference, first.reference);
+    assert_eq!(r.reference, requests::derived_reference(&first.reference, &clash.id));
+    assert!(r.follow_up_of.is_empty());
+    let request = requests::request(&bus, &r.reference).await.unwrap().unwrap();
+    assert_eq!(request.opened_by, clash.id);
+    let original = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(
+        original.contacts,
+        vec![first.id.clone()],
+        "the first request is untouched"
+    );
+    router.shutdown().await;
+}

@@ -1,0 +1,178 @@
+//! The operators' commands on usagers and decisions: merge, forget,
+//! explain.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use guichet_core::{
+    bus::usagers::{alias_key, record_key},
+    identity::{normalize_email, normalize_phone},
+    proto::v1::IdentityClaims,
+};
+use guichet_harness::Nats;
+use guichet_router::{RouterError, admin, requests};
+
+#[tokio::test]
+async fn merge_makes_one_usager_of_two_and_history_covers_both() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let by_email = email_contact("marie@example.fr", "a", "a");
+    publish(&bus, &by_email).await;
+    let a = routed(&bus, &by_email.id).await.usager_id;
+    let by_phone = with_claims(
+        email_contact("", "b", "b"),
+        IdentityClaims {
+            phone: "0611223344".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &by_phone).await;
+    let b = routed(&bus, &by_phone.id).await.usager_id;
+    assert_ne!(a, b);
+
+    let report = admin::merge(&bus, &a, &b).await.unwrap();
+    assert_eq!(report.identifiers_moved, 1);
+    assert_eq!(report.history_ids, vec![a.clone(), b.clone()]);
+    assert!(!report.already_merged);
+    // What the adapters read.
+    assert_eq!(bus.usager_history_ids(&b).await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(bus.canonical_usager(&b).await.unwrap(), a);
+    let phone = normalize_phone("06 11 22 33 44").unwrap();
+    assert_eq!(bus.usager_of(&phone).await.unwrap().as_deref(), Some(a.as_str()));
+    // The router now files the phone under A, without conflict.
+    let call = with_claims(
+        email_contact("", "c", "c"),
+        IdentityClaims {
+            phone: "0611223344".into(),
+            email: "marie@example.fr".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &call).await;
+    let r = routed(&bus, &call.id).await;
+    assert_eq!(r.usager_id, a);
+    assert_eq!(r.identity.unwrap().outcome, 1, "known, no conflict");
+    assert!(events(&bus, "identity_conflict").await.is_empty());
+    assert_eq!(events(&bus, "usager_merged").await.len(), 1);
+
+    // Refusals say why and change nothing.
+    let err = admin::merge(&bus, &b, &a).await.unwrap_err();
+    assert!(err.to_string().contains("merged into"), "{err}");
+    let err = admin::merge(&bus, &a, &a).await.unwrap_err();
+    assert!(matches!(err, RouterError::Invalid(_)));
+    let err = admin::merge(&bus, &a, "U-nobody").await.unwrap_err();
+    assert!(matches!(err, RouterError::NotFound(_)), "{err}");
+    let err = admin::merge(&bus, "a.b", &a).await.unwrap_err();
+    assert!(matches!(err, RouterError::Invalid(_)));
+    // Doing it again completes, idempotently.
+    assert!(admin::merge(&bus, &a, &b).await.unwrap().already_merged);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let mut mine = Vec::new();
+    for i in 0..3 {
+        let c = with_claims(
+            email_contact("", &format!("m{i}"), "x"),
+            IdentityClaims {
+                email: "oublie@example.fr".into(),
+                phone: "0655443322".into(),
+                ..Default::default()
+            },
+        );
+        publish(&bus, &c).await;
+        mine.push(routed(&bus, &c.id).await);
+    }
+    let u = mine[0].usager_id.clone();
+    let other = email_contact("reste@example.fr", "o", "o");
+    publish(&bus, &other).await;
+    let kept = routed(&bus, &other.id).await;
+
+    let report = admin::forget(&bus, &u).await.unwrap();
+    assert_eq!(report.usager_ids, vec![u.clone()]);
+    assert_eq!(report.routed_messages_purged, 3);
+    assert_eq!(report.identity_keys_removed, 2);
+    assert_eq!(report.requests_removed, 3);
+
+    // Read back: nothing of theirs is left; the other usager is intact.
+    let journal = routed_all(&bus).await;
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].1.usager_id, kept.usager_id);
+    let email = normalize_email("oublie@example.fr").unwrap();
+    assert!(bus.usager_of(&email).await.unwrap().is_none());
+    assert!(bus.stores().identity.get(record_key(&u)).await.unwrap().is_none());
+    for r in &mine {
+        assert!(requests::request(&bus, &r.reference).await.unwrap().is_none());
+        assert!(
+            requests::routed_index(&bus, &r.contact.as_ref().unwrap().id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(requests::request(&bus, &kept.reference).await.unwrap().is_some());
+    assert_eq!(
+        bus.usager_of(&normalize_email("reste@example.fr").unwrap())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(kept.usager_id.as_str())
+    );
+    let forgotten = events(&bus, "usager_forgotten").await;
+    assert_eq!(forgotten.len(), 1);
+    assert!(!forgotten[0].to_string().contains("oublie"));
+    // The same person writing again is a new usager.
+    let again = email_contact("oublie@example.fr", "n", "n");
+    publish(&bus, &again).await;
+    assert_ne!(routed(&bus, &again.id).await.usager_id, u);
+    // Unknown ids are refused.
+    assert!(matches!(
+        admin::forget(&bus, "U-nobody").await.unwrap_err(),
+        RouterError::NotFound(_)
+    ));
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn forget_after_merge_erases_both_ids() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let x = email_contact("x@example.fr", "x", "x");
+    let y = email_contact("y@example.fr", "y", "y");
+    publish(&bus, &x).await;
+    publish(&bus, &y).await;
+    let (ux, uy) = (routed(&bus, &x.id).await.usager_id, routed(&bus, &y.id).await.usager_id);
+    admin::merge(&bus, &ux, &uy).await.unwrap();
+    let report = admin::forget(&bus, &uy).await.unwrap();
+    assert_eq!(report.usager_ids, vec![ux.clone(), uy.clone()]);
+    assert_eq!(report.routed_messages_purged, 2);
+    assert!(routed_all(&bus).await.is_empty());
+    assert!(bus.stores().identity.get(alias_key(&uy)).await.unwrap().is_none());
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn explain_finds_the_decision_of_a_contact() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let c = email_contact("a@example.fr", "x", "x");
+    publish(&bus, &c).await;
+    let r = routed(&bus, &c.id).await;
+    let e = admin::explain(&bus, &c.id).await.unwrap();
+    assert_eq!(e.routed, r);
+    assert_eq!(e.index.subject, format!("guichet.routed.qualification.{}", r.usager_id));
+    assert_eq!(e.request.unwrap().reference, c.reference);
+    let missing = admin::explain(&bus, "01JNOTROUTED0000000000000").await.unwrap_err();
+    assert!(matches!(missing, RouterError::NotFound(_)));
+    assert!(missing.to_string().contains("DEADLETTER"), "{missing}");
+    router.shutdown().await;
+}
