@@ -188,10 +188,18 @@ mod tests {
             sites.authenticate(&metadata("bearer nord-token-0123456789")).unwrap(),
             Site("nord".into())
         );
-        for bad in ["Bearer nope-nope-nope-nope", "Basic sud-token-0123456789", "sud-token-0123456789"] {
+        for bad in [
+            "Bearer nope-nope-nope-nope",
+            "Basic sud-token-0123456789",
+            "sud-token-0123456789",
+        ] {
             let status = sites.authenticate(&metadata(bad)).unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad}");
-            assert!(!status.message().contains("0123456789"), "token echoed: {}", status.message());
+            assert!(
+                !status.message().contains("0123456789"),
+                "token echoed: {}",
+                status.message()
+            );
         }
         assert_eq!(
             sites.authenticate(&MetadataMap::new()).unwrap_err().code(),
@@ -203,11 +211,19 @@ mod tests {
     fn bad_token_configs_name_the_key() {
         let err = Sites::from_config(&config(&[])).unwrap_err().to_string();
         assert!(err.contains("`desk.sites`"), "{err}");
-        let err = Sites::from_config(&config(&[("nord", "short")])).unwrap_err().to_string();
-        assert!(err.contains("`desk.sites.nord.token`"), "{err}");
-        let err = Sites::from_config(&config(&[("a", "same-token-0123456789"), ("b", "same-token-0123456789")]))
+        let err = Sites::from_config(&config(&[("nord", "short")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`desk.sites.b.token`") && err.contains("desk.sites.a.token"), "{err}");
+        assert!(err.contains("`desk.sites.nord.token`"), "{err}");
+        let err = Sites::from_config(&config(&[
+            ("a", "same-token-0123456789"),
+            ("b", "same-token-0123456789"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`desk.sites.b.token`") && err.contains("desk.sites.a.token"),
+            "{err}"
+        );
     }
 }

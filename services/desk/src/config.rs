@@ -114,7 +114,10 @@ impl Validate for DeskConfig {
             ));
         }
         if self.history_max_page_size == 0 || self.history_max_page_size > 10_000 {
-            return Err(Error::config("desk.history_max_page_size", "must be between 1 and 10000"));
+            return Err(Error::config(
+                "desk.history_max_page_size",
+                "must be between 1 and 10000",
+            ));
         }
         if self.history_page_size == 0 || self.history_page_size > self.history_max_page_size {
             return Err(Error::config(
@@ -124,10 +127,16 @@ impl Validate for DeskConfig {
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.as_os_str().is_empty() {
-                return Err(Error::config("desk.tls.cert_file", "required when `[desk.tls]` is present"));
+                return Err(Error::config(
+                    "desk.tls.cert_file",
+                    "required when `[desk.tls]` is present",
+                ));
             }
             if tls.key_file.as_os_str().is_empty() {
-                return Err(Error::config("desk.tls.key_file", "required when `[desk.tls]` is present"));
+                return Err(Error::config(
+                    "desk.tls.key_file",
+                    "required when `[desk.tls]` is present",
+                ));
             }
         }
         Ok(())

@@ -71,7 +71,9 @@ pub async fn history(
         Ok((ids, entries, more))
     };
     let (ids, entries, more) = tokio::time::timeout_at(until, read).await.map_err(|_| {
-        Status::deadline_exceeded("the message broker did not give the history in time; retry, or ask for a smaller page")
+        Status::deadline_exceeded(
+            "the message broker did not give the history in time; retry, or ask for a smaller page",
+        )
     })??;
     let next_page_token = match (more, entries.last()) {
         (true, Some(oldest)) => format!("{TOKEN_PREFIX}{}", oldest.sequence),

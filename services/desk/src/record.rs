@@ -197,7 +197,11 @@ async fn answer(
     Ok(response)
 }
 
-async fn wait_for_decision(mut subscription: async_nats::Subscriber, contact_id: &str, until: Instant) -> Option<Decision> {
+async fn wait_for_decision(
+    mut subscription: async_nats::Subscriber,
+    contact_id: &str,
+    until: Instant,
+) -> Option<Decision> {
     let found = tokio::time::timeout_at(until, async {
         while let Some(message) = subscription.next().await {
             match Decision::decode(message.payload) {
@@ -296,7 +300,10 @@ fn validate(state: &State, r: &RecordContactRequest) -> Result<Valid, Status> {
     if agent.is_empty() {
         v.add("agent_id", "required: the id of the agent who took the contact");
     } else if agent.len() > MAX_ID_LEN || agent.chars().any(char::is_control) {
-        v.add("agent_id", format!("at most {MAX_ID_LEN} characters, no control characters"));
+        v.add(
+            "agent_id",
+            format!("at most {MAX_ID_LEN} characters, no control characters"),
+        );
     }
 
     let subject = r.subject.trim();
@@ -393,7 +400,10 @@ fn validate(state: &State, r: &RecordContactRequest) -> Result<Valid, Status> {
                     (Ok(s), Ok(n)) if n < 1_000_000_000 => {
                         let asked = Duration::new(s, n);
                         if asked > max {
-                            v.add("routing_timeout", format!("at most {max:?} (`desk.wait_for_routing_max`)"));
+                            v.add(
+                                "routing_timeout",
+                                format!("at most {max:?} (`desk.wait_for_routing_max`)"),
+                            );
                         }
                         Some(asked)
                     }

@@ -104,7 +104,9 @@ impl Desk for DeskService {
         let result = history::history(&self.state, &site, request.into_inner(), deadline).await;
         observe("get_usager_history", &site, "any", started, result.as_ref().map(|_| ()));
         let items = result?;
-        Ok(Response::new(Box::pin(futures::stream::iter(items.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            items.into_iter().map(Ok),
+        ))))
     }
 }
 
@@ -195,12 +197,10 @@ pub async fn serve(
         // A ceiling for any call, whatever the caller's deadline.
         .timeout(Duration::from_secs(60));
     if let Some(tls_config) = prepared.tls {
-        builder = builder
-            .tls_config(tls_config)
-            .map_err(|e| DeskError::Tls {
-                key: "desk.tls",
-                reason: e.to_string(),
-            })?;
+        builder = builder.tls_config(tls_config).map_err(|e| DeskError::Tls {
+            key: "desk.tls",
+            reason: e.to_string(),
+        })?;
     }
     let router = builder
         .add_service(health_service)

@@ -1,6 +1,8 @@
 //! RecordContact over loopback against a real nats-server: what reaches
 //! INTAKE, idempotent retries, attachments, every status code, the routing
 //! wait, deadlines, health and reflection.
+// Test helpers outside #[test] functions unwrap too: a failure is the test's.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -54,7 +56,11 @@ async fn a_counter_visit_becomes_one_contact_on_intake() {
     assert_eq!(contact.channel, ContactChannel::Counter as i32);
     let source = contact.source.as_ref().unwrap();
     assert_eq!(
-        (source.name.as_str(), source.agent_id.as_str(), source.adapter_instance.as_str()),
+        (
+            source.name.as_str(),
+            source.agent_id.as_str(),
+            source.adapter_instance.as_str()
+        ),
         ("mairie-nord", "agent-42", "test-instance")
     );
     assert_eq!(contact.subject, "Demande de carte d'identité");
@@ -157,7 +163,7 @@ async fn a_scanned_letter_is_stored_in_the_object_store() {
     letter.attachments = vec![DeskAttachment {
         file_name: "C:\\scans\\courrier.pdf".into(),
         media_type: "application/pdf".into(),
-        content: scan.clone().into(),
+        content: scan.clone(),
     }];
     let first = client
         .record_contact(authed(letter.clone(), NORD_TOKEN))
@@ -202,8 +208,12 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
         ("client_request_id", |r| r.client_request_id = "has spaces".into()),
         ("agent_id", |r| r.agent_id = String::new()),
         ("usager.phone", |r| r.usager.as_mut().unwrap().phone = "06 12".into()),
-        ("usager.email", |r| r.usager.as_mut().unwrap().email = "jeanne at example".into()),
-        ("usager.account_id", |r| r.usager.as_mut().unwrap().account_id = "sub".into()),
+        ("usager.email", |r| {
+            r.usager.as_mut().unwrap().email = "jeanne at example".into()
+        }),
+        ("usager.account_id", |r| {
+            r.usager.as_mut().unwrap().account_id = "sub".into()
+        }),
         ("notes", |r| r.notes = "x".repeat(70_000)),
         ("language", |r| r.language = "fr FR".into()),
         ("call", |r| {
@@ -220,7 +230,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
             r.attachments = vec![DeskAttachment {
                 file_name: "big.pdf".into(),
                 media_type: "application/pdf".into(),
-                content: vec![0u8; 64 * 1024 + 1].into(),
+                content: vec![0u8; 64 * 1024 + 1],
             }];
         }),
         ("attachments[0].content", |r| {
@@ -229,7 +239,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
         ("attachments[0].media_type", |r| {
             r.attachments = vec![DeskAttachment {
                 media_type: "pdf".into(),
-                content: vec![1u8].into(),
+                content: vec![1u8],
                 ..Default::default()
             }];
         }),
@@ -242,10 +252,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
     for (field, edit) in cases {
         let mut request = counter_visit("bad-1");
         edit(&mut request);
-        let status = client
-            .record_contact(authed(request, NORD_TOKEN))
-            .await
-            .unwrap_err();
+        let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         assert_eq!(violated_fields(&status), [field], "{status:?}");
         assert!(status.message().contains(field), "{field}: {}", status.message());
@@ -253,18 +260,12 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
     // Several mistakes are reported together.
     let mut request = counter_visit("");
     request.subject = String::new();
-    let status = client
-        .record_contact(authed(request, NORD_TOKEN))
-        .await
-        .unwrap_err();
+    let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
     assert_eq!(violated_fields(&status), ["client_request_id", "subject"]);
     // The phone number is not echoed back.
     let mut request = counter_visit("bad-2");
     request.usager.as_mut().unwrap().phone = "0999".into();
-    let status = client
-        .record_contact(authed(request, NORD_TOKEN))
-        .await
-        .unwrap_err();
+    let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
     assert!(!status.message().contains("0999"), "{}", status.message());
 
     assert!(intake(&js).await.is_empty(), "nothing was published");
@@ -279,13 +280,10 @@ async fn a_request_over_the_message_size_is_refused_without_internal_error() {
     let js = nats.jetstream().await;
     let mut request = counter_visit("huge");
     request.attachments = vec![DeskAttachment {
-        content: vec![7u8; 300 * 1024].into(),
+        content: vec![7u8; 300 * 1024],
         ..Default::default()
     }];
-    let status = client
-        .record_contact(authed(request, NORD_TOKEN))
-        .await
-        .unwrap_err();
+    let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(intake(&js).await.is_empty());
 }
@@ -326,13 +324,19 @@ async fn tokens_are_checked_and_bound_to_their_site() {
     let mut bad = counter_visit("");
     bad.channel = 42;
     assert_eq!(
-        client.record_contact(tonic::Request::new(bad)).await.unwrap_err().code(),
+        client
+            .record_contact(tonic::Request::new(bad))
+            .await
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated
     );
 
     let history = guichet_core::proto::v1::GetUsagerHistoryRequest {
         site: NORD.into(),
-        usager: Some(guichet_core::proto::v1::get_usager_history_request::Usager::UsagerId("U1".into())),
+        usager: Some(guichet_core::proto::v1::get_usager_history_request::Usager::UsagerId(
+            "U1".into(),
+        )),
         ..Default::default()
     };
     assert_eq!(
@@ -454,7 +458,11 @@ async fn wait_for_routing_times_out_without_error() {
     request.set_timeout(Duration::from_millis(800));
     let started = std::time::Instant::now();
     let response = client.record_contact(request).await.unwrap().into_inner();
-    assert!(started.elapsed() < Duration::from_millis(800), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(response.routing_status, RoutingStatus::Pending as i32);
 
     // A router slower than the wait: PENDING, then the decision is ignored.

@@ -149,10 +149,7 @@ pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<(Stri
     }
     for seq in state.first_sequence..=state.last_sequence {
         if let Ok(m) = s.direct_get(seq).await {
-            let id = m
-                .headers
-                .get("Nats-Msg-Id")
-                .map(|v| v.as_str().to_owned());
+            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned());
             out.push((m.subject.to_string(), id, m.payload));
         }
     }
