@@ -1,0 +1,251 @@
+//! GetUsagerHistory against a real nats-server: the test plays the router
+//! (it publishes `Routed` envelopes on ROUTED and writes the identity
+//! bucket as `guichet_core::bus::usagers` documents), then reads a
+//! usager's history seen through three channels, paged, newest first.
+// Test helpers outside #[test] functions unwrap too: a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use guichet_core::{
+    Bus,
+    bus::usagers::{alias_key, merged_key},
+    identity::{normalize_email, normalize_phone},
+    proto::{
+        self,
+        v1::{
+            Channel as ContactChannel, Contact, GetUsagerHistoryRequest, HistoryEnd, HistoryEntry, Qualification,
+            Routed, desk_client::DeskClient, get_usager_history_request::Usager, get_usager_history_response::Item,
+        },
+    },
+};
+use guichet_harness::Nats;
+use tonic::{Code, transport::Channel};
+
+fn routed(usager: &str, channel: ContactChannel, service: &str, subject: &str) -> Routed {
+    let now = chrono::Utc::now();
+    let id = guichet_core::ids::contact_id();
+    let reference = guichet_core::ids::reference(now);
+    Routed {
+        contact: Some(Contact {
+            id,
+            channel: channel as i32,
+            subject: subject.into(),
+            reference: reference.clone(),
+            received_at: Some(proto::timestamp(now)),
+            ..Default::default()
+        }),
+        usager_id: usager.into(),
+        reference,
+        qualification: Some(Qualification {
+            service: service.into(),
+            typology: "t".into(),
+            ..Default::default()
+        }),
+        routed_at: Some(proto::timestamp(now)),
+        ..Default::default()
+    }
+}
+
+async fn identity_put(bus: &Bus, key: &str, value: &str) {
+    bus.stores().identity.put(key, value.to_owned().into()).await.unwrap();
+}
+
+async fn page(
+    client: &mut DeskClient<Channel>,
+    usager: Usager,
+    page_size: u32,
+    token: &str,
+) -> Result<(Vec<HistoryEntry>, HistoryEnd), tonic::Status> {
+    let request = GetUsagerHistoryRequest {
+        site: NORD.into(),
+        usager: Some(usager),
+        page_size,
+        page_token: token.into(),
+    };
+    let mut stream = client
+        .get_usager_history(authed(request, NORD_TOKEN))
+        .await?
+        .into_inner();
+    let mut entries = Vec::new();
+    let mut end = None;
+    while let Some(item) = stream.message().await? {
+        match item.item.unwrap() {
+            Item::Entry(e) => {
+                assert!(end.is_none(), "entries after the end");
+                entries.push(e);
+            }
+            Item::End(e) => end = Some(e),
+        }
+    }
+    Ok((entries, end.expect("a page ends with `end`")))
+}
+
+fn subjects_of(entries: &[HistoryEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.routed.as_ref().unwrap().contact.as_ref().unwrap().subject.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_usager_seen_through_three_channels_has_one_history_newest_first() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+
+    // U1: a mail, a web form, a counter visit; U0 was merged into U1 with a
+    // phone call; U9 is someone else.
+    publish_routed(
+        bus,
+        &routed("U0", ContactChannel::Phone, "voirie", "appel (U0, fusionné)"),
+    )
+    .await;
+    publish_routed(bus, &routed("U1", ContactChannel::Email, "urbanisme", "mail")).await;
+    publish_routed(bus, &routed("U9", ContactChannel::Web, "urbanisme", "autre usager")).await;
+    publish_routed(bus, &routed("U1", ContactChannel::Web, "dechets", "formulaire")).await;
+    publish_routed(bus, &routed("U1", ContactChannel::Counter, "etat-civil", "guichet")).await;
+    identity_put(bus, &normalize_email("jeanne@example.fr").unwrap().key(), "U1").await;
+    identity_put(bus, &normalize_phone("+33612345678").unwrap().key(), "U0").await;
+    identity_put(bus, &alias_key("U0"), "U1").await;
+    identity_put(bus, &merged_key("U1"), r#"["U0"]"#).await;
+
+    let want = ["guichet", "formulaire", "mail", "appel (U0, fusionné)"];
+    // By id, by e-mail as typed by an agent, by a phone in national form
+    // (which points at the merged id): the same history.
+    for usager in [
+        Usager::UsagerId("U1".into()),
+        Usager::Email("  Jeanne@Example.FR ".into()),
+        Usager::Phone("06 12 34 56 78".into()),
+        Usager::UsagerId("U0".into()),
+    ] {
+        let (entries, end) = page(&mut client, usager.clone(), 0, "").await.unwrap();
+        assert_eq!(subjects_of(&entries), want, "{usager:?}");
+        assert_eq!(end.usager_id, "U1");
+        assert_eq!(end.merged_usager_ids, ["U0"]);
+        assert_eq!(end.entries, 4);
+        assert!(end.next_page_token.is_empty());
+        let channels: Vec<i32> = entries
+            .iter()
+            .map(|e| e.routed.as_ref().unwrap().contact.as_ref().unwrap().channel)
+            .collect();
+        assert_eq!(
+            channels,
+            [
+                ContactChannel::Counter as i32,
+                ContactChannel::Web as i32,
+                ContactChannel::Email as i32,
+                ContactChannel::Phone as i32
+            ]
+        );
+        assert!(entries.windows(2).all(|w| w[0].sequence > w[1].sequence));
+        assert_eq!(
+            entries[0]
+                .routed
+                .as_ref()
+                .unwrap()
+                .qualification
+                .as_ref()
+                .unwrap()
+                .service,
+            "etat-civil"
+        );
+    }
+
+    // Paged by two, then the rest.
+    let (first, end) = page(&mut client, Usager::UsagerId("U1".into()), 2, "").await.unwrap();
+    assert_eq!(subjects_of(&first), ["guichet", "formulaire"]);
+    assert!(!end.next_page_token.is_empty());
+    let (second, end2) = page(&mut client, Usager::UsagerId("U1".into()), 2, &end.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&second), ["mail", "appel (U0, fusionné)"]);
+    assert!(end2.next_page_token.is_empty(), "{end2:?}");
+
+    // A contact routed meanwhile does not disturb the next page.
+    publish_routed(bus, &routed("U1", ContactChannel::Counter, "etat-civil", "nouveau")).await;
+    let (second_again, _) = page(&mut client, Usager::UsagerId("U1".into()), 2, &end.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&second_again), ["mail", "appel (U0, fusionné)"]);
+    let (newest, _) = page(&mut client, Usager::UsagerId("U1".into()), 1, "").await.unwrap();
+    assert_eq!(subjects_of(&newest), ["nouveau"]);
+
+    // Someone with no history: an empty page, not an error.
+    let (none, end) = page(&mut client, Usager::UsagerId("U5".into()), 0, "").await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!((end.usager_id.as_str(), end.entries), ("U5", 0));
+    desk.stop().await;
+}
+
+#[tokio::test]
+async fn history_lookups_say_what_is_wrong() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+
+    let status = page(&mut client, Usager::Email("nobody@example.fr".into()), 0, "")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(!status.message().contains("nobody"), "the address is not echoed");
+
+    for (usager, field, page_size, token) in [
+        (Usager::Email("not an address".into()), "email", 0, ""),
+        (Usager::Phone("12".into()), "phone", 0, ""),
+        (Usager::UsagerId("U1.>".into()), "usager_id", 0, ""),
+        (Usager::UsagerId("*".into()), "usager_id", 0, ""),
+        (Usager::UsagerId("U1".into()), "page_size", 501, ""),
+        (Usager::UsagerId("U1".into()), "page_token", 0, "garbage"),
+    ] {
+        let status = page(&mut client, usager, page_size, token).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(violated_fields(&status), [field]);
+    }
+    let request = GetUsagerHistoryRequest {
+        site: NORD.into(),
+        ..Default::default()
+    };
+    let status = client
+        .get_usager_history(authed(request, NORD_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["usager"]);
+}
+
+#[tokio::test]
+async fn a_contact_recorded_at_the_desk_shows_in_the_history_once_routed() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let js = nats.jetstream().await;
+
+    let receipt = client
+        .record_contact(authed(counter_visit("h-1"), NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    // The router's part: route what INTAKE holds, remember the e-mail.
+    let (_, _, contact) = intake(&js).await.remove(0);
+    identity_put(
+        &desk.bus,
+        &normalize_email(&contact.claims.as_ref().unwrap().email).unwrap().key(),
+        "U7",
+    )
+    .await;
+    let mut envelope = routed("U7", ContactChannel::Counter, "etat-civil", "");
+    envelope.reference = contact.reference.clone();
+    envelope.contact = Some(contact);
+    publish_routed(&desk.bus, &envelope).await;
+
+    let (entries, _) = page(&mut client, Usager::Email("jeanne.martin@example.fr".into()), 0, "")
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let shown = entries[0].routed.as_ref().unwrap();
+    assert_eq!(shown.reference, receipt.reference);
+    assert_eq!(shown.contact.as_ref().unwrap().id, receipt.contact_id);
+}
