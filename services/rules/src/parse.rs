@@ -137,7 +137,11 @@ pub(crate) fn parse<'t>(text: &'t str, d: &mut Diagnostics<'t>) -> Parsed {
     let known: HashMap<&str, ()> = services.iter().map(|s| (s.name.as_str(), ())).collect();
     let service_list = || {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        format!("one of the [[services]] names: {}", names.join(", "))
+        if names.is_empty() {
+            "a service declared in a [[services]] table".to_owned()
+        } else {
+            format!("one of the [[services]] names: {}", names.join(", "))
+        }
     };
     let manual_service = match manual {
         Some(v) => match walk.string("manual_service", v) {
@@ -341,7 +345,10 @@ impl Walk<'_, '_> {
                     Some(DEADLINE_FORMS),
                 );
             }
-            if let (Some((name, span)), Some(deadline)) = (name, deadline) {
+            if let Some((name, span)) = name {
+                // A bad or missing deadline is already an error; the name
+                // stays known so that rules naming it are not reported too.
+                let deadline = deadline.unwrap_or(Deadline::BusinessDays(1));
                 out.push(ParsedService {
                     name,
                     deadline,

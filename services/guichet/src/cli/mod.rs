@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+mod rules;
 mod run;
 
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Check the configuration file and exit.
     #[command(name = "check-config")]
     CheckConfig,
+    /// The routing rules: check a file, dry-run it on sample contacts.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}: configuration is valid", cli.config.display());
             Ok(())
         }
+        Command::Rules(command) => rules::run(&cli.config, command).await,
     }
 }
 
