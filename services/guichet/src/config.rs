@@ -21,6 +21,8 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[desk]`: counter, phone and mail-room intake over gRPC.
+    pub desk: guichet_desk::DeskConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -33,6 +35,7 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            desk: guichet_desk::DeskConfig::default(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl Validate for Config {
         self.nats.validate()?;
         self.topology.validate()?;
         self.log.validate()?;
+        self.desk.validate()?;
         Ok(())
     }
 }

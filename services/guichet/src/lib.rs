@@ -37,9 +37,13 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured address of every listener the chosen services need.
     pub fn bind(config: &Config, services: &[ServiceName]) -> Result<Self, RunError> {
-        let _ = services;
+        let grpc = services
+            .contains(&ServiceName::Desk)
+            .then(|| bind("desk.listen", config.desk.listen))
+            .transpose()?;
         Ok(Self {
             admin: Some(bind("admin.listen", config.admin.listen)?),
+            grpc,
             ..Self::default()
         })
     }

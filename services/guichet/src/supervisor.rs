@@ -165,15 +165,40 @@ async fn supervise(
 /// The slot of each service: how to build one run of it.
 fn factory(
     name: ServiceName,
-    _config: &Config,
+    config: &Config,
     context: &ServiceContext,
-    _listeners: &Listeners,
+    listeners: &Listeners,
 ) -> Result<ServiceFactory, RunError> {
     let health = context.health.clone();
     Ok(match name {
+        ServiceName::Desk => {
+            let key = "desk.listen";
+            let addr = config.desk.listen;
+            // Tokens and TLS files are checked once, here: a bad value
+            // stops the start instead of failing every restart.
+            guichet_desk::check(&config.desk).map_err(|e| RunError::Service {
+                service: "desk",
+                reason: e.to_string(),
+            })?;
+            let socket = match &listeners.grpc {
+                Some(l) => l.try_clone().map_err(|source| RunError::Bind { key, addr, source })?,
+                None => crate::bind(key, addr)?,
+            };
+            let socket = Arc::new(socket);
+            let (context, desk) = (context.clone(), config.desk.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (socket, context, desk) = (socket.clone(), context.clone(), desk.clone());
+                Box::pin(async move {
+                    let listener = listener_for_run(&socket).map_err(|e| format!("desk listener: {e}"))?;
+                    guichet_desk::run(context, desk, listener, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         // Slots for services whose crates do not exist yet: they report
         // ready and wait for shutdown, so the plumbing is exercised.
-        ServiceName::Mail | ServiceName::Web | ServiceName::Desk | ServiceName::Router => {
+        ServiceName::Mail | ServiceName::Web | ServiceName::Router => {
             let label = name.as_str();
             Arc::new(move |token: CancellationToken| {
                 let health = health.clone();

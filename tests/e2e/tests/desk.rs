@@ -1,0 +1,134 @@
+//! The desk service through `guichet::run`, as `guichet run --services desk`
+//! starts it: a counter application records a contact over gRPC and it is
+//! on INTAKE; a bad site token stops the start, naming the key.
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+
+use guichet::{Config, Listeners, RunError, ServiceName};
+use guichet_core::{
+    bus::subjects,
+    proto::v1::{Channel, Contact, RecordContactRequest, desk_client::DeskClient},
+    secret::Secret,
+};
+use guichet_desk::{DeskConfig, SiteConfig};
+use guichet_harness::Nats;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+
+fn desk_config(token: &str) -> DeskConfig {
+    DeskConfig {
+        sites: BTreeMap::from([(
+            "accueil".to_owned(),
+            SiteConfig {
+                token: Secret::Inline(token.into()),
+            },
+        )]),
+        ..DeskConfig::default()
+    }
+}
+
+fn loopback() -> TcpListener {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+#[tokio::test]
+async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
+    let nats = Nats::start().await;
+    let config = Config {
+        nats: nats.nats_config(),
+        desk: desk_config(TOKEN),
+        ..Config::default()
+    };
+    let (admin, grpc) = (loopback(), loopback());
+    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
+    let grpc_addr = grpc.local_addr().unwrap();
+    let listeners = Listeners {
+        admin: Some(admin),
+        grpc: Some(grpc),
+        ..Listeners::default()
+    };
+    let shutdown = CancellationToken::new();
+    let gateway = tokio::spawn(guichet::run(
+        config,
+        vec![ServiceName::Desk],
+        listeners,
+        shutdown.clone(),
+    ));
+
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(&readyz).send().await
+            && r.status().as_u16() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "never ready");
+
+    let mut client = DeskClient::connect(format!("http://{grpc_addr}")).await.unwrap();
+    let mut request = tonic::Request::new(RecordContactRequest {
+        client_request_id: "e2e-1".into(),
+        channel: Channel::Phone as i32,
+        site: "accueil".into(),
+        agent_id: "agent-7".into(),
+        subject: "Signalement d'un lampadaire en panne".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let response = client.record_contact(request).await.unwrap().into_inner();
+
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream(subjects::INTAKE_STREAM).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let stored = stream.direct_get(1).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "guichet.intake.phone");
+    let contact = Contact::decode(stored.payload).unwrap();
+    assert_eq!(contact.id, response.contact_id);
+    assert_eq!(contact.reference, response.reference);
+    assert_eq!(contact.idempotency_key, "desk:accueil:e2e-1");
+
+    shutdown.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(
+        DeskClient::connect(format!("http://{grpc_addr}")).await.is_err(),
+        "gRPC port closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_site_token_stops_the_start_naming_the_key() {
+    let nats = Nats::start().await;
+    let config = Config {
+        nats: nats.nats_config(),
+        desk: desk_config("short"),
+        ..Config::default()
+    };
+    let listeners = Listeners {
+        admin: Some(loopback()),
+        grpc: Some(loopback()),
+        ..Listeners::default()
+    };
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        guichet::run(config, vec![ServiceName::Desk], listeners, CancellationToken::new()),
+    )
+    .await
+    .expect("the start fails at once")
+    .unwrap_err();
+    assert!(matches!(err, RunError::Service { service: "desk", .. }), "{err}");
+    assert!(err.to_string().contains("desk.sites.accueil.token"), "{err}");
+}
