@@ -4,9 +4,14 @@
 //! port with its own temporary store, and kills it and removes the store
 //! on drop, so tests run in parallel without sharing anything. It can be
 //! stopped and started again on the same port and store, to test what
-//! happens while the broker is away.
+//! happens while the broker is away. [`Dovecot`] does the same for a
+//! real IMAP server (plain or TLS), for the mail adapter.
+
+pub mod dovecot;
 
 use std::{path::PathBuf, time::Duration};
+
+pub use dovecot::Dovecot;
 
 use guichet_core::{
     Bus,

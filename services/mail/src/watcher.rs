@@ -1,0 +1,605 @@
+//! One mailbox, watched for as long as the service runs.
+//!
+//! ```text
+//! take the lease ─► connect, log in, SELECT ─► check UIDVALIDITY against the checkpoint
+//!        ▲                                   ─► for each new UID: FETCH BODY.PEEK[] ─► normalize
+//!        │                                        ─► raw + attachments to the object store
+//!        │                                        ─► publish_contact (PubAck) ─► guard ─► MOVE / \Seen ─► checkpoint
+//!        │                                   ─► IDLE (re-issued every idle_refresh) or poll
+//!        └── lease lost / error: drop the connection, back off, start again
+//! ```
+//!
+//! Nothing is marked handled on the server before JetStream's PubAck, so a
+//! crash anywhere leaves the message in the folder; the next run publishes
+//! it again with the same `Nats-Msg-Id` and the bus returns the first
+//! receipt instead of storing a second contact.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_imap::types::{Fetch, UnsolicitedResponse};
+use chrono::Utc;
+use futures::TryStreamExt;
+use guichet_core::{
+    Bus,
+    bus::IntakeReceipt,
+    ids,
+    proto::{
+        self,
+        v1::{AttachmentRef, Channel, Contact, EmailDetails, IdentityClaims, Source, contact::Details},
+    },
+    telemetry::pseudonym,
+};
+use tokio_rustls::rustls::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Hooks,
+    config::{After, MailboxConfig},
+    error::MailError,
+    imap::{self, ImapSession, within},
+    lease::{self, Lease},
+    normalize::{self, Limits, Normalized},
+    state::{self, Checkpoint},
+};
+
+/// A message that keeps failing for a reason that is not an outage is
+/// moved to the error folder after this many attempts.
+const MAX_ATTEMPTS: u32 = 3;
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// Everything one mailbox's watcher needs.
+pub struct Watcher {
+    pub config: MailboxConfig,
+    pub bus: Bus,
+    pub instance: String,
+    /// This process's identity in the lease.
+    pub holder: String,
+    pub hooks: Hooks,
+}
+
+struct Run<'a> {
+    w: &'a Watcher,
+    password: String,
+    tls: Option<Arc<ClientConfig>>,
+    limits: Limits,
+    /// Failed attempts per (UIDVALIDITY, UID), for poison messages.
+    attempts: HashMap<(u32, u32), u32>,
+}
+
+impl Watcher {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Watches until `cancel`: lease, session, reconnects.
+    pub async fn watch(self, cancel: CancellationToken) {
+        let name = self.config.name.clone();
+        let labels = [("mailbox", name.clone())];
+        metrics::gauge!("guichet_mail_connected", &labels).set(0.0);
+        metrics::gauge!("guichet_mail_lease_held", &labels).set(0.0);
+        let mut run = loop {
+            match self.prepare() {
+                Ok(run) => break run,
+                Err(e) => {
+                    // Validated at start; a file that vanished since is retried.
+                    tracing::error!(mailbox = %name, error = %e, "mailbox cannot start; retrying in 30 s");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+            }
+        };
+        let leases = self.bus.stores().leases.clone();
+        let mut standby_logged = false;
+        while !cancel.is_cancelled() {
+            let mut lease = match Lease::try_acquire(&leases, lease::key(&name), &self.holder).await {
+                Ok(Some(lease)) => lease,
+                outcome => {
+                    match outcome {
+                        Err(reason) => tracing::warn!(mailbox = %name, %reason, "lease unavailable"),
+                        _ if !standby_logged => {
+                            tracing::info!(mailbox = %name, "another process watches this mailbox; standing by");
+                            standby_logged = true;
+                        }
+                        _ => {}
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(lease::STANDBY_RETRY) => continue,
+                    }
+                }
+            };
+            standby_logged = false;
+            tracing::info!(mailbox = %name, instance = %self.instance, "lease taken; watching");
+            metrics::gauge!("guichet_mail_lease_held", &labels).set(1.0);
+            let stop = cancel.child_token();
+            let lost = tokio::select! {
+                () = run.sessions(&stop) => None,
+                reason = lease.keep() => Some(reason),
+            };
+            metrics::gauge!("guichet_mail_lease_held", &labels).set(0.0);
+            metrics::gauge!("guichet_mail_connected", &labels).set(0.0);
+            match lost {
+                Some(reason) => tracing::warn!(mailbox = %name, %reason, "lease lost; stopped acting on the mailbox"),
+                None => {
+                    lease.release().await;
+                    tracing::info!(mailbox = %name, "stopped; lease released");
+                }
+            }
+        }
+    }
+
+    fn prepare(&self) -> Result<Run<'_>, MailError> {
+        let key = format!("mail.mailboxes[{}].password", self.name());
+        let password = self
+            .config
+            .password
+            .as_ref()
+            .ok_or_else(|| MailError::Config(guichet_core::Error::config(&key, "required")))?
+            .resolve(&key)
+            .map_err(MailError::Config)?;
+        Ok(Run {
+            w: self,
+            password,
+            tls: imap::tls_config(&self.config)?,
+            limits: Limits {
+                max_message_size: usize::try_from(self.config.max_message_size).unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            attempts: HashMap::new(),
+        })
+    }
+}
+
+impl Run<'_> {
+    fn cfg(&self) -> &MailboxConfig {
+        &self.w.config
+    }
+
+    fn name(&self) -> &str {
+        &self.w.config.name
+    }
+
+    fn labels(&self) -> [(&'static str, String); 1] {
+        [("mailbox", self.name().to_owned())]
+    }
+
+    /// Sessions one after the other, with backoff, until `stop`.
+    async fn sessions(&mut self, stop: &CancellationToken) {
+        let mut delay = BACKOFF_FIRST;
+        while !stop.is_cancelled() {
+            let started = tokio::time::Instant::now();
+            let outcome = self.session(stop).await;
+            metrics::gauge!("guichet_mail_connected", &self.labels()).set(0.0);
+            let Err(e) = outcome else { return };
+            let kind = match &e {
+                MailError::Bus { .. } => "nats",
+                MailError::Tls { .. } => "tls",
+                _ => "imap",
+            };
+            metrics::counter!("guichet_mail_errors_total", "mailbox" => self.name().to_owned(), "kind" => kind)
+                .increment(1);
+            if started.elapsed() > Duration::from_secs(60) {
+                delay = BACKOFF_FIRST;
+            }
+            tracing::warn!(mailbox = %self.name(), error = %e, retry_in = ?delay, "mailbox session ended; reconnecting");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(&mut self, stop: &CancellationToken) -> Result<(), MailError> {
+        let cfg = self.cfg().clone();
+        let limit = cfg.command_timeout;
+        let name = cfg.name.clone();
+        let mut session = imap::connect(&cfg, self.tls.as_ref(), &self.password).await?;
+        metrics::gauge!("guichet_mail_connected", &self.labels()).set(1.0);
+        let caps = within(&name, "CAPABILITY", limit, session.capabilities()).await?;
+        let server = Server {
+            idle: caps.has_str("IDLE"),
+            mv: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+        };
+        // Folders are created if missing; "already exists" is the usual answer.
+        if cfg.after == After::Move {
+            let _ = within(&name, "CREATE", limit, session.create(&cfg.move_to)).await;
+        }
+        let _ = within(&name, "CREATE", limit, session.create(&cfg.error_folder)).await;
+        let selected = within(&name, "SELECT", limit, session.select(&cfg.folder)).await?;
+        let uidvalidity = selected
+            .uid_validity
+            .ok_or_else(|| MailError::imap(&name, "SELECT", "the server gave no UIDVALIDITY"))?;
+        let uid_next = selected.uid_next.unwrap_or(u32::MAX);
+        let stores = self.w.bus.stores().clone();
+        let loaded = state::load(&stores.checkpoints, &name)
+            .await
+            .map_err(|e| MailError::bus(&name, e))?;
+        let mut checkpoint = match loaded {
+            Some(c) if c.uidvalidity == uidvalidity => c,
+            Some(old) => {
+                tracing::warn!(
+                    mailbox = %name, old = old.uidvalidity, new = uidvalidity,
+                    "UIDVALIDITY changed: recognising already-ingested messages by Message-ID"
+                );
+                let c = Checkpoint {
+                    uidvalidity,
+                    last_uid: 0,
+                    recover_until: Some(uid_next.saturating_sub(1)),
+                };
+                state::save(&stores.checkpoints, &name, &c)
+                    .await
+                    .map_err(|e| MailError::bus(&name, e))?;
+                c
+            }
+            None => {
+                let mut c = Checkpoint {
+                    uidvalidity,
+                    last_uid: 0,
+                    recover_until: None,
+                };
+                if cfg.after == After::FlagSeen {
+                    // First start on a mailbox that is kept: only what is
+                    // still unread is new, not its whole history.
+                    let unseen = within(&name, "SEARCH", limit, session.uid_search("UNSEEN")).await?;
+                    let mut unseen: Vec<u32> = unseen.into_iter().collect();
+                    unseen.sort_unstable();
+                    for uid in unseen {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        self.ingest(&mut session, &server, uid, &mut c, true).await?;
+                    }
+                    c.last_uid = c.last_uid.max(uid_next.saturating_sub(1));
+                }
+                state::save(&stores.checkpoints, &name, &c)
+                    .await
+                    .map_err(|e| MailError::bus(&name, e))?;
+                c
+            }
+        };
+        tracing::info!(mailbox = %name, uidvalidity, last_uid = checkpoint.last_uid, idle = server.idle, "mailbox selected");
+
+        loop {
+            // What the server reported before this search is covered by it.
+            while session.unsolicited_responses.try_recv().is_ok() {}
+            let query = format!("UNDELETED UID {}:*", checkpoint.last_uid.saturating_add(1));
+            let found = within(&name, "SEARCH", limit, session.uid_search(&query)).await?;
+            let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > checkpoint.last_uid).collect();
+            uids.sort_unstable();
+            let found_some = !uids.is_empty();
+            for uid in uids {
+                if stop.is_cancelled() {
+                    break;
+                }
+                self.ingest(&mut session, &server, uid, &mut checkpoint, false).await?;
+            }
+            if found_some && !stop.is_cancelled() {
+                // More may have arrived during the pass: look again before waiting.
+                continue;
+            }
+            if stop.is_cancelled() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                return Ok(());
+            }
+            session = if server.idle {
+                self.idle(session, stop).await?
+            } else {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(cfg.poll_interval) => {}
+                }
+                within(&name, "NOOP", limit, session.noop()).await?;
+                session
+            };
+        }
+    }
+
+    /// IDLE until the server reports a change, `idle_refresh` passes, or `stop`.
+    async fn idle(&self, session: ImapSession, stop: &CancellationToken) -> Result<ImapSession, MailError> {
+        let cfg = self.cfg();
+        let name = self.name();
+        let unsolicited = session.unsolicited_responses.clone();
+        let mut handle = session.idle();
+        within(name, "IDLE", cfg.command_timeout, handle.init()).await?;
+        // A message that arrived between the last search and IDLE is
+        // announced before the server's "+ idling": do not wait for it.
+        let mut pending = false;
+        while let Ok(response) = unsolicited.try_recv() {
+            pending |= matches!(
+                response,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            );
+        }
+        if !pending {
+            // Dovecot's "* OK Still here" keepalives reset async-imap's own
+            // timeout, so the refresh is bounded here instead.
+            let (wait, _interrupt) = handle.wait_with_timeout(cfg.idle_refresh + Duration::from_secs(60));
+            tokio::pin!(wait);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(cfg.idle_refresh) => {}
+                outcome = &mut wait => {
+                    outcome.map_err(|e| MailError::imap(name, "IDLE", e))?;
+                }
+            }
+        }
+        within(name, "DONE", cfg.command_timeout, handle.done()).await
+    }
+
+    /// Ingests one message, exactly once, then marks it handled.
+    async fn ingest(
+        &mut self,
+        session: &mut ImapSession,
+        server: &Server,
+        uid: u32,
+        checkpoint: &mut Checkpoint,
+        first_start: bool,
+    ) -> Result<(), MailError> {
+        let cfg = self.cfg().clone();
+        let name = cfg.name.as_str();
+        let limit = cfg.command_timeout;
+        let bus = self.w.bus.clone();
+        let stores = bus.stores().clone();
+        let uidvalidity = checkpoint.uidvalidity;
+
+        let fetched: Vec<Fetch> = within(name, "FETCH", limit, async {
+            session
+                .uid_fetch(uid.to_string(), "(UID INTERNALDATE BODY.PEEK[])")
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let Some(message) = fetched.iter().find(|f| f.uid == Some(uid)) else {
+            // Taken out of the folder by someone else meanwhile.
+            tracing::info!(mailbox = %name, uid, "message vanished before it was fetched");
+            return self.advance(checkpoint, uid, first_start).await;
+        };
+        let raw = message.body().unwrap_or_default().to_vec();
+        let arrived = message.internal_date();
+        drop(fetched);
+
+        let limits = self.limits;
+        let raw_for_parse = raw.clone();
+        let normalized = tokio::task::spawn_blocking(move || normalize::normalize(&raw_for_parse, &limits))
+            .await
+            .unwrap_or_else(|_| {
+                let mut n = Normalized::default();
+                n.flags.push(normalize::Flag {
+                    kind: proto::v1::FlagKind::ParseError,
+                    reason: "the parser failed on this message; the raw message is kept".into(),
+                });
+                n
+            });
+        let identity = state::identity(&normalized.message_id, &raw);
+
+        if checkpoint.recover_until.is_some_and(|until| uid <= until)
+            && let Some(receipt) = state::ingested(&stores.replay_guard, name, &identity)
+                .await
+                .map_err(|e| MailError::bus(name, e))?
+        {
+            tracing::info!(mailbox = %name, uid, contact = %receipt.contact_id, "already ingested before the UIDVALIDITY change; marking handled");
+            metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => "duplicate")
+                .increment(1);
+            self.mark_handled(session, server, uid).await?;
+            return self.advance(checkpoint, uid, first_start).await;
+        }
+
+        let key = format!("mail:{name}:{uidvalidity}:{uid}");
+        let receipt = match self.publish(&key, uidvalidity, uid, &raw, &normalized).await {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                let attempts = self.attempts.entry((uidvalidity, uid)).or_default();
+                *attempts += 1;
+                let poison = !e.is_transient() || (bus.is_connected() && *attempts >= MAX_ATTEMPTS);
+                if !poison {
+                    return Err(MailError::bus(name, e));
+                }
+                tracing::error!(
+                    mailbox = %name, uid, error = %e, folder = %cfg.error_folder,
+                    "message cannot be ingested; moved to the error folder"
+                );
+                metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => "error_folder")
+                    .increment(1);
+                self.move_to(session, server, uid, &cfg.error_folder).await?;
+                self.attempts.remove(&(uidvalidity, uid));
+                return self.advance(checkpoint, uid, first_start).await;
+            }
+        };
+        self.attempts.remove(&(uidvalidity, uid));
+        if let Some(hook) = &self.w.hooks.after_puback {
+            hook(name.to_owned(), uid).await;
+        }
+        state::mark_ingested(&stores.replay_guard, name, &identity, &receipt)
+            .await
+            .map_err(|e| MailError::bus(name, e))?;
+        self.mark_handled(session, server, uid).await?;
+        self.advance(checkpoint, uid, first_start).await?;
+
+        let outcome = if receipt.duplicate { "duplicate" } else { "ingested" };
+        metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => outcome)
+            .increment(1);
+        for flag in &normalized.flags {
+            metrics::counter!("guichet_mail_flagged_total", "mailbox" => name.to_owned(), "flag" => flag.kind.as_str_name())
+                .increment(1);
+        }
+        if let Some(arrived) = arrived {
+            let lag = (Utc::now() - arrived.with_timezone(&Utc)).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("guichet_mail_lag_seconds", "mailbox" => name.to_owned()).record(lag);
+        }
+        tracing::info!(
+            mailbox = %name, uid, contact = %receipt.contact_id, reference = %receipt.reference,
+            sender = %pseudonym(&normalized.from_address), flags = normalized.flags.len(), duplicate = receipt.duplicate,
+            "e-mail ingested"
+        );
+        Ok(())
+    }
+
+    /// Stores the raw message and attachments, then publishes the contact.
+    async fn publish(
+        &self,
+        key: &str,
+        uidvalidity: u32,
+        uid: u32,
+        raw: &[u8],
+        n: &Normalized,
+    ) -> Result<IntakeReceipt, guichet_core::Error> {
+        let bus = &self.w.bus;
+        let raw_ref = bus.put_attachment(raw, "message.eml", "message/rfc822").await?;
+        let mut attachments: Vec<AttachmentRef> = Vec::with_capacity(n.attachments.len());
+        for a in &n.attachments {
+            attachments.push(bus.put_attachment(&a.data, &a.file_name, &a.media_type).await?);
+        }
+        let contact = contact(
+            self.cfg(),
+            &self.w.instance,
+            key,
+            uidvalidity,
+            uid,
+            raw_ref,
+            attachments,
+            n,
+        );
+        bus.publish_contact(&contact).await
+    }
+
+    async fn mark_handled(&self, session: &mut ImapSession, server: &Server, uid: u32) -> Result<(), MailError> {
+        let cfg = self.cfg();
+        match cfg.after {
+            After::Move => self.move_to(session, server, uid, &cfg.move_to).await,
+            After::FlagSeen => {
+                within(cfg.name.as_str(), "STORE", cfg.command_timeout, async {
+                    session
+                        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
+                        .await?
+                        .try_collect::<Vec<_>>()
+                        .await
+                })
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// MOVE where offered, else COPY + \Deleted + (UID) EXPUNGE.
+    async fn move_to(
+        &self,
+        session: &mut ImapSession,
+        server: &Server,
+        uid: u32,
+        folder: &str,
+    ) -> Result<(), MailError> {
+        let name = self.name();
+        let limit = self.cfg().command_timeout;
+        let set = uid.to_string();
+        if server.mv {
+            return within(name, "MOVE", limit, session.uid_mv(&set, folder)).await;
+        }
+        within(name, "COPY", limit, session.uid_copy(&set, folder)).await?;
+        within(name, "STORE", limit, async {
+            session
+                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        if server.uidplus {
+            within(name, "EXPUNGE", limit, async {
+                session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
+            })
+            .await?;
+        } else {
+            within(name, "EXPUNGE", limit, async {
+                session.expunge().await?.try_collect::<Vec<_>>().await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn advance(&self, checkpoint: &mut Checkpoint, uid: u32, first_start: bool) -> Result<(), MailError> {
+        if first_start {
+            // The first-start pass saves once at its end.
+            checkpoint.last_uid = checkpoint.last_uid.max(uid);
+            return Ok(());
+        }
+        checkpoint.last_uid = checkpoint.last_uid.max(uid);
+        if checkpoint
+            .recover_until
+            .is_some_and(|until| checkpoint.last_uid >= until)
+        {
+            checkpoint.recover_until = None;
+        }
+        state::save(&self.w.bus.stores().checkpoints, self.name(), checkpoint)
+            .await
+            .map_err(|e| MailError::bus(self.name(), e))
+    }
+}
+
+struct Server {
+    idle: bool,
+    mv: bool,
+    uidplus: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn contact(
+    cfg: &MailboxConfig,
+    instance: &str,
+    key: &str,
+    uidvalidity: u32,
+    uid: u32,
+    raw: AttachmentRef,
+    attachments: Vec<AttachmentRef>,
+    n: &Normalized,
+) -> Contact {
+    let now = Utc::now();
+    Contact {
+        id: ids::contact_id(),
+        received_at: Some(proto::timestamp(now)),
+        channel: Channel::Email as i32,
+        source: Some(Source {
+            name: cfg.source_name().to_owned(),
+            agent_id: String::new(),
+            adapter_instance: instance.to_owned(),
+        }),
+        claims: Some(IdentityClaims {
+            name: n.from_name.clone(),
+            email: n.from_address.clone(),
+            ..IdentityClaims::default()
+        }),
+        subject: n.subject.clone(),
+        body: n.body.clone(),
+        language: n.language.clone(),
+        reference: ids::reference(now),
+        idempotency_key: key.to_owned(),
+        details: Some(Details::Email(EmailDetails {
+            message_id: n.message_id.clone(),
+            in_reply_to: n.in_reply_to.clone(),
+            references: n.references.clone(),
+            to: n.to.clone(),
+            cc: n.cc.clone(),
+            auto_submitted: n.auto_submitted.clone(),
+            quoted_text: n.quoted_text.clone(),
+            raw_message: Some(raw),
+            uid_validity: uidvalidity,
+            uid,
+            sent_at: n.sent_at.map(proto::timestamp),
+        })),
+        attachments,
+        flags: n
+            .flags
+            .iter()
+            .map(|f| proto::v1::Flag {
+                kind: f.kind as i32,
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
+}
