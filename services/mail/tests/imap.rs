@@ -5,10 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use guichet_core::{nats_server::free_port, proto::v1::FlagKind, secret::Secret};
 use guichet_harness::{Dovecot, Nats, dovecot::IMAP_USER};
-use guichet_mail::Hooks;
+use guichet_mail::{After, Hooks, TlsMode};
 use support::*;
 
 #[tokio::test]
@@ -81,5 +82,356 @@ async fn a_burst_in_many_charsets_arriving_while_idle_is_ingested_exactly_once_t
         .await
         .unwrap();
     assert!(pdf.starts_with(b"%PDF-1.4"));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn killed_between_puback_and_move_then_restarted_each_message_is_in_the_stream_once() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let raws: Vec<Vec<u8>> = (0..5).map(simple).collect();
+    let refs: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+    dovecot.append_all(IMAP_USER, "INBOX", &refs).await;
+
+    // The third message's PubAck arrives, then the process "dies" before
+    // the guard, the MOVE or the checkpoint.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = Hooks {
+        after_puback: Some(Arc::new(move |_mailbox, uid| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                if uid == 3 {
+                    let _ = tx.send(uid);
+                    std::future::pending::<()>().await;
+                }
+            })
+        })),
+    };
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", hooks).await;
+    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap();
+    gateway.kill().await;
+    assert_eq!(intake(&nats).await.len(), 3, "three PubAcks before the crash");
+    assert_eq!(
+        dovecot.count(IMAP_USER, "INBOX").await,
+        3,
+        "the third is still in INBOX: not moved"
+    );
+    assert_eq!(dovecot.count(IMAP_USER, MOVED).await, 2);
+
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    wait_until("INBOX emptied", Duration::from_secs(30), || async {
+        dovecot.count(IMAP_USER, "INBOX").await == 0
+    })
+    .await;
+    let messages = intake(&nats).await;
+    assert_eq!(messages.len(), 5, "each message exactly once");
+    assert_unique(&messages);
+    assert_eq!(dovecot.count(IMAP_USER, MOVED).await, 5);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn dovecot_restarted_or_killed_mid_run_is_reconnected_without_loss_or_duplicate() {
+    let nats = Nats::start().await;
+    let mut dovecot = Dovecot::start().await;
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    wait_watching(&gateway.bus, "contact").await;
+    for n in 0..3 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    wait_intake(&nats, 3, Duration::from_secs(20)).await;
+
+    dovecot.restart().await;
+    for n in 3..6 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    wait_intake(&nats, 6, Duration::from_secs(30)).await;
+
+    dovecot.kill().await;
+    dovecot.start_again().await;
+    for n in 6..8 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    let messages = wait_intake(&nats, 8, Duration::from_secs(30)).await;
+    wait_until("INBOX emptied", Duration::from_secs(10), || async {
+        dovecot.count(IMAP_USER, "INBOX").await == 0
+    })
+    .await;
+    assert_eq!(intake(&nats).await.len(), 8);
+    assert_unique(&messages);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn while_nats_is_stopped_nothing_is_marked_handled_and_all_is_ingested_once_it_is_back() {
+    let mut nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    wait_watching(&gateway.bus, "contact").await;
+    for n in 0..2 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    wait_intake(&nats, 2, Duration::from_secs(20)).await;
+
+    nats.stop().await;
+    for n in 2..5 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        dovecot.count(IMAP_USER, "INBOX").await,
+        3,
+        "nothing moved while NATS is away"
+    );
+    assert_eq!(dovecot.count(IMAP_USER, MOVED).await, 2);
+    let unseen = dovecot.messages(IMAP_USER, "INBOX").await;
+    assert!(
+        unseen.iter().all(|m| !m.flags.iter().any(|f| f.contains("Seen"))),
+        "BODY.PEEK: nothing marked read"
+    );
+
+    nats.restart().await;
+    wait_until("INBOX emptied", Duration::from_secs(45), || async {
+        dovecot.count(IMAP_USER, "INBOX").await == 0
+    })
+    .await;
+    let messages = intake(&nats).await;
+    assert_eq!(messages.len(), 5);
+    assert_unique(&messages);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_uidvalidity_reset_neither_reingests_nor_skips() {
+    let nats = Nats::start().await;
+    let mut dovecot = Dovecot::start().await;
+    let mut config = contact_mailbox(&dovecot);
+    config.after = After::FlagSeen;
+    // One of the first messages has no Message-ID: recognised by its bytes.
+    let first: Vec<Vec<u8>> = vec![simple(0), simple(1), fixture("undeclared_8bit_no_message_id")];
+    let refs: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
+    let gateway = Gateway::start(&nats, vec![config.clone()], "gw-1", Hooks::default()).await;
+    wait_watching(&gateway.bus, "contact").await;
+    dovecot.append_all(IMAP_USER, "INBOX", &refs).await;
+    wait_intake(&nats, 3, Duration::from_secs(20)).await;
+    wait_until("all flagged \\Seen", Duration::from_secs(10), || async {
+        let m = dovecot.messages(IMAP_USER, "INBOX").await;
+        m.len() == 3 && m.iter().all(|m| m.flags.iter().any(|f| f.contains("Seen")))
+    })
+    .await;
+    gateway.stop().await;
+
+    let before = dovecot.uid_validity(IMAP_USER, "INBOX").await;
+    dovecot.reset_uidvalidity(IMAP_USER, "INBOX").await;
+    let after = dovecot.uid_validity(IMAP_USER, "INBOX").await;
+    assert_ne!(before, after);
+    dovecot.append(IMAP_USER, "INBOX", &simple(2)).await;
+    dovecot.append(IMAP_USER, "INBOX", &simple(3)).await;
+
+    let gateway = Gateway::start(&nats, vec![config], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 5, Duration::from_secs(30)).await;
+    wait_until("checkpoint on the new UIDVALIDITY", Duration::from_secs(10), || async {
+        let c = guichet_mail::state::load(&gateway.bus.stores().checkpoints, "contact")
+            .await
+            .unwrap()
+            .unwrap();
+        c.uidvalidity == after && c.recover_until.is_none() && c.last_uid == 5
+    })
+    .await;
+    assert_eq!(
+        intake(&nats).await.len(),
+        5,
+        "the three old messages were not ingested again"
+    );
+    assert_unique(&messages);
+    let new: Vec<&Intake> = messages.iter().filter(|m| m.email().uid_validity == after).collect();
+    let subjects: Vec<&str> = new.iter().map(|m| m.contact.subject.as_str()).collect();
+    assert_eq!(subjects, ["Demande 2", "Demande 3"]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_mailbox_watch_it_one_at_a_time_and_the_other_takes_over() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let a = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-a", Hooks::default()).await;
+    let b = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-b", Hooks::default()).await;
+    wait_watching(&a.bus, "contact").await;
+    let raws: Vec<Vec<u8>> = (0..10).map(simple).collect();
+    let refs: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+    dovecot.append_all(IMAP_USER, "INBOX", &refs).await;
+    let messages = wait_intake(&nats, 10, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(intake(&nats).await.len(), 10);
+    assert_unique(&messages);
+    let instances: std::collections::BTreeSet<String> = messages
+        .iter()
+        .map(|m| m.contact.source.as_ref().unwrap().adapter_instance.clone())
+        .collect();
+    assert_eq!(instances.len(), 1, "one watcher at a time: {instances:?}");
+    let holder = instances.into_iter().next().unwrap();
+
+    // The holder crashes (no release): the other takes over once its
+    // lease expires (30 s).
+    let survivor = if holder == "gw-a" {
+        a.kill().await;
+        b
+    } else {
+        b.kill().await;
+        a
+    };
+    let raws: Vec<Vec<u8>> = (10..15).map(simple).collect();
+    let refs: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
+    dovecot.append_all(IMAP_USER, "INBOX", &refs).await;
+    let messages = wait_intake(&nats, 15, Duration::from_secs(60)).await;
+    assert_unique(&messages);
+    for m in &messages[10..] {
+        assert_ne!(m.contact.source.as_ref().unwrap().adapter_instance, holder);
+    }
+    survivor.stop().await;
+}
+
+#[tokio::test]
+async fn auto_replies_bounces_and_list_mail_are_flagged_and_a_plain_request_is_not() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    for name in [
+        "auto_reply",
+        "bounce_dsn",
+        "list_mail",
+        "out_of_office_subject",
+        "plain_utf8",
+    ] {
+        dovecot.append(IMAP_USER, "INBOX", &fixture(name)).await;
+    }
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 5, Duration::from_secs(30)).await;
+    let by_mid = |mid: &str| messages.iter().find(|m| m.email().message_id == mid).unwrap();
+    let auto = by_mid("auto-1@example.org");
+    assert!(auto.has_flag(FlagKind::AutoReply));
+    assert_eq!(auto.email().auto_submitted, "auto-replied");
+    let bounce = by_mid("20250313021415.ABC@mx.ville.example");
+    assert!(bounce.has_flag(FlagKind::Bounce));
+    assert!(by_mid("news-2025-03@association.example").has_flag(FlagKind::Bulk));
+    assert!(by_mid("ooo-2@example.com").has_flag(FlagKind::AutoReply));
+    assert!(by_mid("20250303091500.1234@example.fr").contact.flags.is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_messages_become_flagged_contacts_and_never_block_the_mailbox() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let malformed = fixture("malformed");
+    let mut oversize =
+        b"From: a@example.org\r\nSubject: Dossier complet\r\nMessage-ID: <big@example.org>\r\n\r\n".to_vec();
+    oversize.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), 200).flatten());
+    let garbage: Vec<u8> = (1..=255u8)
+        .cycle()
+        .take(3000)
+        .filter(|b| *b != b'\r' && *b != b'\n')
+        .collect();
+    for raw in [&malformed, &oversize, &garbage, &simple(1)] {
+        dovecot.append(IMAP_USER, "INBOX", raw).await;
+    }
+    let mut config = contact_mailbox(&dovecot);
+    config.max_message_size = 2048;
+    let gateway = Gateway::start(&nats, vec![config], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 4, Duration::from_secs(30)).await;
+    wait_until("INBOX emptied", Duration::from_secs(10), || async {
+        dovecot.count(IMAP_USER, "INBOX").await == 0
+    })
+    .await;
+    let by_uid = |uid: u32| messages.iter().find(|m| m.email().uid == uid).unwrap();
+    let m = by_uid(1);
+    assert!(
+        m.has_flag(FlagKind::MalformedHeader) && m.has_flag(FlagKind::ParseError),
+        "{:?}",
+        m.contact.flags
+    );
+    assert_eq!(m.contact.subject.chars().count(), 998);
+    let big = by_uid(2);
+    assert!(big.has_flag(FlagKind::Truncated));
+    assert_eq!(big.contact.subject, "Dossier complet");
+    let raw = gateway
+        .bus
+        .get_attachment(&big.email().raw_message.as_ref().unwrap().key)
+        .await
+        .unwrap();
+    assert_eq!(raw, oversize, "the raw original is kept whole");
+    let g = by_uid(3);
+    assert!(!g.contact.flags.is_empty(), "garbage is flagged");
+    let raw = gateway
+        .bus
+        .get_attachment(&g.email().raw_message.as_ref().unwrap().key)
+        .await
+        .unwrap();
+    assert_eq!(raw, garbage);
+    assert_eq!(by_uid(4).contact.subject, "Demande 1");
+    assert!(by_uid(4).contact.flags.is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn implicit_tls_and_starttls_work_with_the_ca_file_and_an_untrusted_certificate_is_refused() {
+    let nats = Nats::start().await;
+    let users = [("implicit", PASSWORD), ("starttls", PASSWORD), ("untrusted", PASSWORD)];
+    let dovecot = Dovecot::start_with(true, &users).await;
+    let mut implicit = mailbox(&dovecot, "implicit", "implicit");
+    implicit.tls = TlsMode::Implicit;
+    implicit.port = Some(dovecot.tls_port());
+    implicit.ca_file = Some(dovecot.ca_file());
+    let mut starttls = mailbox(&dovecot, "starttls", "starttls");
+    starttls.tls = TlsMode::Starttls;
+    starttls.ca_file = Some(dovecot.ca_file());
+    let mut untrusted = mailbox(&dovecot, "untrusted", "untrusted");
+    untrusted.tls = TlsMode::Implicit;
+    untrusted.port = Some(dovecot.tls_port());
+    for user in ["implicit", "starttls", "untrusted"] {
+        dovecot.append(user, "INBOX", &simple(1)).await;
+    }
+    let gateway = Gateway::start(&nats, vec![implicit, starttls, untrusted], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 2, Duration::from_secs(30)).await;
+    let mut sources: Vec<&str> = messages
+        .iter()
+        .map(|m| m.contact.source.as_ref().unwrap().name.as_str())
+        .collect();
+    sources.sort();
+    assert_eq!(sources, ["implicit", "starttls"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(intake(&nats).await.len(), 2, "the untrusted server got nothing through");
+    assert_eq!(dovecot.count("untrusted", "INBOX").await, 1);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_mailbox_never_stops_the_others() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let mut unreachable = contact_mailbox(&dovecot);
+    unreachable.name = "unreachable".into();
+    unreachable.port = Some(free_port().unwrap());
+    let mut wrong_password = contact_mailbox(&dovecot);
+    wrong_password.name = "wrong-password".into();
+    wrong_password.password = Some(Secret::Inline("not-the-password".into()));
+    dovecot.append(IMAP_USER, "INBOX", &simple(1)).await;
+    let gateway = Gateway::start(
+        &nats,
+        vec![unreachable, wrong_password, contact_mailbox(&dovecot)],
+        "gw-1",
+        Hooks::default(),
+    )
+    .await;
+    let messages = wait_intake(&nats, 1, Duration::from_secs(30)).await;
+    assert_eq!(messages[0].contact.source.as_ref().unwrap().name, "contact");
+    assert!(gateway.health.check().0);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn without_mailboxes_the_service_is_ready_and_stops_cleanly() {
+    let nats = Nats::start().await;
+    let gateway = Gateway::start(&nats, Vec::new(), "gw-1", Hooks::default()).await;
+    wait_until("ready", Duration::from_secs(5), || async { gateway.health.check().0 }).await;
     gateway.stop().await;
 }

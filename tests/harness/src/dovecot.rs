@@ -116,9 +116,9 @@ impl Dovecot {
             .expect("Dovecot started without TLS (use Dovecot::start_tls)")
     }
 
-    /// The self-signed certificate (PEM), to trust as a CA.
+    /// The test CA's certificate (PEM), to trust as `ca_file`.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
+        self.dir.path().join("ca.pem")
     }
 
     /// The user's maildir (INBOX at its root, folders as `.Name`).
@@ -427,28 +427,67 @@ fn chown_dovecot(path: &Path) {
     std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).expect("chown maildir");
 }
 
-/// A self-signed certificate for `localhost` / 127.0.0.1, for this test only.
+/// A private CA (`ca.pem`) and a server certificate it signed
+/// (`cert.pem`, `key.pem`) for `localhost` / 127.0.0.1, for this test only.
+/// (A lone self-signed certificate is a CA certificate, which rustls
+/// rightly refuses as a server's own.)
 fn generate_certificate(dir: &Path) {
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs (scripts/bootstrap installs it)");
-    assert!(status.success(), "openssl could not generate a certificate");
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs (scripts/bootstrap installs it)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=guichet test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("certificate extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
 }
