@@ -23,6 +23,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[desk]`: counter, phone and mail-room intake over gRPC.
     pub desk: guichet_desk::DeskConfig,
+    /// `[web]`: the web-form intake adapter.
+    pub web: guichet_web::WebConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -35,6 +37,7 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            web: guichet_web::WebConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
         }
     }
@@ -79,6 +82,7 @@ impl Validate for Config {
         self.nats.validate()?;
         self.topology.validate()?;
         self.log.validate()?;
+        self.web.validate()?;
         self.desk.validate()?;
         Ok(())
     }

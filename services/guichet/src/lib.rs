@@ -41,10 +41,14 @@ impl Listeners {
             .contains(&ServiceName::Desk)
             .then(|| bind("desk.listen", config.desk.listen))
             .transpose()?;
+        let web = services
+            .contains(&ServiceName::Web)
+            .then(|| bind("web.listen", config.web.listen))
+            .transpose()?;
         Ok(Self {
             admin: Some(bind("admin.listen", config.admin.listen)?),
+            web,
             grpc,
-            ..Self::default()
         })
     }
 }

@@ -171,6 +171,25 @@ fn factory(
 ) -> Result<ServiceFactory, RunError> {
     let health = context.health.clone();
     Ok(match name {
+        ServiceName::Web => {
+            let key = "web.listen";
+            let addr = config.web.listen;
+            let socket = match &listeners.web {
+                Some(l) => l.try_clone().map_err(|source| RunError::Bind { key, addr, source })?,
+                None => crate::bind(key, addr)?,
+            };
+            let socket = Arc::new(socket);
+            let (context, web) = (context.clone(), config.web.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (socket, context, web) = (socket.clone(), context.clone(), web.clone());
+                Box::pin(async move {
+                    let listener = listener_for_run(&socket).map_err(|e| format!("web listener: {e}"))?;
+                    guichet_web::run(context, web, listener, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         ServiceName::Desk => {
             let key = "desk.listen";
             let addr = config.desk.listen;
@@ -198,7 +217,7 @@ fn factory(
         }
         // Slots for services whose crates do not exist yet: they report
         // ready and wait for shutdown, so the plumbing is exercised.
-        ServiceName::Mail | ServiceName::Web | ServiceName::Router => {
+        ServiceName::Mail | ServiceName::Router => {
             let label = name.as_str();
             Arc::new(move |token: CancellationToken| {
                 let health = health.clone();

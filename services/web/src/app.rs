@@ -1,0 +1,86 @@
+//! The adapter's state, built once at start from a validated `[web]`:
+//! each form with its resolved key and its rate limiter.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use guichet_core::{Bus, Error, config::Validate};
+use tokio::sync::Semaphore;
+
+use crate::{
+    config::{FormConfig, WebConfig},
+    ratelimit::TokenBucket,
+};
+
+/// One configured form, ready to take submissions.
+#[derive(Debug)]
+pub struct Form {
+    pub id: String,
+    pub config: FormConfig,
+    /// The HMAC key; `None` only with `insecure_no_signature = true`.
+    pub key: Option<Vec<u8>>,
+    pub limiter: TokenBucket,
+}
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct App {
+    pub bus: Bus,
+    pub instance: String,
+    pub config: WebConfig,
+    pub forms: BTreeMap<String, Arc<Form>>,
+    /// Submissions in progress (`web.max_concurrent`).
+    pub in_flight: Semaphore,
+}
+
+impl App {
+    /// Validates `config` and resolves every form's secret.
+    pub fn new(bus: Bus, instance: String, config: WebConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let mut forms = BTreeMap::new();
+        for (id, form) in &config.forms {
+            let key = match &form.secret {
+                Some(secret) => Some(secret.resolve(&format!("web.forms.{id}.secret"))?.into_bytes()),
+                None => {
+                    tracing::warn!(
+                        form = %id,
+                        "web form accepts UNSIGNED submissions (insecure_no_signature = true): \
+                         anyone who can reach the endpoint can file contacts under it"
+                    );
+                    None
+                }
+            };
+            let limit = form.rate_limit.unwrap_or(config.rate_limit);
+            forms.insert(
+                id.clone(),
+                Arc::new(Form {
+                    id: id.clone(),
+                    config: form.clone(),
+                    key,
+                    limiter: TokenBucket::new(limit),
+                }),
+            );
+        }
+        if forms.is_empty() {
+            tracing::info!("no web form configured: every submission will be answered 404");
+        }
+        Ok(Self {
+            in_flight: Semaphore::new(config.max_concurrent),
+            bus,
+            instance,
+            config,
+            forms,
+        })
+    }
+
+    /// The configuration entry that takes submissions for `form_id`: its
+    /// own, or the catch-all form for a well-formed id that is not configured.
+    pub fn form(&self, form_id: &str) -> Option<Arc<Form>> {
+        if let Some(form) = self.forms.get(form_id) {
+            return Some(form.clone());
+        }
+        let catch_all = self.config.catch_all.as_ref()?;
+        guichet_core::bus::subjects::is_token(form_id)
+            .then(|| self.forms.get(catch_all).cloned())
+            .flatten()
+    }
+}
