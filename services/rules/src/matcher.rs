@@ -12,7 +12,8 @@ use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use guichet_core::proto::v1::{Contact, FlagKind, contact::Details};
-use regex::{RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex_syntax::hir::{Hir, HirKind, Look};
 
 use crate::fold::{boundary_after, boundary_before, fold_into};
 
@@ -116,6 +117,16 @@ impl Vocabulary {
         id
     }
 
+    /// Every atom a condition mentions, once.
+    pub(crate) fn atoms_of(&self, node: &Node, out: &mut Vec<AtomId>) {
+        match node {
+            Node::All(nodes) | Node::Any(nodes) => nodes.iter().for_each(|n| self.atoms_of(n, out)),
+            Node::Not(n) => self.atoms_of(n, out),
+            Node::Atoms(atoms) => out.extend(atoms),
+            Node::FieldContains { name, .. } => out.extend(self.ids.get(&AtomKey::FieldPresent(name.clone()))),
+        }
+    }
+
     pub(crate) fn key(&self, id: AtomId) -> &AtomKey {
         &self.keys[id as usize]
     }
@@ -180,8 +191,8 @@ pub(crate) struct Matcher {
     domain: HashMap<String, AtomId>,
     keywords: Option<AhoCorasick>,
     patterns: Vec<Pattern>,
-    subject_set: Option<(RegexSet, Vec<AtomId>)>,
-    body_set: Option<(RegexSet, Vec<AtomId>)>,
+    subject_set: Option<RegexGroup>,
+    body_set: Option<RegexGroup>,
     field_present: HashMap<String, AtomId>,
     field_equals: HashMap<String, HashMap<String, AtomId>>,
     postal_prefix: HashMap<String, AtomId>,
@@ -193,6 +204,97 @@ pub(crate) struct Matcher {
 /// Regexes are checked one by one before this, so a failure here is a
 /// size limit of the combined set.
 const REGEX_SET_SIZE_LIMIT: usize = 512 << 20;
+
+/// All the regexes on one text, run as ONE `RegexSet` pass.
+///
+/// `RegexSet`'s fast engine (a lazy DFA) gives up on non-ASCII text as
+/// soon as one pattern has a Unicode word boundary (`\b`, `\B`), and the
+/// fallback costs in proportion to the number of patterns: with 500
+/// regexes, half a millisecond per French e-mail. So the set is built from
+/// the patterns with their Unicode word-boundary assertions removed, which
+/// matches a superset of what each pattern matches and stays on the fast
+/// engine; the exact pattern then confirms only the few that hit.
+struct RegexGroup {
+    set: RegexSet,
+    /// Per pattern of the set: its atom, and the exact regex to confirm a
+    /// hit with when the set's pattern was relaxed.
+    atoms: Vec<(AtomId, Option<Regex>)>,
+}
+
+impl RegexGroup {
+    fn build(patterns: Vec<(&str, AtomId)>) -> Result<Option<RegexGroup>, String> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let mut relaxed = Vec::with_capacity(patterns.len());
+        let mut atoms = Vec::with_capacity(patterns.len());
+        for (pattern, atom) in patterns {
+            match without_unicode_word_boundaries(pattern) {
+                Some(loose) => {
+                    let exact = Regex::new(pattern).map_err(|e| format!("regex /{pattern}/: {e}"))?;
+                    relaxed.push(loose);
+                    atoms.push((atom, Some(exact)));
+                }
+                None => {
+                    relaxed.push(pattern.to_owned());
+                    atoms.push((atom, None));
+                }
+            }
+        }
+        let set = RegexSetBuilder::new(relaxed)
+            .size_limit(REGEX_SET_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("the regexes together are too large: {e}"))?;
+        Ok(Some(RegexGroup { set, atoms }))
+    }
+
+    fn matches(&self, text: &str, out: &mut Vec<AtomId>) {
+        for i in self.set.matches(text).iter() {
+            let (atom, exact) = &self.atoms[i];
+            if exact.as_ref().is_none_or(|r| r.is_match(text)) {
+                out.push(*atom);
+            }
+        }
+    }
+}
+
+/// `pattern` without its Unicode word-boundary assertions, or `None` when
+/// it has none. Removing an assertion only widens what a pattern matches.
+fn without_unicode_word_boundaries(pattern: &str) -> Option<String> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    if !hir.properties().look_set().contains_word_unicode() {
+        return None;
+    }
+    Some(strip_unicode_word_boundaries(hir).to_string())
+}
+
+fn strip_unicode_word_boundaries(hir: Hir) -> Hir {
+    match hir.into_kind() {
+        HirKind::Look(
+            Look::WordUnicode
+            | Look::WordUnicodeNegate
+            | Look::WordStartUnicode
+            | Look::WordEndUnicode
+            | Look::WordStartHalfUnicode
+            | Look::WordEndHalfUnicode,
+        ) => Hir::empty(),
+        HirKind::Look(look) => Hir::look(look),
+        HirKind::Empty => Hir::empty(),
+        HirKind::Literal(lit) => Hir::literal(lit.0),
+        HirKind::Class(class) => Hir::class(class),
+        HirKind::Repetition(mut rep) => {
+            rep.sub = Box::new(strip_unicode_word_boundaries(*rep.sub));
+            Hir::repetition(rep)
+        }
+        HirKind::Capture(mut cap) => {
+            cap.sub = Box::new(strip_unicode_word_boundaries(*cap.sub));
+            Hir::capture(cap)
+        }
+        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(strip_unicode_word_boundaries).collect()),
+        HirKind::Alternation(subs) => Hir::alternation(subs.into_iter().map(strip_unicode_word_boundaries).collect()),
+    }
+}
 
 impl Matcher {
     pub(crate) fn build(vocab: &Vocabulary) -> Result<Matcher, String> {
@@ -213,8 +315,7 @@ impl Matcher {
         };
         let mut needles: HashMap<&str, usize> = HashMap::new();
         let mut needle_list: Vec<&str> = Vec::new();
-        let (mut subject_res, mut subject_atoms) = (Vec::new(), Vec::new());
-        let (mut body_res, mut body_atoms) = (Vec::new(), Vec::new());
+        let (mut subject_res, mut body_res) = (Vec::new(), Vec::new());
         for (id, key) in vocab.keys.iter().enumerate() {
             let id = AtomId::try_from(id).unwrap_or(AtomId::MAX);
             match key {
@@ -245,14 +346,8 @@ impl Matcher {
                         m.patterns[at].whole = Some(id);
                     }
                 }
-                AtomKey::SubjectRegex(r) => {
-                    subject_res.push(r.as_str());
-                    subject_atoms.push(id);
-                }
-                AtomKey::BodyRegex(r) => {
-                    body_res.push(r.as_str());
-                    body_atoms.push(id);
-                }
+                AtomKey::SubjectRegex(r) => subject_res.push((r.as_str(), id)),
+                AtomKey::BodyRegex(r) => body_res.push((r.as_str(), id)),
                 AtomKey::FieldPresent(f) => {
                     m.field_present.insert(f.clone(), id);
                 }
@@ -278,19 +373,8 @@ impl Matcher {
                 .map_err(|e| format!("cannot build the keyword automaton: {e}"))?;
             m.keywords = Some(ac);
         }
-        let set = |res: Vec<&str>, atoms: Vec<AtomId>| -> Result<Option<(RegexSet, Vec<AtomId>)>, String> {
-            if res.is_empty() {
-                return Ok(None);
-            }
-            let set = RegexSetBuilder::new(res)
-                .size_limit(REGEX_SET_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
-                .build()
-                .map_err(|e| format!("the regexes together are too large: {e}"))?;
-            Ok(Some((set, atoms)))
-        };
-        m.subject_set = set(subject_res, subject_atoms)?;
-        m.body_set = set(body_res, body_atoms)?;
+        m.subject_set = RegexGroup::build(subject_res)?;
+        m.body_set = RegexGroup::build(body_res)?;
         Ok(m)
     }
 
@@ -383,11 +467,11 @@ impl Matcher {
                 }
             }
         }
-        if let Some((set, ids)) = &self.subject_set {
-            atoms.extend(set.matches(&contact.subject).iter().map(|i| ids[i]));
+        if let Some(group) = &self.subject_set {
+            group.matches(&contact.subject, &mut atoms);
         }
-        if let Some((set, ids)) = &self.body_set {
-            atoms.extend(set.matches(&contact.body).iter().map(|i| ids[i]));
+        if let Some(group) = &self.body_set {
+            group.matches(&contact.body, &mut atoms);
         }
         if let Some(address) = claims.and_then(|c| c.postal_address.as_ref()) {
             let code: String = address.postal_code.chars().filter(|c| !c.is_whitespace()).collect();
@@ -477,7 +561,7 @@ impl Node {
 
     /// Atoms of which at least one is true whenever the node is: the rule
     /// index. `None` when no such set exists (a bare `not`).
-    pub(crate) fn trigger(&self, vocab: &Vocabulary) -> Option<Vec<AtomId>> {
+    pub(crate) fn trigger(&self, vocab: &Vocabulary, cost: &dyn Fn(AtomId) -> u64) -> Option<Vec<AtomId>> {
         match self {
             Node::Atoms(atoms) => Some(atoms.clone()),
             Node::FieldContains { name, .. } => vocab.ids.get(&AtomKey::FieldPresent(name.clone())).map(|&a| vec![a]),
@@ -485,7 +569,7 @@ impl Node {
             Node::Any(nodes) => {
                 let mut all = Vec::new();
                 for n in nodes {
-                    all.extend(n.trigger(vocab)?);
+                    all.extend(n.trigger(vocab, cost)?);
                 }
                 all.sort_unstable();
                 all.dedup();
@@ -493,8 +577,8 @@ impl Node {
             }
             Node::All(nodes) => nodes
                 .iter()
-                .filter_map(|n| n.trigger(vocab))
-                .min_by_key(|t| t.iter().map(|&a| u64::from(vocab.key(a).cost())).sum::<u64>()),
+                .filter_map(|n| n.trigger(vocab, cost))
+                .min_by_key(|t| t.iter().map(|&a| cost(a)).sum::<u64>()),
         }
     }
 

@@ -148,11 +148,26 @@ impl RuleSet {
                 }
             })
             .collect();
+        // How likely an atom is to be true, times how many rules mention
+        // it: a rule is filed under the atoms that wake up the fewest rules
+        // (a keyword of its own rather than a form value many rules share).
+        let mut uses = vec![0u64; parsed.vocab.len()];
+        for rule in &rules {
+            let mut atoms = Vec::new();
+            if let Some(c) = &rule.condition {
+                parsed.vocab.atoms_of(c, &mut atoms);
+            }
+            atoms.sort_unstable();
+            atoms.dedup();
+            atoms.into_iter().for_each(|a| uses[a as usize] += 1);
+        }
+        let vocab = &parsed.vocab;
+        let cost = |a: AtomId| u64::from(vocab.key(a).cost()) * uses[a as usize];
         let mut postings = vec![Vec::new(); parsed.vocab.len()];
         let mut always = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            match rule.condition.as_ref().and_then(|c| c.trigger(&parsed.vocab)) {
+            match rule.condition.as_ref().and_then(|c| c.trigger(vocab, &cost)) {
                 Some(atoms) => atoms.iter().for_each(|&a| postings[a as usize].push(i)),
                 None => always.push(i),
             }
