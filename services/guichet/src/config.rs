@@ -23,6 +23,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[desk]`: counter, phone and mail-room intake over gRPC.
     pub desk: guichet_desk::DeskConfig,
+    /// `[mail]`: the shared mailboxes watched over IMAP.
+    pub mail: guichet_mail::MailConfig,
     /// `[web]`: the web-form intake adapter.
     pub web: guichet_web::WebConfig,
     // Service sections: each service crate owns its config type.
@@ -39,6 +41,7 @@ impl Default for Config {
             log: LogConfig::default(),
             web: guichet_web::WebConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
+            mail: guichet_mail::MailConfig::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Validate for Config {
         self.log.validate()?;
         self.web.validate()?;
         self.desk.validate()?;
+        self.mail.validate()?;
         Ok(())
     }
 }

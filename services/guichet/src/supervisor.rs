@@ -215,9 +215,20 @@ fn factory(
                 }) as ServiceFuture
             })
         }
+        ServiceName::Mail => {
+            let (context, mail) = (context.clone(), config.mail.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (context, mail) = (context.clone(), mail.clone());
+                Box::pin(async move {
+                    guichet_mail::run(context, mail, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         // Slots for services whose crates do not exist yet: they report
         // ready and wait for shutdown, so the plumbing is exercised.
-        ServiceName::Mail | ServiceName::Router => {
+        ServiceName::Router => {
             let label = name.as_str();
             Arc::new(move |token: CancellationToken| {
                 let health = health.clone();
