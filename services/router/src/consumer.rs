@@ -147,7 +147,7 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
             return;
         }
     };
-    match router.route(&contact).await {
+    match router.route_delivery(&contact, delivered <= 1).await {
         Ok(outcome) => {
             let label = match &outcome {
                 RouteOutcome::Routed { published, .. } if published.duplicate => "duplicate",

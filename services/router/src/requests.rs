@@ -200,21 +200,26 @@ pub async fn find_follow_up(bus: &Bus, contact: &Contact) -> Result<Option<Follo
 }
 
 /// Opens a new request under `record.reference`. A redelivered contact
-/// finds its own request; a (40-bit, unlikely) collision with another
-/// contact's request moves to a reference derived from the contact id.
-pub async fn open(bus: &Bus, contact: &Contact, mut record: RequestRecord) -> Result<RequestRecord, RouterError> {
+/// finds its own request (then `true`: it was seen before); a (40-bit,
+/// unlikely) collision with another contact's request moves to a reference
+/// derived from the contact id.
+pub async fn open(
+    bus: &Bus,
+    contact: &Contact,
+    mut record: RequestRecord,
+) -> Result<(RequestRecord, bool), RouterError> {
     let kv = &bus.stores().requests;
     for attempt in 0..2 {
         let value = Bytes::from(
             serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
         );
         match kv.create(request_key(&record.reference), value).await {
-            Ok(_) => return Ok(record),
+            Ok(_) => return Ok((record, false)),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                 if let Some((existing, _)) = read_request(kv, &record.reference).await?
                     && existing.opened_by == contact.id
                 {
-                    return Ok(existing);
+                    return Ok((existing, true));
                 }
                 if attempt == 0 {
                     let fresh = derived_reference(&record.reference, &contact.id);
@@ -255,8 +260,9 @@ pub fn derived_reference(reference: &str, contact_id: &str) -> String {
     format!("{year}-{}-{}", &sym[..4], &sym[4..])
 }
 
-/// Adds the contact (and its Message-ID) to an existing request.
-pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<RequestRecord, RouterError> {
+/// Adds the contact (and its Message-ID) to an existing request; `true`
+/// when the contact was already in it (seen before).
+pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<(RequestRecord, bool), RouterError> {
     let kv = &bus.stores().requests;
     let message_id = own_message_id(contact).map(msgid_hash);
     for _ in 0..8 {
@@ -266,7 +272,8 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<Reque
             )));
         };
         let mut changed = false;
-        if !record.contacts.contains(&contact.id) {
+        let member = record.contacts.contains(&contact.id);
+        if !member {
             record.contacts.push(contact.id.clone());
             changed = true;
         }
@@ -277,13 +284,13 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<Reque
             changed = true;
         }
         if !changed {
-            return Ok(record);
+            return Ok((record, member));
         }
         let value = Bytes::from(
             serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
         );
         match kv.update(request_key(reference), value, revision).await {
-            Ok(_) => return Ok(record),
+            Ok(_) => return Ok((record, member)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Err(e) => return Err(RouterError::requests_store("joining a request", e)),
         }

@@ -56,6 +56,14 @@ impl Router {
 
     /// Routes one contact and returns once its `Routed` is stored.
     pub async fn route(&self, contact: &Contact) -> Result<RouteOutcome, RouterError> {
+        self.route_delivery(contact, false).await
+    }
+
+    /// [`Self::route`] for a delivery known to be the first: the check
+    /// for an earlier routing is then only made when the request (or its
+    /// absence, for noise) shows the contact was seen before, which saves
+    /// a read per contact.
+    pub async fn route_delivery(&self, contact: &Contact, first_delivery: bool) -> Result<RouteOutcome, RouterError> {
         let bus = &self.bus;
         if !subjects::is_token(&contact.id) {
             return Err(RouterError::Contact {
@@ -63,7 +71,7 @@ impl Router {
                 reason: "the contact id is empty or not an id (letters, digits, - and _ only)".into(),
             });
         }
-        if let Some(index) = requests::routed_index(bus, &contact.id).await? {
+        if !first_delivery && let Some(index) = requests::routed_index(bus, &contact.id).await? {
             return Ok(RouteOutcome::AlreadyRouted(index));
         }
         // One snapshot of the rules for the whole decision.
@@ -75,13 +83,13 @@ impl Router {
 
         let mut qualification = qualification(&verdict, active.revision);
         let mut follow_up_of = String::new();
-        let (service, reference) = if verdict.discard {
+        let (service, reference, seen_before) = if verdict.discard {
             // Journal only: the rule's service stays in the qualification,
             // the subject keeps it out of every queue.
             qualification.discarded = true;
-            (NOISE.to_owned(), reference)
+            (NOISE.to_owned(), reference, true)
         } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
-            let request = requests::join(bus, &follow.request.reference, contact).await?;
+            let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
             follow_up_of = request.reference.clone();
             let rule_line = if verdict.rule_id.is_empty() {
                 "rules: no rule matched (not applied: a follow-up stays with its request)".to_owned()
@@ -110,7 +118,7 @@ impl Router {
                 },
                 ..qualification
             };
-            (request.service, request.reference)
+            (request.service, request.reference, seen_before)
         } else {
             let record = RequestRecord {
                 reference,
@@ -132,9 +140,16 @@ impl Router {
                     .map(|m| vec![hex_of_msgid(m)])
                     .unwrap_or_default(),
             };
-            let record = requests::open(bus, contact, record).await?;
-            (record.service, record.reference)
+            let (record, seen_before) = requests::open(bus, contact, record).await?;
+            (record.service, record.reference, seen_before)
         };
+        // Seen before, e.g. replayed after the duplicate window: routed already?
+        if first_delivery
+            && seen_before
+            && let Some(index) = requests::routed_index(bus, &contact.id).await?
+        {
+            return Ok(RouteOutcome::AlreadyRouted(index));
+        }
         if !subjects::is_token(&service) {
             return Err(RouterError::Contact {
                 contact_id: contact.id.clone(),
