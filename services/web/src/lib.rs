@@ -20,7 +20,7 @@ mod submit;
 
 use std::sync::Arc;
 
-use axum::{Router, routing::post};
+use axum::{Router, routing::post, serve::ListenerExt};
 use guichet_core::ServiceContext;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,12 @@ pub async fn run(
         tracing::info!(%addr, "web intake listening");
     }
     ctx.health.set_ready("web", true);
+    // Answers are small and sent at once: do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let served = axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

@@ -110,3 +110,34 @@ async fn shutdown_finishes_the_request_in_progress() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].contact.id, answer.contact_id);
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408_and_stores_nothing() {
+    let text = FORMS.replacen("[web]\n", "[web]\nbody_timeout = \"1s\"\n", 1);
+    let web = Web::start(common::config(&text)).await;
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(b"{\"description\":".to_vec()) }).chain(
+        futures::stream::once(async move {
+            let _ = rx.await;
+            Ok(b"\"x\"}".to_vec())
+        }),
+    );
+    use futures::StreamExt;
+    let started = Instant::now();
+    let response = web
+        .client
+        .post(web.url("ouvert"))
+        .header("content-type", "application/json")
+        .header("content-length", 19)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let (status, p) = problem(response).await;
+    assert_eq!(
+        (status, p.kind.as_str()),
+        (408, problem_type("request-timeout").as_str())
+    );
+    assert_eq!(web.intake_count().await, 0);
+}
