@@ -133,13 +133,18 @@ impl Bus {
         } else {
             receipt_of(contact, published.sequence)
         };
-        // The message is stored: a failure to write the guard only narrows
-        // deduplication to the duplicate window, so it must not fail the call.
+        // The message is stored: the guard only matters for retries that come
+        // after the duplicate window (minutes later), so it is written in the
+        // background instead of costing the caller a third round trip, and a
+        // failure to write it only narrows deduplication to that window.
         match serde_json::to_vec(&receipt) {
             Ok(value) => {
-                if let Err(e) = guard.put(&guard_key, value.into()).await {
-                    tracing::warn!(error = %e, "replay guard not written; dedup relies on the duplicate window");
-                }
+                let guard = guard.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = guard.put(&guard_key, value.into()).await {
+                        tracing::warn!(error = %e, "replay guard not written; dedup relies on the duplicate window");
+                    }
+                });
             }
             Err(e) => tracing::warn!(error = %e, "replay guard not encoded"),
         }
