@@ -21,12 +21,14 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[web]`: the web-form intake adapter.
+    pub web: guichet_web::WebConfig,
+    /// `[router]`: routing contacts from INTAKE to the service queues.
+    pub router: guichet_router::RouterConfig,
     /// `[desk]`: counter, phone and mail-room intake over gRPC.
     pub desk: guichet_desk::DeskConfig,
     /// `[mail]`: the shared mailboxes watched over IMAP.
     pub mail: guichet_mail::MailConfig,
-    /// `[web]`: the web-form intake adapter.
-    pub web: guichet_web::WebConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -39,9 +41,10 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
-            web: guichet_web::WebConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
             mail: guichet_mail::MailConfig::default(),
+            router: guichet_router::RouterConfig::default(),
+            web: guichet_web::WebConfig::default(),
         }
     }
 }
@@ -85,9 +88,10 @@ impl Validate for Config {
         self.nats.validate()?;
         self.topology.validate()?;
         self.log.validate()?;
-        self.web.validate()?;
         self.desk.validate()?;
         self.mail.validate()?;
+        self.router.validate()?;
+        self.web.validate()?;
         Ok(())
     }
 }

@@ -169,7 +169,6 @@ fn factory(
     context: &ServiceContext,
     listeners: &Listeners,
 ) -> Result<ServiceFactory, RunError> {
-    let health = context.health.clone();
     Ok(match name {
         ServiceName::Web => {
             let key = "web.listen";
@@ -185,6 +184,17 @@ fn factory(
                 Box::pin(async move {
                     let listener = listener_for_run(&socket).map_err(|e| format!("web listener: {e}"))?;
                     guichet_web::run(context, web, listener, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
+        ServiceName::Router => {
+            let (context, router) = (context.clone(), config.router.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (context, router) = (context.clone(), router.clone());
+                Box::pin(async move {
+                    guichet_router::run(context, router, token)
                         .await
                         .map_err(|e| e.to_string())
                 }) as ServiceFuture
@@ -223,19 +233,6 @@ fn factory(
                     guichet_mail::run(context, mail, token)
                         .await
                         .map_err(|e| e.to_string())
-                }) as ServiceFuture
-            })
-        }
-        // Slots for services whose crates do not exist yet: they report
-        // ready and wait for shutdown, so the plumbing is exercised.
-        ServiceName::Router => {
-            let label = name.as_str();
-            Arc::new(move |token: CancellationToken| {
-                let health = health.clone();
-                Box::pin(async move {
-                    health.set_ready(label, true);
-                    token.cancelled().await;
-                    Ok(())
                 }) as ServiceFuture
             })
         }

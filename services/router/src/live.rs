@@ -323,9 +323,14 @@ pub async fn push(bus: &Bus, key: &str, text: &str, origin: &str, pushed_by: &st
     {
         tracing::warn!(error = %e, "rules pushed but the audit event was not published");
     }
+    // The queues exist from now on, even before a router sees the push.
+    let services = with_manual(engine.as_ref());
+    if let Err(e) = crate::dispatch::ensure_queues(bus, &services).await {
+        tracing::warn!(error = %e, "rules pushed; the service queues will be created by the routers");
+    }
     Ok(Pushed {
         revision,
-        services: with_manual(engine.as_ref()),
+        services,
         sha256: stored.sha256,
     })
 }

@@ -1,7 +1,11 @@
 //! The command line: one module per subcommand.
 
+mod explain;
+mod queue;
 mod rules;
+mod rules_store;
 mod run;
+mod usager;
 
 use std::path::PathBuf;
 
@@ -33,6 +37,14 @@ pub enum Command {
     /// Check the configuration file and exit.
     #[command(name = "check-config")]
     CheckConfig,
+    /// Usager identities: merge two ids of one person, erase a usager.
+    #[command(subcommand)]
+    Usager(usager::UsagerCommand),
+    /// Print why a contact was routed where it was.
+    Explain(explain::ExplainArgs),
+    /// Look at a service's queue as its back-office sees it.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// The routing rules: check a file, dry-run it on sample contacts.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -46,6 +58,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}: configuration is valid", cli.config.display());
             Ok(())
         }
+        Command::Usager(command) => usager::run(&cli.config, command).await,
+        Command::Explain(args) => explain::run(&cli.config, args).await,
+        Command::Queue(command) => queue::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
     }
 }
@@ -53,4 +68,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// Loads and validates the configuration, with the file in the error.
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).context("invalid configuration")
+}
+
+/// Connects to the configured NATS (topology ensured), for the operators'
+/// commands that read or change the bus.
+pub async fn connect_bus(path: &std::path::Path) -> anyhow::Result<guichet_core::Bus> {
+    let config = load_config(path)?;
+    let url = config.nats_url();
+    guichet_core::Bus::start(
+        &url,
+        &config.nats,
+        &config.topology,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .with_context(|| format!("cannot reach NATS at {url}"))
 }

@@ -25,12 +25,16 @@ pub enum RulesCommand {
         #[arg(required = true)]
         samples: Vec<PathBuf>,
     },
+    /// push, history, rollback: the revisions stored for running routers.
+    #[command(flatten)]
+    Store(super::rules_store::RulesStoreCommand),
 }
 
 /// Runs a `guichet rules` subcommand. `check` and `test` read files only:
 /// they need neither the configuration nor NATS.
 pub async fn run(_config_path: &Path, command: RulesCommand) -> anyhow::Result<()> {
     match command {
+        RulesCommand::Store(command) => super::rules_store::run(_config_path, command).await,
         RulesCommand::Check { file } => {
             let rules = load(&file)?;
             println!(

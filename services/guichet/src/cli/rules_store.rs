@@ -1,0 +1,91 @@
+//! `guichet rules push FILE`, `guichet rules history`,
+//! `guichet rules rollback REV`: the rules revisions in the config bucket.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum RulesStoreCommand {
+    /// Validate FILE and make it the rules of every running router (a new
+    /// revision; routers pick it up live).
+    Push { file: PathBuf },
+    /// List the stored rules revisions, oldest first.
+    History,
+    /// Push the text of an older revision again (validated) as a new one.
+    Rollback {
+        /// The revision, as listed by `guichet rules history`.
+        revision: u64,
+    },
+}
+
+fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+pub async fn run(config_path: &Path, command: RulesStoreCommand) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let key = config.router.rules_key.clone();
+    let bus = super::connect_bus(config_path).await?;
+    match command {
+        RulesStoreCommand::Push { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let pushed = guichet_router::live::push(&bus, &key, &text, &file.display().to_string(), &who()).await?;
+            println!(
+                "pushed {} as rules revision {} (sha256 {}); running routers switch to it now",
+                file.display(),
+                pushed.revision,
+                &pushed.sha256[..12]
+            );
+            println!("  service queues: {}", pushed.services.join(", "));
+        }
+        RulesStoreCommand::History => {
+            let revisions = guichet_router::live::history(&bus, &key).await?;
+            if revisions.is_empty() {
+                println!("no rules pushed yet under `{key}`: routers send every contact to manual qualification");
+            }
+            let latest_valid = revisions
+                .iter()
+                .rev()
+                .find(|r| !r.deleted && r.invalid.is_none())
+                .map(|r| r.revision);
+            for r in &revisions {
+                let state = if r.deleted {
+                    "deleted".to_owned()
+                } else if let Some(why) = &r.invalid {
+                    format!("INVALID (never activated): {}", why.lines().next().unwrap_or_default())
+                } else if Some(r.revision) == latest_valid {
+                    "in force".to_owned()
+                } else {
+                    "valid".to_owned()
+                };
+                println!(
+                    "{:>6}  {}  {}  {}  {}  {}",
+                    r.revision,
+                    r.pushed_at,
+                    if r.pushed_by.is_empty() { "-" } else { &r.pushed_by },
+                    r.sha256.get(..12).unwrap_or("-"),
+                    r.origin,
+                    state
+                );
+            }
+        }
+        RulesStoreCommand::Rollback { revision } => {
+            let pushed = guichet_router::live::rollback(&bus, &key, revision, &who()).await?;
+            println!(
+                "rolled back: the text of revision {revision} is now revision {}; running routers switch to it now",
+                pushed.revision
+            );
+        }
+    }
+    Ok(())
+}
