@@ -1,6 +1,9 @@
 //! The `guichet` binary as an operator meets it: bad configurations,
 //! unreachable brokers, the embedded nats-server, and clean shutdown.
 
+// Test helpers may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::Path,
     process::{Command, Stdio},

@@ -44,12 +44,18 @@ async fn readiness_follows_the_broker_and_shutdown_is_clean() {
     assert_eq!(body["ready"], true);
 
     nats.stop().await;
-    assert!(wait_for_status(&client, &readyz, 503).await, "still ready with the broker down");
+    assert!(
+        wait_for_status(&client, &readyz, 503).await,
+        "still ready with the broker down"
+    );
     let body: serde_json::Value = client.get(&readyz).send().await.unwrap().json().await.unwrap();
     assert!(body["waiting_for"][0].as_str().unwrap().contains("nats"), "{body}");
 
     nats.restart().await;
-    assert!(wait_for_status(&client, &readyz, 200).await, "not ready again after the broker came back");
+    assert!(
+        wait_for_status(&client, &readyz, 200).await,
+        "not ready again after the broker came back"
+    );
 
     shutdown.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
@@ -57,7 +63,10 @@ async fn readiness_follows_the_broker_and_shutdown_is_clean() {
         .expect("run returns after shutdown")
         .unwrap();
     assert!(outcome.is_ok(), "{outcome:?}");
-    assert!(status(&client, &readyz).await.is_none(), "admin port closed after shutdown");
+    assert!(
+        status(&client, &readyz).await.is_none(),
+        "admin port closed after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -68,6 +77,15 @@ async fn a_taken_admin_port_is_named() {
     let err = guichet::run(config, Vec::new(), Listeners::default(), CancellationToken::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, RunError::Bind { key: "admin.listen", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RunError::Bind {
+                key: "admin.listen",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("admin.listen"), "{err}");
 }
