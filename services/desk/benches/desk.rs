@@ -4,7 +4,8 @@
 //! payload at the same concurrency. Prints both rates, their ratio, and
 //! p50/p99 latencies.
 //!
-//! `GUICHET_BENCH_REQUESTS` (default 10000) sets the requests per side.
+//! `GUICHET_BENCH_REQUESTS` (default 10000) sets the requests per side,
+//! `GUICHET_BENCH_CONNECTIONS` (default 4) the gRPC client connections.
 
 use std::{
     sync::{
@@ -31,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 const CONCURRENCY: usize = 64;
-const CONNECTIONS: usize = 4;
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
 fn request(id: usize) -> RecordContactRequest {
@@ -153,6 +153,11 @@ async fn bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    // Client connections the 64 callers share (counter software runs many).
+    let connections: usize = std::env::var("GUICHET_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let nats = Nats::start().await;
     let bus = nats.bus().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -178,7 +183,7 @@ async fn bench() {
     let server = tokio::spawn(guichet_desk::run(ctx, config, listener, shutdown.clone()));
 
     let mut channels: Vec<Channel> = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .tcp_nodelay(true)
@@ -192,7 +197,7 @@ async fn bench() {
         move |prefix: &'static str| {
             let channels = channels.clone();
             move |i: usize| {
-                let mut client = DeskClient::new(channels[i % CONNECTIONS].clone());
+                let mut client = DeskClient::new(channels[i % connections].clone());
                 async move {
                     let mut r = tonic::Request::new(RecordContactRequest {
                         client_request_id: format!("{prefix}-{i}"),
@@ -202,6 +207,24 @@ async fn bench() {
                         .insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
                     client.record_contact(r).await.expect("RecordContact");
                 }
+            }
+        }
+    };
+    // The gRPC round trip alone: the same request, refused by validation
+    // (an empty subject) before anything reaches NATS.
+    let grpc_only = {
+        let channels = channels.clone();
+        move |i: usize| {
+            let mut client = DeskClient::new(channels[i % connections].clone());
+            async move {
+                let mut r = tonic::Request::new(RecordContactRequest {
+                    subject: String::new(),
+                    ..request(i)
+                });
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
+                let status = client.record_contact(r).await.expect_err("refused");
+                assert_eq!(status.code(), tonic::Code::InvalidArgument);
             }
         }
     };
@@ -223,16 +246,36 @@ async fn bench() {
         }
     };
 
+    // The exactly-once path alone (replay-guard read, publish, guard write),
+    // without gRPC: says where RecordContact's cost goes.
+    let exactly_once = |prefix: &'static str| {
+        let bus = bus.clone();
+        move |i: usize| {
+            let bus = bus.clone();
+            async move {
+                let mut contact = Contact::decode(contact_payload(i)).expect("contact");
+                contact.idempotency_key = format!("{prefix}-{i}");
+                bus.publish_contact(&contact).await.expect("publish_contact");
+            }
+        }
+    };
+
     let warmup = (total / 10).max(200);
     measure(warmup, raw("warm-raw")).await;
+    measure(warmup, exactly_once("warm-once")).await;
     measure(warmup, record("warm-desk")).await;
 
     println!("desk: {total} requests per side, concurrency {CONCURRENCY}, loopback, one nats-server (file storage)");
     let baseline = measure(total, raw("raw")).await;
     print("raw JetStream publish + PubAck", &baseline);
+    let once = measure(total, exactly_once("once")).await;
+    print("Bus::publish_contact (no gRPC)", &once);
     let desk = measure(total, record("desk")).await;
     print("RecordContact (gRPC, exactly-once)", &desk);
+    let grpc = measure(total, grpc_only).await;
+    print("gRPC round trip only (no NATS)", &grpc);
     println!("ratio desk / raw: {:.2}", desk.rate / baseline.rate);
+    println!("ratio publish_contact / raw: {:.2}", once.rate / baseline.rate);
 
     shutdown.cancel();
     let _ = server.await;

@@ -34,6 +34,9 @@ use crate::{
 /// The health-service name of the desk service.
 pub const SERVICE_NAME: &str = "guichet.v1.Desk";
 
+/// HTTP/2 streams (calls in progress) per client connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// What every request handler shares.
 pub struct State {
     pub bus: Bus,
@@ -194,6 +197,8 @@ pub async fn serve(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Bounds the memory one connection can pin (requests carry files).
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         // A ceiling for any call, whatever the caller's deadline.
         .timeout(Duration::from_secs(60));
     if let Some(tls_config) = prepared.tls {
