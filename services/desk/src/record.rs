@@ -489,6 +489,28 @@ fn is_media_type(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use guichet_core::proto::v1::{GetUsagerHistoryRequest, RecordContactRequest, get_usager_history_request::Usager};
+
+    /// The proto3 JSON of the README's grpcurl examples is valid.
+    #[test]
+    fn readme_json_examples_parse() {
+        let r: RecordContactRequest = serde_json::from_str(
+            r#"{
+  "clientRequestId": "visit-0001", "channel": "CHANNEL_COUNTER", "site": "accueil-dev",
+  "agentId": "agent-42", "subject": "Renouvellement de carte d identité",
+  "usager": {"name": "Jeanne Martin", "phone": "06 12 34 56 78"},
+  "counter": {"waitSeconds": 240, "serviceSeconds": 600}, "waitForRouting": true
+}"#,
+        )
+        .unwrap();
+        assert_eq!(r.channel, super::Channel::Counter as i32);
+        assert!(r.wait_for_routing && r.details.is_some());
+        let h: GetUsagerHistoryRequest =
+            serde_json::from_str(r#"{"site": "accueil-dev", "phone": "0612345678", "pageSize": 20}"#).unwrap();
+        assert_eq!(h.usager, Some(Usager::Phone("0612345678".into())));
+        assert_eq!(h.page_size, 20);
+    }
+
     #[test]
     fn media_types() {
         assert!(super::is_media_type("application/pdf"));
