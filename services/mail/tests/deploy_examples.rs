@@ -24,7 +24,9 @@ fn mail_example(file: &str, marker: &str) -> MailConfig {
         .filter(|l| l.starts_with("[[") || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
         .map(|l| format!("{l}\n"))
         .collect();
-    toml::from_str::<Root>(&toml_text).unwrap_or_else(|e| panic!("{file}: {e}\n{toml_text}")).mail
+    toml::from_str::<Root>(&toml_text)
+        .unwrap_or_else(|e| panic!("{file}: {e}\n{toml_text}"))
+        .mail
 }
 
 #[test]

@@ -56,12 +56,22 @@ move_to = "Traites"
         ..Listeners::default()
     };
     let shutdown = CancellationToken::new();
-    let gateway = tokio::spawn(guichet::run(config, vec![ServiceName::Mail], listeners, shutdown.clone()));
+    let gateway = tokio::spawn(guichet::run(
+        config,
+        vec![ServiceName::Mail],
+        listeners,
+        shutdown.clone(),
+    ));
 
     let client = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..200 {
-        if client.get(&readyz).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
+        if client
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200)
+        {
             ready = true;
             break;
         }
@@ -87,7 +97,9 @@ move_to = "Traites"
     assert_eq!(contact.subject, "Demande d'acte de naissance à Besançon");
     assert_eq!(contact.source.unwrap().name, "contact@");
     assert_eq!(contact.claims.unwrap().email, "jeanne.martin@example.fr");
-    let Some(Details::Email(email)) = contact.details else { panic!("not an e-mail") };
+    let Some(Details::Email(email)) = contact.details else {
+        panic!("not an e-mail")
+    };
     assert_eq!(email.message_id, "e2e-1@example.fr");
     let uidvalidity = dovecot.uid_validity(IMAP_USER, "INBOX").await;
     assert_eq!(contact.idempotency_key, format!("mail:contact:{uidvalidity}:1"));
@@ -100,10 +112,23 @@ move_to = "Traites"
     }
     assert_eq!(dovecot.count(IMAP_USER, "INBOX").await, 0);
     assert_eq!(dovecot.count(IMAP_USER, "Traites").await, 1);
-    assert_eq!(js.get_stream("INTAKE").await.unwrap().info().await.unwrap().state.messages, 1);
+    assert_eq!(
+        js.get_stream("INTAKE")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages,
+        1
+    );
 
     shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway).await.unwrap().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
