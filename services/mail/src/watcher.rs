@@ -45,6 +45,12 @@ use crate::{
 /// A message that keeps failing for a reason that is not an outage is
 /// moved to the error folder after this many attempts.
 const MAX_ATTEMPTS: u32 = 3;
+/// Ingested messages are marked handled (MOVE / STORE) this many at a time:
+/// on a large maildir each expunge costs the server a pass over its index,
+/// so one MOVE per message makes a backlog quadratic. A batch is also
+/// flushed whenever the folder has nothing more, so a lone message is
+/// handled at once.
+const BATCH: usize = 100;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
@@ -248,12 +254,14 @@ impl Run<'_> {
                     let unseen = within(&name, "SEARCH", limit, session.uid_search("UNSEEN")).await?;
                     let mut unseen: Vec<u32> = unseen.into_iter().collect();
                     unseen.sort_unstable();
+                    let mut batch = Vec::new();
                     for uid in unseen {
                         if stop.is_cancelled() {
                             break;
                         }
-                        self.ingest(&mut session, &server, uid, &mut c, true).await?;
+                        self.step(&mut session, &server, uid, &mut c, true, &mut batch).await?;
                     }
+                    self.flush(&mut session, &server, &mut c, true, &mut batch).await?;
                     c.last_uid = c.last_uid.max(uid_next.saturating_sub(1));
                 }
                 state::save(&stores.checkpoints, &name, &c)
@@ -272,12 +280,16 @@ impl Run<'_> {
             let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > checkpoint.last_uid).collect();
             uids.sort_unstable();
             let found_some = !uids.is_empty();
+            let mut batch = Vec::new();
             for uid in uids {
                 if stop.is_cancelled() {
                     break;
                 }
-                self.ingest(&mut session, &server, uid, &mut checkpoint, false).await?;
+                self.step(&mut session, &server, uid, &mut checkpoint, false, &mut batch)
+                    .await?;
             }
+            self.flush(&mut session, &server, &mut checkpoint, false, &mut batch)
+                .await?;
             if found_some && !stop.is_cancelled() {
                 // More may have arrived during the pass: look again before waiting.
                 continue;
@@ -331,15 +343,60 @@ impl Run<'_> {
         within(name, "DONE", cfg.command_timeout, handle.done()).await
     }
 
-    /// Ingests one message, exactly once, then marks it handled.
-    async fn ingest(
+    /// One message: ingested and added to the batch to mark handled, or
+    /// (moved to the error folder, vanished) done at once, after the batch.
+    async fn step(
         &mut self,
         session: &mut ImapSession,
         server: &Server,
         uid: u32,
         checkpoint: &mut Checkpoint,
         first_start: bool,
+        batch: &mut Vec<u32>,
     ) -> Result<(), MailError> {
+        match self.ingest(session, server, uid, checkpoint).await? {
+            Step::Handle => {
+                batch.push(uid);
+                if batch.len() >= BATCH {
+                    self.flush(session, server, checkpoint, first_start, batch).await?;
+                }
+                Ok(())
+            }
+            Step::Done => {
+                // The checkpoint only ever covers handled messages: the
+                // batch first, then this one.
+                self.flush(session, server, checkpoint, first_start, batch).await?;
+                self.advance(checkpoint, uid, first_start).await
+            }
+        }
+    }
+
+    /// Marks the batch handled on the server (one MOVE or STORE for all),
+    /// then moves the checkpoint past it.
+    async fn flush(
+        &mut self,
+        session: &mut ImapSession,
+        server: &Server,
+        checkpoint: &mut Checkpoint,
+        first_start: bool,
+        batch: &mut Vec<u32>,
+    ) -> Result<(), MailError> {
+        let Some(&last) = batch.iter().max() else { return Ok(()) };
+        let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        self.mark_handled(session, server, &set).await?;
+        batch.clear();
+        self.advance(checkpoint, last, first_start).await
+    }
+
+    /// Ingests one message, exactly once: publishes its contact (after its
+    /// raw original and attachments are stored) and records it in the guard.
+    async fn ingest(
+        &mut self,
+        session: &mut ImapSession,
+        server: &Server,
+        uid: u32,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<Step, MailError> {
         let cfg = self.cfg().clone();
         let name = cfg.name.as_str();
         let limit = cfg.command_timeout;
@@ -358,7 +415,7 @@ impl Run<'_> {
         let Some(message) = fetched.iter().find(|f| f.uid == Some(uid)) else {
             // Taken out of the folder by someone else meanwhile.
             tracing::info!(mailbox = %name, uid, "message vanished before it was fetched");
-            return self.advance(checkpoint, uid, first_start).await;
+            return Ok(Step::Done);
         };
         let raw = message.body().unwrap_or_default().to_vec();
         let arrived = message.internal_date();
@@ -386,8 +443,7 @@ impl Run<'_> {
             tracing::info!(mailbox = %name, uid, contact = %receipt.contact_id, "already ingested before the UIDVALIDITY change; marking handled");
             metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => "duplicate")
                 .increment(1);
-            self.mark_handled(session, server, uid).await?;
-            return self.advance(checkpoint, uid, first_start).await;
+            return Ok(Step::Handle);
         }
 
         let key = format!("mail:{name}:{uidvalidity}:{uid}");
@@ -406,9 +462,10 @@ impl Run<'_> {
                 );
                 metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => "error_folder")
                     .increment(1);
-                self.move_to(session, server, uid, &cfg.error_folder).await?;
+                self.move_to(session, server, &uid.to_string(), &cfg.error_folder)
+                    .await?;
                 self.attempts.remove(&(uidvalidity, uid));
-                return self.advance(checkpoint, uid, first_start).await;
+                return Ok(Step::Done);
             }
         };
         self.attempts.remove(&(uidvalidity, uid));
@@ -418,8 +475,6 @@ impl Run<'_> {
         state::mark_ingested(&stores.replay_guard, name, &identity, &receipt)
             .await
             .map_err(|e| MailError::bus(name, e))?;
-        self.mark_handled(session, server, uid).await?;
-        self.advance(checkpoint, uid, first_start).await?;
 
         let outcome = if receipt.duplicate { "duplicate" } else { "ingested" };
         metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => outcome)
@@ -437,7 +492,7 @@ impl Run<'_> {
             sender = %pseudonym(&normalized.from_address), flags = normalized.flags.len(), duplicate = receipt.duplicate,
             "e-mail ingested"
         );
-        Ok(())
+        Ok(Step::Handle)
     }
 
     /// Stores the raw message and attachments, then publishes the contact.
@@ -468,14 +523,14 @@ impl Run<'_> {
         bus.publish_contact(&contact).await
     }
 
-    async fn mark_handled(&self, session: &mut ImapSession, server: &Server, uid: u32) -> Result<(), MailError> {
+    async fn mark_handled(&self, session: &mut ImapSession, server: &Server, set: &str) -> Result<(), MailError> {
         let cfg = self.cfg();
         match cfg.after {
-            After::Move => self.move_to(session, server, uid, &cfg.move_to).await,
+            After::Move => self.move_to(session, server, set, &cfg.move_to).await,
             After::FlagSeen => {
                 within(cfg.name.as_str(), "STORE", cfg.command_timeout, async {
                     session
-                        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
+                        .uid_store(set, "+FLAGS.SILENT (\\Seen)")
                         .await?
                         .try_collect::<Vec<_>>()
                         .await
@@ -491,19 +546,18 @@ impl Run<'_> {
         &self,
         session: &mut ImapSession,
         server: &Server,
-        uid: u32,
+        set: &str,
         folder: &str,
     ) -> Result<(), MailError> {
         let name = self.name();
         let limit = self.cfg().command_timeout;
-        let set = uid.to_string();
         if server.mv {
-            return within(name, "MOVE", limit, session.uid_mv(&set, folder)).await;
+            return within(name, "MOVE", limit, session.uid_mv(set, folder)).await;
         }
-        within(name, "COPY", limit, session.uid_copy(&set, folder)).await?;
+        within(name, "COPY", limit, session.uid_copy(set, folder)).await?;
         within(name, "STORE", limit, async {
             session
-                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
                 .await?
                 .try_collect::<Vec<_>>()
                 .await
@@ -511,7 +565,7 @@ impl Run<'_> {
         .await?;
         if server.uidplus {
             within(name, "EXPUNGE", limit, async {
-                session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
+                session.uid_expunge(set).await?.try_collect::<Vec<_>>().await
             })
             .await?;
         } else {
@@ -540,6 +594,14 @@ impl Run<'_> {
             .await
             .map_err(|e| MailError::bus(self.name(), e))
     }
+}
+
+enum Step {
+    /// Published: mark it handled with its batch.
+    Handle,
+    /// Nothing more to do on the server for it (vanished, or moved to the
+    /// error folder).
+    Done,
 }
 
 struct Server {
