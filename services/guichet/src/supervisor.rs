@@ -229,11 +229,8 @@ fn factory(
             let (context, mail) = (context.clone(), config.mail.clone());
             Arc::new(move |token: CancellationToken| {
                 let (context, mail) = (context.clone(), mail.clone());
-                Box::pin(async move {
-                    guichet_mail::run(context, mail, token)
-                        .await
-                        .map_err(|e| e.to_string())
-                }) as ServiceFuture
+                Box::pin(async move { guichet_mail::run(context, mail, token).await.map_err(|e| e.to_string()) })
+                    as ServiceFuture
             })
         }
     })
