@@ -1,6 +1,9 @@
 //! The bus against a real nats-server: topology, deduplication, the
 //! replay guard, and what publishing does when the broker is away.
 
+// Test helpers may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::jetstream;
