@@ -1,1 +1,64 @@
-//! Cross-service tests live in `tests/`; this crate has no code of its own.
+//! Support for the cross-service tests in `tests/`: the whole gateway
+//! started through `guichet::run` (as `main` starts it) on loopback
+//! listeners, ready before the test goes on, and stopped cleanly after.
+
+use std::{net::SocketAddr, time::Duration};
+
+use guichet::{Config, Listeners, RunError, ServiceName};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A listener on a free loopback port, non-blocking as `run` expects.
+pub fn loopback() -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    listener
+}
+
+/// A running gateway.
+pub struct Gateway {
+    admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Gateway {
+    /// Runs `services` with `listeners` (an admin listener on loopback is
+    /// added when missing) and waits until `/readyz` answers 200.
+    pub async fn start(config: Config, services: Vec<ServiceName>, mut listeners: Listeners) -> Self {
+        let admin_listener = listeners.admin.take().unwrap_or_else(loopback);
+        let admin = admin_listener.local_addr().expect("admin address");
+        listeners.admin = Some(admin_listener);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(guichet::run(config, services, listeners, shutdown.clone()));
+        let gateway = Self { admin, shutdown, task };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client
+                .get(gateway.readyz_url())
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return gateway;
+            }
+            assert!(!gateway.task.is_finished(), "the gateway stopped before it was ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway never became ready");
+    }
+
+    pub fn readyz_url(&self) -> String {
+        format!("http://{}/readyz", self.admin)
+    }
+
+    /// Shuts down and checks that `run` returned `Ok` within 30 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run does not panic");
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}

@@ -3,7 +3,8 @@
 //! on INTAKE; a bad site token stops the start, naming the key.
 #![allow(clippy::unwrap_used)]
 
-use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+use guichet_e2e::{Gateway, loopback};
+use std::{collections::BTreeMap, time::Duration};
 
 use guichet::{Config, Listeners, RunError, ServiceName};
 use guichet_core::{
@@ -30,12 +31,6 @@ fn desk_config(token: &str) -> DeskConfig {
     }
 }
 
-fn loopback() -> TcpListener {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.set_nonblocking(true).unwrap();
-    l
-}
-
 #[tokio::test]
 async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
     let nats = Nats::start().await;
@@ -44,34 +39,13 @@ async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
         desk: desk_config(TOKEN),
         ..Config::default()
     };
-    let (admin, grpc) = (loopback(), loopback());
-    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
+    let grpc = loopback();
     let grpc_addr = grpc.local_addr().unwrap();
     let listeners = Listeners {
-        admin: Some(admin),
         grpc: Some(grpc),
         ..Listeners::default()
     };
-    let shutdown = CancellationToken::new();
-    let gateway = tokio::spawn(guichet::run(
-        config,
-        vec![ServiceName::Desk],
-        listeners,
-        shutdown.clone(),
-    ));
-
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = http.get(&readyz).send().await
-            && r.status().as_u16() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "never ready");
+    let gateway = Gateway::start(config, vec![ServiceName::Desk], listeners).await;
 
     let mut client = DeskClient::connect(format!("http://{grpc_addr}")).await.unwrap();
     let mut request = tonic::Request::new(RecordContactRequest {
@@ -97,12 +71,7 @@ async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
     assert_eq!(contact.reference, response.reference);
     assert_eq!(contact.idempotency_key, "desk:accueil:e2e-1");
 
-    shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
-        .await
-        .expect("run returns after shutdown")
-        .unwrap();
-    assert!(outcome.is_ok(), "{outcome:?}");
+    gateway.stop().await;
     assert!(
         DeskClient::connect(format!("http://{grpc_addr}")).await.is_err(),
         "gRPC port closed after shutdown"

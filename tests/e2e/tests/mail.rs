@@ -2,7 +2,8 @@
 //! as an operator writes it: a message delivered to a real Dovecot ends up
 //! once in INTAKE and is moved out of the inbox.
 
-use std::{net::TcpListener, time::Duration};
+use guichet_e2e::Gateway;
+use std::time::Duration;
 
 use guichet::{Config, Listeners, ServiceName};
 use guichet_core::proto::v1::{Contact, contact::Details};
@@ -11,7 +12,6 @@ use guichet_harness::{
     dovecot::{IMAP_PASSWORD, IMAP_USER},
 };
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 
 const MESSAGE: &[u8] = b"From: Jeanne Martin <jeanne.martin@example.fr>\r\nTo: contact@ville.example\r\n\
 Subject: =?ISO-8859-1?Q?Demande_d'acte_de_naissance_=E0_Besan=E7on?=\r\nMessage-ID: <e2e-1@example.fr>\r\n\
@@ -48,36 +48,7 @@ move_to = "Traites"
     std::fs::write(&path, toml).unwrap();
     let config = Config::load(&path).unwrap();
 
-    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    admin.set_nonblocking(true).unwrap();
-    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
-    let listeners = Listeners {
-        admin: Some(admin),
-        ..Listeners::default()
-    };
-    let shutdown = CancellationToken::new();
-    let gateway = tokio::spawn(guichet::run(
-        config,
-        vec![ServiceName::Mail],
-        listeners,
-        shutdown.clone(),
-    ));
-
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client
-            .get(&readyz)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "never ready");
+    let gateway = Gateway::start(config, vec![ServiceName::Mail], Listeners::default()).await;
 
     dovecot.append(IMAP_USER, "INBOX", MESSAGE).await;
     let js = nats.jetstream().await;
@@ -124,12 +95,7 @@ move_to = "Traites"
         1
     );
 
-    shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(outcome.is_ok(), "{outcome:?}");
+    gateway.stop().await;
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{net::TcpListener, time::Duration};
+use guichet_e2e::Gateway;
+use std::time::Duration;
 
 use futures::StreamExt;
 use guichet::{Config, Listeners, ServiceName};
@@ -17,7 +18,6 @@ use guichet_core::{
 };
 use guichet_harness::Nats;
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 
 const RULES: &str = r#"
 manual_service = "accueil"
@@ -49,30 +49,7 @@ async fn a_contact_is_routed_to_its_service_queue_and_the_decision_is_announced(
         nats: nats.nats_config(),
         ..Config::default()
     };
-    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    admin.set_nonblocking(true).unwrap();
-    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
-    let listeners = Listeners {
-        admin: Some(admin),
-        ..Listeners::default()
-    };
-    let shutdown = CancellationToken::new();
-    let gateway = tokio::spawn(guichet::run(
-        config,
-        vec![ServiceName::Router],
-        listeners,
-        shutdown.clone(),
-    ));
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if http.get(&readyz).send().await.ok().map(|r| r.status().as_u16()) == Some(200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "router never ready");
+    let gateway = Gateway::start(config, vec![ServiceName::Router], Listeners::default()).await;
 
     let now = chrono::Utc::now();
     let id = ids::contact_id();
@@ -121,10 +98,5 @@ async fn a_contact_is_routed_to_its_service_queue_and_the_decision_is_announced(
     let q = routed.qualification.as_ref().unwrap();
     assert_eq!((q.rule_id.as_str(), q.rules_revision), ("dechets", pushed.revision));
 
-    shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(outcome.is_ok(), "{outcome:?}");
+    gateway.stop().await;
 }

@@ -2,14 +2,14 @@
 //! `main` starts it: a signed submission becomes a contact in INTAKE, and
 //! shutdown closes the port.
 
-use std::{collections::BTreeMap, time::Duration};
+use guichet_e2e::Gateway;
+use std::collections::BTreeMap;
 
 use guichet::{Config, Listeners, ServiceName};
 use guichet_core::{proto::v1::Contact, secret::Secret};
 use guichet_harness::Nats;
 use guichet_web::{FormConfig, Locator, WebConfig, signature};
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 
@@ -40,28 +40,8 @@ async fn a_signed_submission_goes_through_the_gateway() {
     let listeners = Listeners::bind(&config, &[ServiceName::Web]).unwrap();
     let web = listeners.web.as_ref().expect("web.listen is bound for the web service");
     let url = format!("http://{}/v1/forms/contact/submissions", web.local_addr().unwrap());
-    let readyz = format!(
-        "http://{}/readyz",
-        listeners.admin.as_ref().unwrap().local_addr().unwrap()
-    );
-    let shutdown = CancellationToken::new();
-    let gateway = tokio::spawn(guichet::run(
-        config,
-        vec![ServiceName::Web],
-        listeners,
-        shutdown.clone(),
-    ));
-
+    let gateway = Gateway::start(config, vec![ServiceName::Web], listeners).await;
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client.get(&readyz).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "gateway never ready");
 
     let body = r#"{"email":"usager@example.fr","message":"Bonjour, ma poubelle n'a pas été ramassée."}"#.as_bytes();
     let t = std::time::SystemTime::now()
@@ -103,12 +83,7 @@ async fn a_signed_submission_goes_through_the_gateway() {
     assert_eq!(response.status(), 401);
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 
-    shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), gateway)
-        .await
-        .expect("run returns after shutdown")
-        .unwrap();
-    assert!(outcome.is_ok(), "{outcome:?}");
+    gateway.stop().await;
     assert!(
         client.post(&url).send().await.is_err(),
         "web port closed after shutdown"
