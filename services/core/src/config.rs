@@ -160,7 +160,9 @@ pub struct TopologyConfig {
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
     /// How long intake messages are kept (they are routed within seconds;
-    /// this is the buffer for a router outage).
+    /// this is the buffer for a router outage). Each contact keeps its own
+    /// subject that long, so it is also how long a retry of the same source
+    /// message is recognized.
     #[serde(with = "humantime_serde")]
     pub intake_max_age: Duration,
     /// The journal's retention period: how long routed requests (and so
@@ -169,8 +171,8 @@ pub struct TopologyConfig {
     pub routed_max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub deadletter_max_age: Duration,
-    /// How long a source message's replay guard is remembered (beyond the
-    /// duplicate window).
+    /// How long the mail adapter remembers an ingested Message-ID (its
+    /// guard across UIDVALIDITY changes).
     #[serde(with = "humantime_serde")]
     pub replay_guard_ttl: Duration,
     /// Largest message accepted on the streams, in bytes.

@@ -15,6 +15,7 @@ use guichet_core::{
     proto::v1::{Channel, Contact},
 };
 use guichet_harness::Nats;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
@@ -224,7 +225,7 @@ async fn the_same_msg_id_twice_stores_one_message() {
 async fn a_contact_retry_returns_the_first_receipt_even_after_the_duplicate_window() {
     let nats = Nats::start().await;
     // A tiny duplicate window, so the retry lands after it: only the
-    // replay guard can catch it.
+    // contact's own subject, already taken in INTAKE, can catch it.
     let topology = TopologyConfig {
         duplicate_window: Duration::from_secs(1),
         ..TopologyConfig::default()
@@ -244,34 +245,89 @@ async fn a_contact_retry_returns_the_first_receipt_even_after_the_duplicate_wind
     assert!(again.duplicate);
     assert_eq!(again.contact_id, first.id);
     assert_eq!(again.reference, first.reference);
+    assert_eq!(again.received_at, receipt.received_at);
+    assert_eq!(again.sequence, receipt.sequence);
 
     let js = nats.jetstream().await;
     assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+    let stored = js
+        .get_stream(subjects::INTAKE_STREAM)
+        .await
+        .unwrap()
+        .direct_get(receipt.sequence)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.subject.as_str(),
+        subjects::intake_keyed(Channel::Web, "web:contact:retry-1")
+    );
+    assert_eq!(Contact::decode(stored.payload).unwrap().id, first.id);
 }
 
 #[tokio::test]
-async fn a_retry_within_the_window_without_guard_gets_the_stored_ids() {
+async fn a_retry_within_the_window_gets_the_stored_ids_and_other_keys_are_other_contacts() {
     let nats = Nats::start().await;
     let bus = nats.bus().await;
     let first = contact("desk:site:req-7");
-    bus.publish_contact(&first).await.unwrap();
-    // Simulate a crash after the PubAck, before the guard was written.
-    bus.stores()
-        .replay_guard
-        .purge(hex_sha256("desk:site:req-7"))
-        .await
-        .unwrap();
+    let receipt = bus.publish_contact(&first).await.unwrap();
     let retry = contact("desk:site:req-7");
-    let receipt = bus.publish_contact(&retry).await.unwrap();
-    assert!(receipt.duplicate);
-    assert_eq!(receipt.contact_id, first.id);
+    let again = bus.publish_contact(&retry).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.contact_id, first.id);
+    assert_eq!(again.sequence, receipt.sequence);
+
+    let other = contact("desk:site:req-8");
+    let third = bus.publish_contact(&other).await.unwrap();
+    assert!(!third.duplicate);
+    assert_eq!(third.contact_id, other.id);
     let js = nats.jetstream().await;
-    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 2);
+
+    // What an adapter asks before uploading attachments again.
+    let found = bus
+        .already_received(Channel::Web, "desk:site:req-7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.duplicate);
+    assert_eq!(found.contact_id, first.id);
+    assert!(
+        bus.already_received(Channel::Web, "desk:site:never")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        bus.already_received(Channel::Phone, "desk:site:req-7")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
-fn hex_sha256(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+#[tokio::test]
+async fn many_concurrent_retries_of_one_contact_store_it_once() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let attempts: Vec<_> = (0..32)
+        .map(|_| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.publish_contact(&contact("web:contact:storm")).await })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for a in attempts {
+        receipts.push(a.await.unwrap().unwrap());
+    }
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    let first = receipts.iter().find(|r| !r.duplicate).unwrap();
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.contact_id == first.contact_id && r.sequence == first.sequence)
+    );
+    let js = nats.jetstream().await;
+    assert_eq!(stream_messages(&js, subjects::INTAKE_STREAM).await, 1);
 }
 
 #[tokio::test]

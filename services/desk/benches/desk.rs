@@ -228,6 +228,20 @@ async fn bench() {
             }
         }
     };
+    // The floor of any gRPC service on this machine: the standard health
+    // Check (no auth, no validation, no NATS) over the same connections.
+    let health_only = {
+        let channels = channels.clone();
+        move |i: usize| {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channels[i % connections].clone());
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .expect("health check");
+            }
+        }
+    };
     let raw = |prefix: &'static str| {
         let bus = bus.clone();
         move |i: usize| {
@@ -274,8 +288,14 @@ async fn bench() {
     print("RecordContact (gRPC, exactly-once)", &desk);
     let grpc = measure(total, grpc_only).await;
     print("gRPC round trip only (no NATS)", &grpc);
+    let floor = measure(total, health_only).await;
+    print("gRPC floor: health Check", &floor);
     println!("ratio desk / raw: {:.2}", desk.rate / baseline.rate);
     println!("ratio publish_contact / raw: {:.2}", once.rate / baseline.rate);
+    println!(
+        "ratio gRPC floor (health Check) / raw: {:.2}: no tonic service does better on this machine",
+        floor.rate / baseline.rate
+    );
 
     shutdown.cancel();
     let _ = server.await;

@@ -64,11 +64,13 @@ pub async fn record(
             "recording the contact",
         ));
     }
-    let idempotency_key = format!("desk:{}:{}", site.0, valid.client_request_id);
+    // Per site and channel: the channel is part of the intake subject that
+    // makes JetStream refuse a second copy.
+    let idempotency_key = format!("desk:{}:{}:{}", site.0, valid.channel.token(), valid.client_request_id);
 
     // With attachments, a retry is answered before uploading them again.
     if !request.attachments.is_empty()
-        && let Some(receipt) = within(deadline, bus.already_received(&idempotency_key))
+        && let Some(receipt) = within(deadline, bus.already_received(valid.channel, &idempotency_key))
             .await?
             .map_err(|e| bus_status(&e, "recording the contact"))?
     {

@@ -48,11 +48,15 @@ async fn a_counter_visit_becomes_one_contact_on_intake() {
     let stored = intake(&js).await;
     assert_eq!(stored.len(), 1);
     let (subject, msg_id, contact) = &stored[0];
-    assert_eq!(subject, "guichet.intake.counter");
-    assert_eq!(msg_id.as_deref(), Some("desk:mairie-nord:req-1"));
+    // One subject per source request: JetStream itself refuses a second copy.
+    assert_eq!(
+        *subject,
+        subjects::intake_keyed(ContactChannel::Counter, "desk:mairie-nord:counter:req-1")
+    );
+    assert_eq!(msg_id.as_deref(), Some("desk:mairie-nord:counter:req-1"));
     assert_eq!(contact.id, response.contact_id);
     assert_eq!(contact.reference, response.reference);
-    assert_eq!(contact.idempotency_key, "desk:mairie-nord:req-1");
+    assert_eq!(contact.idempotency_key, "desk:mairie-nord:counter:req-1");
     assert_eq!(contact.channel, ContactChannel::Counter as i32);
     let source = contact.source.as_ref().unwrap();
     assert_eq!(
@@ -101,8 +105,8 @@ async fn phone_and_postal_contacts_go_to_their_subjects() {
     client.record_contact(authed(letter, NORD_TOKEN)).await.unwrap();
 
     let stored = intake(&js).await;
-    let subjects: Vec<&str> = stored.iter().map(|(s, _, _)| s.as_str()).collect();
-    assert_eq!(subjects, ["guichet.intake.phone", "guichet.intake.postal"]);
+    let channels: Vec<Option<&str>> = stored.iter().map(|(s, _, _)| subjects::intake_channel(s)).collect();
+    assert_eq!(channels, [Some("phone"), Some("postal")]);
     assert!(matches!(stored[0].2.details, Some(contact::Details::Call(ref c)) if c.duration_seconds == 185));
     assert!(stored[1].2.claims.is_none(), "an anonymous letter stays anonymous");
 }
@@ -147,6 +151,20 @@ async fn a_retry_returns_the_first_answer_and_records_nothing_new() {
     assert_ne!(other.contact_id, first.contact_id);
     assert!(!other.duplicate);
     assert_eq!(intake(&js).await.len(), 2);
+
+    // And so is the same id on another channel: ids are scoped per site
+    // and channel, whatever the delay between the two calls.
+    let mut by_phone = counter_visit("same-id");
+    by_phone.channel = ContactChannel::Phone as i32;
+    by_phone.details = None;
+    let phoned = client
+        .record_contact(authed(by_phone, NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(phoned.contact_id, first.contact_id);
+    assert!(!phoned.duplicate);
+    assert_eq!(intake(&js).await.len(), 3);
 }
 
 #[tokio::test]

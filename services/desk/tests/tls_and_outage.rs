@@ -157,7 +157,7 @@ async fn tls_and_mutual_tls() {
     desk.stop().await;
 
     let ids: Vec<String> = intake(&js).await.into_iter().filter_map(|(_, id, _)| id).collect();
-    assert_eq!(ids, ["desk:mairie-nord:tls-1", "desk:mairie-nord:m-1"]);
+    assert_eq!(ids, ["desk:mairie-nord:counter:tls-1", "desk:mairie-nord:counter:m-1"]);
 }
 
 #[tokio::test]
@@ -296,6 +296,9 @@ async fn nats_away_is_unavailable_then_ok_after_restart() {
 
     let js = nats.jetstream().await;
     let ids: Vec<String> = intake(&js).await.into_iter().filter_map(|(_, id, _)| id).collect();
-    assert_eq!(ids, ["desk:mairie-nord:before", "desk:mairie-nord:during"]);
+    assert_eq!(
+        ids,
+        ["desk:mairie-nord:counter:before", "desk:mairie-nord:counter:during"]
+    );
     desk.stop().await;
 }

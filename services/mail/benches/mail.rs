@@ -207,7 +207,7 @@ async fn main() {
     // Arrival while IDLE: APPEND, then the contact's publish on the subject.
     // Baseline in the same run: a bare IDLE client on the same folder, timing
     // APPEND -> the server's EXISTS (Dovecot batches IDLE notifications).
-    let mut sub = bus.client().subscribe("guichet.intake.email").await.unwrap();
+    let mut sub = bus.client().subscribe("guichet.intake.email.>").await.unwrap();
     bus.client().flush().await.unwrap();
     let (exists_tx, mut exists_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let idler = dovecot.session(USER).await;

@@ -136,9 +136,13 @@ async fn router_case(contacts: &[Contact], rules: usize) -> f64 {
 
 /// Pull, republish unchanged with a Nats-Msg-Id, await the PubAck, ack:
 /// the same batch size and messages in flight as the router.
-async fn baseline_case(contacts: &[Contact]) -> f64 {
+///
+/// With `floor`, each message also costs what the issue requires of any
+/// router, whatever its code: the request record created in the requests
+/// KV and the decision event on core NATS. No router can beat that floor.
+async fn baseline_case(contacts: &[Contact], floor: bool) -> f64 {
     let nats = Nats::start().await;
-    let _bus = nats.bus().await; // the same topology
+    let bus = nats.bus().await; // the same topology
     preload(&nats, contacts).await;
     let config = bench_config();
     let js = nats.jetstream().await;
@@ -169,8 +173,16 @@ async fn baseline_case(contacts: &[Contact]) -> f64 {
                 let message: jetstream::Message = message.unwrap();
                 let js = js.clone();
                 let done = done.clone();
+                let bus = bus.clone();
                 in_flight.push(async move {
                     let seq = message.info().unwrap().stream_sequence;
+                    if floor {
+                        bus.stores()
+                            .requests
+                            .create(format!("bench.{seq}"), Bytes::from_static(b"{\"service\":\"etat-civil\"}"))
+                            .await
+                            .unwrap();
+                    }
                     js.send_publish(
                         format!("guichet.routed.baseline.U{seq}"),
                         jetstream::message::PublishMessage::build()
@@ -181,6 +193,12 @@ async fn baseline_case(contacts: &[Contact]) -> f64 {
                     .unwrap()
                     .await
                     .unwrap();
+                    if floor {
+                        bus.client()
+                            .publish(format!("guichet.decided.{seq}"), Bytes::from_static(b"decision"))
+                            .await
+                            .unwrap();
+                    }
                     message.ack().await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 });
@@ -223,8 +241,13 @@ fn main() {
         for rules in [10, 5_000] {
             println!("rules engine alone, {rules:>5} rules:         {:>9.0} evaluations/s", engine_only(&contacts, rules));
         }
-        let baseline = baseline_case(&contacts).await;
+        let baseline = baseline_case(&contacts, false).await;
         println!("baseline (pull, republish unchanged, ack): {baseline:>9.0} msg/s");
+        let floor = baseline_case(&contacts, true).await;
+        println!(
+            "floor (baseline + request KV create + decision event): {floor:>9.0} msg/s  ratio to baseline {:.2}",
+            floor / baseline
+        );
         let ten = router_case(&contacts, 10).await;
         println!("router, 10 rules:                          {ten:>9.0} contacts/s  ratio to baseline {:.2}", ten / baseline);
         let many = router_case(&contacts, 5_000).await;

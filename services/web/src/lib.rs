@@ -5,7 +5,7 @@
 //! with the form's shared secret). The adapter maps it to a `Contact` with
 //! channel WEB according to the form's configuration, stores uploaded
 //! files in the object store, publishes the contact on
-//! `guichet.intake.web`, and answers 202 with the contact id and the
+//! `guichet.intake.web.<key>`, and answers 202 with the contact id and the
 //! request reference only once JetStream has acknowledged it. Errors are
 //! `application/problem+json` with a stable `type`.
 

@@ -65,11 +65,14 @@ async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
     let mut stream = js.get_stream(subjects::INTAKE_STREAM).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
     let stored = stream.direct_get(1).await.unwrap();
-    assert_eq!(stored.subject.as_str(), "guichet.intake.phone");
+    assert_eq!(
+        stored.subject.as_str(),
+        subjects::intake_keyed(Channel::Phone, "desk:accueil:phone:e2e-1")
+    );
     let contact = Contact::decode(stored.payload).unwrap();
     assert_eq!(contact.id, response.contact_id);
     assert_eq!(contact.reference, response.reference);
-    assert_eq!(contact.idempotency_key, "desk:accueil:e2e-1");
+    assert_eq!(contact.idempotency_key, "desk:accueil:phone:e2e-1");
 
     gateway.stop().await;
     assert!(

@@ -6,7 +6,10 @@ use guichet_e2e::Gateway;
 use std::time::Duration;
 
 use guichet::{Config, Listeners, ServiceName};
-use guichet_core::proto::v1::{Contact, contact::Details};
+use guichet_core::{
+    bus::subjects,
+    proto::v1::{Contact, contact::Details},
+};
 use guichet_harness::{
     Dovecot, Nats,
     dovecot::{IMAP_PASSWORD, IMAP_USER},
@@ -63,7 +66,7 @@ move_to = "Traites"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let message = found.expect("a contact in INTAKE within 30 s");
-    assert_eq!(message.subject.as_str(), "guichet.intake.email");
+    assert_eq!(subjects::intake_channel(message.subject.as_str()), Some("email"));
     let contact = Contact::decode(message.payload).unwrap();
     assert_eq!(contact.subject, "Demande d'acte de naissance à Besançon");
     assert_eq!(contact.source.unwrap().name, "contact@");

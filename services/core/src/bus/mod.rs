@@ -56,6 +56,8 @@ struct Inner {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stores: Stores,
+    /// INTAKE, for reading back a contact that was already stored.
+    intake: jetstream::stream::Stream<()>,
     in_flight: Semaphore,
     publish_timeout: Duration,
 }
@@ -76,12 +78,17 @@ impl Bus {
             return Err(Error::NoJetStream { url: url.to_owned() });
         }
         let stores = ensure_topology(&jetstream, topology).await?;
+        let intake = jetstream
+            .get_stream_no_info(subjects::INTAKE_STREAM)
+            .await
+            .map_err(|e| Error::Unavailable(format!("opening {}: {e}", subjects::INTAKE_STREAM)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
                 client,
                 jetstream,
                 stores,
+                intake,
                 in_flight: Semaphore::new(nats.max_in_flight),
                 publish_timeout: nats.publish_timeout,
             }),

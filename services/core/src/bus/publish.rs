@@ -1,5 +1,5 @@
 //! The one publish path: `Nats-Msg-Id`, PubAck, bounded in-flight,
-//! typed errors, and the replay guard for contacts.
+//! typed errors, and exactly-once intake of contacts.
 //!
 //! An adapter answers "received" to its source only after
 //! [`Bus::publish`] or [`Bus::publish_contact`] returned `Ok`: by then
@@ -9,11 +9,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{context::PublishErrorKind, kv, publish::PublishAck};
+use async_nats::jetstream::{context::PublishErrorKind, publish::PublishAck, stream::DirectGetErrorKind};
 use bytes::Bytes;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Bus, subjects};
 use crate::{
@@ -54,124 +53,150 @@ pub struct IntakeReceipt {
     pub duplicate: bool,
 }
 
+/// How a first-of-its-subject publish ended.
+enum First {
+    Stored(Published),
+    /// The subject already holds a message: this is a replay.
+    Taken,
+}
+
 impl Bus {
     /// Publishes `payload` on `subject` with `Nats-Msg-Id: msg_id` and waits
     /// for the PubAck, at most `nats.publish_timeout` in all (including the
     /// wait for a free in-flight slot).
     pub async fn publish(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<Published, Error> {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .message_id(msg_id)
+            .payload(payload);
+        match self.send(subject, publish).await {
+            Ok(published) => Ok(published),
+            Err(e) => Err(publish_error(&e)),
+        }
+    }
+
+    /// Publishes a contact on `guichet.intake.<channel>.<key>`, exactly
+    /// once per `contact.idempotency_key`, in one round trip:
+    ///
+    /// - the publish carries `Nats-Msg-Id` = the key and
+    ///   `Nats-Expected-Last-Subject-Sequence: 0`, and the subject is
+    ///   derived from the key, so JetStream stores it only if no contact
+    ///   with that key is in INTAKE: within the duplicate window the PubAck
+    ///   says "duplicate", after it the publish is refused, for as long as
+    ///   INTAKE keeps the first (`topology.intake_max_age`);
+    /// - a retry gets the ids of the contact the stream already holds.
+    pub async fn publish_contact(&self, contact: &Contact) -> Result<IntakeReceipt, Error> {
+        let key = &contact.idempotency_key;
+        if key.is_empty() {
+            return Err(Error::Rejected("a contact needs an idempotency key".into()));
+        }
+        let channel = Channel::try_from(contact.channel).unwrap_or(Channel::Unspecified);
+        let subject = subjects::intake_keyed(channel, key);
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .message_id(key.as_str())
+            .expected_last_subject_sequence(0)
+            .payload(Bytes::from(contact.encode_to_vec()));
+        let first = match self.send(subject.clone(), publish).await {
+            Ok(published) => First::Stored(published),
+            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => First::Taken,
+            Err(e) => return Err(publish_error(&e)),
+        };
+        match first {
+            First::Stored(published) if !published.duplicate => Ok(receipt_of(contact, published.sequence)),
+            First::Stored(published) => {
+                let stored = self.intake_stream().direct_get(published.sequence).await;
+                let stored = stored.map_err(|e| Error::Unavailable(format!("reading back the stored contact: {e}")))?;
+                Ok(IntakeReceipt {
+                    duplicate: true,
+                    ..receipt_of(&decode_contact(&stored.subject, stored.payload)?, stored.sequence)
+                })
+            }
+            First::Taken => match self.stored_contact(&subject).await? {
+                Some(receipt) => Ok(receipt),
+                // Purged between the refusal and the read (an erasure):
+                // nothing to answer with, and nothing stored either.
+                None => Err(Error::Unavailable(
+                    "the contact was removed while being recorded".into(),
+                )),
+            },
+        }
+    }
+
+    /// The receipt of the contact with this idempotency key, if INTAKE
+    /// still holds it: lets an adapter answer a retry before uploading
+    /// its attachments again.
+    pub async fn already_received(
+        &self,
+        channel: Channel,
+        idempotency_key: &str,
+    ) -> Result<Option<IntakeReceipt>, Error> {
+        self.stored_contact(&subjects::intake_keyed(channel, idempotency_key))
+            .await
+    }
+
+    /// The contact stored on `subject`, as a duplicate receipt.
+    async fn stored_contact(&self, subject: &str) -> Result<Option<IntakeReceipt>, Error> {
+        match self.intake_stream().direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(IntakeReceipt {
+                duplicate: true,
+                ..receipt_of(&decode_contact(&message.subject, message.payload)?, message.sequence)
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Unavailable(format!("reading back the stored contact: {e}"))),
+        }
+    }
+
+    fn intake_stream(&self) -> async_nats::jetstream::stream::Stream<()> {
+        self.inner.intake.clone()
+    }
+
+    /// One publish with PubAck, bounded in time and in flight, counted.
+    async fn send(
+        &self,
+        subject: String,
+        publish: async_nats::jetstream::message::PublishMessage,
+    ) -> Result<Published, SendError> {
         let timeout = self.inner.publish_timeout;
         let started = tokio::time::Instant::now();
         let outcome = tokio::time::timeout(timeout, async {
-            let _permit = self
-                .inner
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| Error::Unavailable("the bus is shutting down".into()))?;
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .message_id(msg_id)
-                .payload(payload);
+            let _permit = self.inner.in_flight.acquire().await.map_err(|_| SendError::Closed)?;
             let ack = self
                 .inner
                 .jetstream
                 .send_publish(subject, publish)
                 .await
-                .map_err(publish_error)?
+                .map_err(SendError::Publish)?
                 .await
-                .map_err(publish_error)?;
-            Ok::<_, Error>(Published::from(ack))
+                .map_err(SendError::Publish)?;
+            Ok::<_, SendError>(Published::from(ack))
         })
         .await;
-        let result = outcome.unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "no acknowledgement from JetStream within {timeout:?}"
-            )))
-        });
+        let result = outcome.unwrap_or(Err(SendError::Timeout(timeout)));
         let label = match &result {
             Ok(p) if p.duplicate => "duplicate",
             Ok(_) => "stored",
-            Err(e) if e.is_transient() => "unavailable",
+            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => "duplicate",
+            Err(e) if publish_error(e).is_transient() => "unavailable",
             Err(_) => "rejected",
         };
         metrics::counter!("guichet_publish_total", "outcome" => label).increment(1);
         metrics::histogram!("guichet_publish_seconds").record(started.elapsed().as_secs_f64());
         result
     }
+}
 
-    /// Publishes a contact on `guichet.intake.<channel>`, exactly once per
-    /// `contact.idempotency_key`, however late the retry:
-    ///
-    /// 1. a key already in the replay guard returns the first receipt and
-    ///    publishes nothing;
-    /// 2. otherwise the contact is published with `Nats-Msg-Id` = the key;
-    ///    a duplicate PubAck (a retry within the duplicate window) returns
-    ///    the ids of the message the stream already holds;
-    /// 3. the receipt is written to the replay guard.
-    pub async fn publish_contact(&self, contact: &Contact) -> Result<IntakeReceipt, Error> {
-        let key = &contact.idempotency_key;
-        if key.is_empty() {
-            return Err(Error::Rejected("a contact needs an idempotency key".into()));
-        }
-        let guard_key = replay_guard_key(key);
-        let guard = &self.inner.stores.replay_guard;
-        if let Some(receipt) = read_receipt(guard, &guard_key).await? {
-            return Ok(IntakeReceipt {
-                duplicate: true,
-                ..receipt
-            });
-        }
-        let channel = Channel::try_from(contact.channel).unwrap_or(Channel::Unspecified);
-        let published = self
-            .publish(subjects::intake(channel), key, Bytes::from(contact.encode_to_vec()))
-            .await?;
-        let receipt = if published.duplicate {
-            let stored = self.stored_contact(&published).await?;
-            IntakeReceipt {
-                duplicate: true,
-                ..receipt_of(&stored, published.sequence)
-            }
-        } else {
-            receipt_of(contact, published.sequence)
-        };
-        // The message is stored: the guard only matters for retries that come
-        // after the duplicate window (minutes later), so it is written in the
-        // background instead of costing the caller a third round trip, and a
-        // failure to write it only narrows deduplication to that window.
-        match serde_json::to_vec(&receipt) {
-            Ok(value) => {
-                let guard = guard.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = guard.put(&guard_key, value.into()).await {
-                        tracing::warn!(error = %e, "replay guard not written; dedup relies on the duplicate window");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "replay guard not encoded"),
-        }
-        Ok(receipt)
-    }
+/// Why [`Bus::send`] failed, before it is mapped to an [`Error`].
+#[derive(Debug)]
+enum SendError {
+    Publish(async_nats::jetstream::context::PublishError),
+    Timeout(Duration),
+    Closed,
+}
 
-    /// Whether the replay guard already holds `idempotency_key`.
-    pub async fn already_received(&self, idempotency_key: &str) -> Result<Option<IntakeReceipt>, Error> {
-        read_receipt(&self.inner.stores.replay_guard, &replay_guard_key(idempotency_key)).await
-    }
-
-    async fn stored_contact(&self, published: &Published) -> Result<Contact, Error> {
-        let stream = self
-            .inner
-            .jetstream
-            .get_stream(&published.stream)
-            .await
-            .map_err(|e| Error::Unavailable(format!("reading back the stored contact: {e}")))?;
-        let message = stream
-            .direct_get(published.sequence)
-            .await
-            .map_err(|e| Error::Unavailable(format!("reading back the stored contact: {e}")))?;
-        Contact::decode(message.payload).map_err(|e| Error::Decode {
-            subject: message.subject.to_string(),
-            reason: e.to_string(),
-        })
-    }
+fn decode_contact(subject: &str, payload: Bytes) -> Result<Contact, Error> {
+    Contact::decode(payload).map_err(|e| Error::Decode {
+        subject: subject.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn receipt_of(contact: &Contact, sequence: u64) -> IntakeReceipt {
@@ -190,20 +215,14 @@ fn receipt_of(contact: &Contact, sequence: u64) -> IntakeReceipt {
     }
 }
 
-/// KV keys have a restricted alphabet: idempotency keys are hashed.
-fn replay_guard_key(idempotency_key: &str) -> String {
-    hex::encode(Sha256::digest(idempotency_key.as_bytes()))
-}
-
-async fn read_receipt(guard: &kv::Store, key: &str) -> Result<Option<IntakeReceipt>, Error> {
-    let entry = guard
-        .get(key)
-        .await
-        .map_err(|e| Error::Unavailable(format!("reading the replay guard: {e}")))?;
-    Ok(entry.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-}
-
-fn publish_error(e: async_nats::jetstream::context::PublishError) -> Error {
+fn publish_error(e: &SendError) -> Error {
+    let e = match e {
+        SendError::Publish(e) => e,
+        SendError::Timeout(timeout) => {
+            return Error::Unavailable(format!("no acknowledgement from JetStream within {timeout:?}"));
+        }
+        SendError::Closed => return Error::Unavailable("the bus is shutting down".into()),
+    };
     match e.kind() {
         PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => Error::Rejected(e.to_string()),
         PublishErrorKind::StreamNotFound => {

@@ -3,7 +3,7 @@
 
 use crate::proto::v1::Channel;
 
-/// Every contact, as adapters publish it: `guichet.intake.<channel>`.
+/// Every contact, as adapters publish it: `guichet.intake.<channel>.<key>`.
 pub const INTAKE_STREAM: &str = "INTAKE";
 /// The journal and the service queues: `guichet.routed.<service>.<usager>`.
 pub const ROUTED_STREAM: &str = "ROUTED";
@@ -26,17 +26,32 @@ pub const REQUESTS_BUCKET: &str = "guichet_requests";
 pub const CHECKPOINTS_BUCKET: &str = "guichet_checkpoints";
 /// Rules revisions and other ops-maintained configuration.
 pub const CONFIG_BUCKET: &str = "guichet_config";
-/// Source-message key → intake receipt: the replay guard that outlives
-/// the stream's duplicate window.
+/// Mail: ingested Message-IDs, the guard across UIDVALIDITY changes.
 pub const REPLAY_GUARD_BUCKET: &str = "guichet_seen";
 /// Short-lived ownership leases (one watcher per mailbox).
 pub const LEASES_BUCKET: &str = "guichet_leases";
 /// Raw e-mails and attachments, by SHA-256.
 pub const ATTACHMENTS_STORE: &str = "guichet_attachments";
 
-/// `guichet.intake.<channel>`.
+/// `guichet.intake.<channel>`: the prefix of one channel's contacts.
 pub fn intake(channel: Channel) -> String {
     format!("guichet.intake.{}", channel.token())
+}
+
+/// `guichet.intake.<channel>.<key>`, where `<key>` is a hash of the
+/// contact's idempotency key (128 bits, hex). One subject per source
+/// message lets JetStream itself refuse a second copy
+/// (`Nats-Expected-Last-Subject-Sequence: 0`) for as long as INTAKE keeps
+/// the first, in the same round trip as the publish.
+pub fn intake_keyed(channel: Channel, idempotency_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(idempotency_key.as_bytes());
+    format!("guichet.intake.{}.{}", channel.token(), hex::encode(&digest[..16]))
+}
+
+/// The channel token of an intake subject (`guichet.intake.<channel>[.<key>]`).
+pub fn intake_channel(subject: &str) -> Option<&str> {
+    subject.strip_prefix("guichet.intake.")?.split('.').next()
 }
 
 /// `guichet.routed.<service>.<usager_id>`.
@@ -81,6 +96,14 @@ mod tests {
     #[test]
     fn subjects_follow_the_design() {
         assert_eq!(intake(Channel::Email), "guichet.intake.email");
+        let keyed = intake_keyed(Channel::Email, "mail:accueil:7:42");
+        assert!(keyed.starts_with("guichet.intake.email."), "{keyed}");
+        assert_eq!(keyed.len(), "guichet.intake.email.".len() + 32);
+        assert_eq!(keyed, intake_keyed(Channel::Email, "mail:accueil:7:42"));
+        assert_ne!(keyed, intake_keyed(Channel::Email, "mail:accueil:7:43"));
+        assert_eq!(intake_channel(&keyed), Some("email"));
+        assert_eq!(intake_channel("guichet.intake.web"), Some("web"));
+        assert_eq!(intake_channel("guichet.routed.x.U1"), None);
         assert_eq!(routed("urbanisme", "U1"), "guichet.routed.urbanisme.U1");
         assert_eq!(usager_history("U1"), "guichet.routed.*.U1");
         assert!(is_token("etat-civil_2"));

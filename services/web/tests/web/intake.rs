@@ -1,9 +1,12 @@
 //! A 202 means the contact is in the INTAKE stream, with the fields the
 //! mapping says; retries never create a second contact.
 
-use guichet_core::proto::{
-    self,
-    v1::{Channel, FlagKind},
+use guichet_core::{
+    bus::subjects,
+    proto::{
+        self,
+        v1::{Channel, FlagKind},
+    },
 };
 
 use crate::common::{self, FORMS, Web, accepted, problem, problem_type, voirie_json};
@@ -23,7 +26,10 @@ async fn json_submission_is_stored_with_its_fields() {
     assert_eq!(stored.len(), 1);
     let s = &stored[0];
     let c = &s.contact;
-    assert_eq!(s.subject, "guichet.intake.web");
+    assert_eq!(
+        s.subject,
+        subjects::intake_keyed(Channel::Web, "web:voirie:sub-42-attempt")
+    );
     assert_eq!(s.msg_id, "web:voirie:sub-42-attempt");
     assert_eq!(c.idempotency_key, s.msg_id);
     assert_eq!(c.id, answer.contact_id);
