@@ -13,6 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The allocator of the `guichet` binary, so the bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     os::unix::fs::PermissionsExt,
     time::{Duration, Instant},

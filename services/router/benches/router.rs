@@ -9,6 +9,10 @@
 //! same number of messages in flight as the router.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The allocator of the `guichet` binary, so the bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     sync::{
         Arc,

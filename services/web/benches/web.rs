@@ -2,12 +2,12 @@
 //! its baseline measured in the same run.
 //!
 //! - web: 64 concurrent clients POST signed 1 KiB JSON submissions to the
-//!   adapter (HMAC check, parse, mapping, replay guard, publish, PubAck);
+//!   adapter (HMAC check, parse, mapping, exactly-once publish, PubAck);
 //! - baseline: the same number of raw async-nats JetStream publishes of
 //!   the same 1 KiB payloads, 64 in flight, awaiting each PubAck.
 //!
 //! For the breakdown it also times the core's `publish_contact` alone
-//! (replay-guard read, publish, guard write: three broker round trips).
+//! (one publish on the contact's own subject, refused if already taken).
 //!
 //! Both against one nats-server started here (file storage, default
 //! fsync). Prints both rates, their ratio and p50/p99 latencies.
@@ -15,6 +15,10 @@
 
 // A benchmark's main may panic on anything unexpected: that is a failed run.
 #![allow(clippy::unwrap_used)]
+
+// The allocator of the `guichet` binary, so the bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
     collections::BTreeMap,
