@@ -178,17 +178,14 @@ async fn answer(
     let Some(wait) = wait else {
         return Ok(response);
     };
-    let subscription = match subscription {
-        Some(s) => s,
-        // A retry: the router may already have decided (then the wait ends
-        // PENDING and the decision shows in the history).
-        None => subscribe(state, &receipt.contact_id).await?,
-    };
     let mut until = Instant::now() + wait;
     if let Some(deadline) = deadline {
         until = until.min(deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline));
     }
-    let decision = wait_for_decision(subscription, &receipt.contact_id, until).await;
+    let decision = match subscription {
+        Some(subscription) => wait_for_decision(subscription, &receipt.contact_id, until).await,
+        None => decision_for_retry(state, &receipt.contact_id, until).await?,
+    };
     let outcome = if decision.is_some() { "decided" } else { "pending" };
     metrics::counter!("guichet_desk_routing_wait_total", "outcome" => outcome).increment(1);
     response.routing_status = match decision {
@@ -197,6 +194,26 @@ async fn answer(
     } as i32;
     response.decision = decision;
     Ok(response)
+}
+
+/// A retry: the router may have decided long ago, and its event is gone.
+/// Subscribe first, then read the routed index, so that a decision made
+/// between the two is caught either way.
+async fn decision_for_retry(state: &State, contact_id: &str, until: Instant) -> Result<Option<Decision>, Status> {
+    let mut subscription = subscribe(state, contact_id).await?;
+    match tokio::time::timeout_at(until, state.bus.routed_contact(contact_id)).await {
+        Ok(Ok(Some(routed))) => {
+            let _ = subscription.unsubscribe().await;
+            return Ok(Some(guichet_core::bus::routing::decision_of(&routed)));
+        }
+        Ok(Ok(None)) => {}
+        // The index is a shortcut: without it, wait for the event as usual.
+        Ok(Err(e)) => {
+            tracing::warn!(%contact_id, error = %e, "routed index not readable; waiting for the decision event")
+        }
+        Err(_) => {}
+    }
+    Ok(wait_for_decision(subscription, contact_id, until).await)
 }
 
 async fn wait_for_decision(

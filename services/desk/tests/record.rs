@@ -439,6 +439,72 @@ async fn wait_for_routing_returns_the_decision() {
 }
 
 #[tokio::test]
+async fn a_retry_asking_for_routing_gets_a_decision_made_long_before() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let bus = nats.bus().await;
+
+    let first = client
+        .record_contact(authed(counter_visit("routed-long-ago"), NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    // The test plays the router: the Routed envelope on ROUTED, then the
+    // contact index; its decision event went out when nobody listened.
+    let stored = intake(&nats.jetstream().await).await;
+    let contact = stored[0].2.clone();
+    let routed = guichet_core::proto::v1::Routed {
+        contact: Some(contact.clone()),
+        usager_id: "U01TESTUSAGER".into(),
+        reference: contact.reference.clone(),
+        qualification: Some(guichet_core::proto::v1::Qualification {
+            service: "etat-civil".into(),
+            typology: "titres-identite".into(),
+            due_date: "2026-03-16".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let subject = subjects::routed("etat-civil", "U01TESTUSAGER");
+    let published = bus
+        .publish(subject.clone(), &contact.id, routed.encode_to_vec().into())
+        .await
+        .unwrap();
+    bus.put_routed_index(
+        &contact.id,
+        &guichet_core::bus::routing::RoutedIndex {
+            stream: published.stream,
+            sequence: published.sequence,
+            subject,
+            reference: contact.reference.clone(),
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut retry = counter_visit("routed-long-ago");
+    retry.wait_for_routing = true;
+    let started = std::time::Instant::now();
+    let again = client
+        .record_contact(authed(retry, NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.contact_id, first.contact_id);
+    assert_eq!(again.routing_status, RoutingStatus::Decided as i32);
+    let decision = again.decision.unwrap();
+    assert_eq!(decision.contact_id, first.contact_id);
+    assert_eq!(decision.reference, first.reference);
+    assert_eq!(decision.service, "etat-civil");
+    assert_eq!(decision.due_date, "2026-03-16");
+    // Read from the index, not waited for: well within the 2 s wait.
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(intake(&nats.jetstream().await).await.len(), 1);
+}
+
+#[tokio::test]
 async fn wait_for_routing_times_out_without_error() {
     let nats = Nats::start().await;
     let desk = TestDesk::start(&nats, config()).await;

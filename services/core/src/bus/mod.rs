@@ -7,6 +7,7 @@
 mod attachments;
 mod connect;
 mod publish;
+pub mod routing;
 pub mod subjects;
 mod topology;
 pub mod usagers;
