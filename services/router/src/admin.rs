@@ -17,7 +17,7 @@ use guichet_core::{
         subjects::{self, is_token},
         usagers::{alias_key, merged_key, record_key},
     },
-    proto::v1::Routed,
+    proto::v1::{Channel, Routed},
 };
 use prost::Message;
 
@@ -159,13 +159,16 @@ pub struct ForgetReport {
     /// The usager ids erased: the person's id and every id merged into it.
     pub usager_ids: Vec<String>,
     pub routed_messages_purged: u64,
+    /// Their contacts as received, still in INTAKE (`topology.intake_max_age`).
+    pub intake_messages_purged: u64,
     pub identity_keys_removed: usize,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
 }
 
 /// Erases a usager (RGPD): their routed messages (journal and queues),
-/// identity keys and records, and the requests they opened.
+/// the same contacts as received (INTAKE), identity keys and records, and
+/// the requests they opened.
 pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
     let ids = bus.usager_history_ids(usager_id).await?;
@@ -191,11 +194,16 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
     let mut contacts = BTreeSet::new();
     let mut references = BTreeSet::new();
     let mut message_ids = BTreeSet::new();
+    let mut intake_subjects = BTreeSet::new();
     for id in &ids {
         for payload in read_subject(bus, subjects::ROUTED_STREAM, &subjects::usager_history(id)).await? {
             if let Ok(routed) = Routed::decode(payload) {
                 if let Some(contact) = &routed.contact {
                     contacts.insert(contact.id.clone());
+                    if !contact.idempotency_key.is_empty() {
+                        let channel = Channel::try_from(contact.channel).unwrap_or(Channel::Unspecified);
+                        intake_subjects.insert(subjects::intake_keyed(channel, &contact.idempotency_key));
+                    }
                     if let Some(m) = requests::own_message_id(contact) {
                         message_ids.insert(m.to_owned());
                     }
@@ -216,6 +224,21 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
             .await
             .map_err(|e| RouterError::jetstream(format!("purging the history of {id}"), e))?;
         report.routed_messages_purged += purged.purged;
+    }
+    // Each contact has its own intake subject: purge them one by one. A
+    // retry of one of these source messages would then be taken as new.
+    let intake_stream = bus
+        .jetstream()
+        .get_stream_no_info(subjects::INTAKE_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening INTAKE", e))?;
+    for subject in &intake_subjects {
+        let purged = intake_stream
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| RouterError::jetstream("purging a contact from INTAKE", e))?;
+        report.intake_messages_purged += purged.purged;
     }
 
     // Identity: every key of every record, then the records themselves.
@@ -261,6 +284,7 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
     let event = serde_json::json!({
         "kind": "usager_forgotten", "usager_ids": ids,
         "routed_messages_purged": report.routed_messages_purged,
+        "intake_messages_purged": report.intake_messages_purged,
         "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     bus.publish(

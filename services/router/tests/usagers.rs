@@ -98,6 +98,7 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let report = admin::forget(&bus, &u).await.unwrap();
     assert_eq!(report.usager_ids, vec![u.clone()]);
     assert_eq!(report.routed_messages_purged, 3);
+    assert_eq!(report.intake_messages_purged, 3);
     assert_eq!(report.identity_keys_removed, 2);
     assert_eq!(report.requests_removed, 3);
 
@@ -105,6 +106,12 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let journal = routed_all(&bus).await;
     assert_eq!(journal.len(), 1);
     assert_eq!(journal[0].1.usager_id, kept.usager_id);
+    let mut intake = bus
+        .jetstream()
+        .get_stream(guichet_core::bus::subjects::INTAKE_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(intake.info().await.unwrap().state.messages, 1, "only the other usager's contact");
     let email = normalize_email("oublie@example.fr").unwrap();
     assert!(bus.usager_of(&email).await.unwrap().is_none());
     assert!(bus.stores().identity.get(record_key(&u)).await.unwrap().is_none());
