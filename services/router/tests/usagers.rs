@@ -111,7 +111,11 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
         .get_stream(guichet_core::bus::subjects::INTAKE_STREAM)
         .await
         .unwrap();
-    assert_eq!(intake.info().await.unwrap().state.messages, 1, "only the other usager's contact");
+    assert_eq!(
+        intake.info().await.unwrap().state.messages,
+        1,
+        "only the other usager's contact"
+    );
     let email = normalize_email("oublie@example.fr").unwrap();
     assert!(bus.usager_of(&email).await.unwrap().is_none());
     assert!(bus.stores().identity.get(record_key(&u)).await.unwrap().is_none());

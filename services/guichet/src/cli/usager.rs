@@ -53,7 +53,10 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             let report = guichet_router::admin::forget(&bus, &id).await?;
             println!("forgot usager {}", report.usager_ids.join(", "));
             println!("  routed messages purged: {}", report.routed_messages_purged);
-            println!("  received contacts purged from INTAKE: {}", report.intake_messages_purged);
+            println!(
+                "  received contacts purged from INTAKE: {}",
+                report.intake_messages_purged
+            );
             println!("  identity keys removed: {}", report.identity_keys_removed);
             println!("  requests removed: {}", report.requests_removed);
             println!("  index entries removed: {}", report.index_entries_removed);
