@@ -4,6 +4,12 @@
 //! payload at the same concurrency. Prints both rates, their ratio, and
 //! p50/p99 latencies.
 //!
+//! It also measures where the cost goes and the floor: the core's
+//! `publish_contact` alone, the gRPC round trip alone (a request refused by
+//! validation), the cheapest call tonic serves (the health Check), and the
+//! adapter floor: a health Check then the raw publish, per operation, which
+//! no gRPC adapter that publishes can beat on the same machine.
+//!
 //! `GUICHET_BENCH_REQUESTS` (default 10000) sets the requests per side,
 //! `GUICHET_BENCH_CONNECTIONS` (default 4) the gRPC client connections.
 
@@ -88,6 +94,19 @@ fn contact_payload(id: usize) -> bytes::Bytes {
     }
     .encode_to_vec()
     .into()
+}
+
+/// The baseline's unit: one JetStream publish with `Nats-Msg-Id`, awaiting
+/// its PubAck.
+async fn raw_publish(js: &async_nats::jetstream::Context, msg_id: String, payload: bytes::Bytes) {
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .message_id(msg_id)
+        .payload(payload);
+    js.send_publish(subjects::intake(ContactChannel::Counter), publish)
+        .await
+        .expect("publish")
+        .await
+        .expect("PubAck");
 }
 
 struct Run {
@@ -260,14 +279,7 @@ async fn bench() {
                     .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
                     .await
                     .expect("health check");
-                let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .message_id(format!("{prefix}-{i}"))
-                    .payload(payload);
-                js.send_publish(subjects::intake(ContactChannel::Counter), publish)
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("PubAck");
+                raw_publish(&js, format!("{prefix}-{i}"), payload).await;
             }
         }
     };
@@ -276,21 +288,12 @@ async fn bench() {
         move |i: usize| {
             let js = bus.jetstream().clone();
             let payload = contact_payload(i);
-            async move {
-                let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .message_id(format!("{prefix}-{i}"))
-                    .payload(payload);
-                js.send_publish(subjects::intake(ContactChannel::Counter), publish)
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("PubAck");
-            }
+            async move { raw_publish(&js, format!("{prefix}-{i}"), payload).await }
         }
     };
 
-    // The exactly-once path alone (replay-guard read, publish, guard write),
-    // without gRPC: says where RecordContact's cost goes.
+    // The exactly-once path alone (one publish on the contact's own
+    // subject), without gRPC: says where RecordContact's cost goes.
     let exactly_once = |prefix: &'static str| {
         let bus = bus.clone();
         move |i: usize| {
