@@ -94,6 +94,13 @@ fn bench_config() -> RouterConfig {
     {
         config.concurrency = c;
     }
+    // `ROUTER_BENCH_IDENTITY_CACHE=false`: the router without its cache.
+    if let Some(on) = std::env::var("ROUTER_BENCH_IDENTITY_CACHE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.identity_cache = on;
+    }
     config
 }
 
@@ -238,9 +245,10 @@ fn main() {
     runtime.block_on(async {
         let contacts = contacts(n);
         println!(
-            "router bench: {n} contacts from {USAGERS} usagers, batch {} / {} in flight, fresh nats-server per case",
+            "router bench: {n} contacts from {USAGERS} usagers, batch {} / {} in flight, identity cache {}, fresh nats-server per case",
             bench_config().batch_size,
-            bench_config().concurrency
+            bench_config().concurrency,
+            if bench_config().identity_cache { "on" } else { "off" }
         );
         for rules in [10, 5_000] {
             println!("rules engine alone, {rules:>5} rules:         {:>9.0} evaluations/s", engine_only(&contacts, rules));

@@ -31,6 +31,13 @@ pub struct RouterConfig {
     /// The manual-qualification service used while no rules were ever
     /// pushed (the rules name their own once pushed).
     pub fallback_service: String,
+    /// Answer identity lookups from an in-process cache kept coherent by a
+    /// watch on `guichet_identity` (merges and erasures reach it within
+    /// the watch's delay; any doubt and it reads the KV).
+    pub identity_cache: bool,
+    /// At most this many identity keys in that cache (about 150 bytes
+    /// each): the usagers seen recently stay, the others are read again.
+    pub identity_cache_entries: usize,
 }
 
 impl Default for RouterConfig {
@@ -49,6 +56,8 @@ impl Default for RouterConfig {
             ack_wait: Duration::from_secs(30),
             rules_key: "rules".into(),
             fallback_service: "qualification".into(),
+            identity_cache: true,
+            identity_cache_entries: 200_000,
         }
     }
 }
@@ -106,6 +115,12 @@ impl Validate for RouterConfig {
             return Err(Error::config(
                 "router.fallback_service",
                 "must be a service name: letters, digits, '-' and '_' only (at most 64)",
+            ));
+        }
+        if !(1_000..=50_000_000).contains(&self.identity_cache_entries) {
+            return Err(Error::config(
+                "router.identity_cache_entries",
+                "must be between 1000 and 50000000 (set router.identity_cache = false to turn the cache off)",
             ));
         }
         Ok(())

@@ -9,8 +9,13 @@
 //! When identifiers point at different usagers the strongest identifier
 //! wins (account > e-mail > phone), nothing is re-pointed, and an
 //! `identity_conflict` event is published for a human to review.
+//!
+//! With an [`IdentityCache`] the lookups are answered from memory. The
+//! first attempt trusts it; a lost race (a `create` that finds the key
+//! already there: another router claimed it and the cache has not heard
+//! yet) makes every later attempt read the KV directly.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
@@ -19,14 +24,14 @@ use guichet_core::{
     Bus,
     bus::{
         subjects::{self, is_token},
-        usagers::record_key,
+        usagers::{alias_key, record_key},
     },
     identity::{Identifier, normalize_account, normalize_email, normalize_phone},
     proto::v1::{Contact, identity_resolution::Outcome},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::RouterError;
+use crate::{RouterError, identity_cache::IdentityCache};
 
 /// A usager's record, `usager.<U>` in the identity bucket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -79,8 +84,18 @@ pub fn identifiers(contact: &Contact) -> Vec<Identifier> {
     out
 }
 
-/// Resolves the contact's usager, claiming or attaching identifiers.
+/// Resolves the contact's usager, claiming or attaching identifiers,
+/// reading the KV directly (no cache).
 pub async fn resolve(bus: &Bus, contact: &Contact) -> Result<Resolution, RouterError> {
+    resolve_with(bus, None, contact).await
+}
+
+/// [`resolve`], answering lookups from `cache` when it can.
+pub async fn resolve_with(
+    bus: &Bus,
+    cache: Option<&IdentityCache>,
+    contact: &Contact,
+) -> Result<Resolution, RouterError> {
     let ids = identifiers(contact);
     if ids.is_empty() {
         return Ok(Resolution {
@@ -91,9 +106,15 @@ pub async fn resolve(bus: &Bus, contact: &Contact) -> Result<Resolution, RouterE
         });
     }
     // Each lost race means another router just claimed this person: the
-    // next attempt finds them. Four losses in a row is not a race.
-    for _ in 0..4 {
-        if let Some(resolution) = try_resolve(bus, &ids).await? {
+    // next attempt finds them, reading the KV (the cache may not have
+    // heard of them yet). Four losses in a row is not a race.
+    for attempt in 0..4 {
+        let reader = Reader {
+            bus,
+            cache,
+            fresh: attempt > 0,
+        };
+        if let Some(resolution) = try_resolve(&reader, &ids).await? {
             if !resolution.conflicts.is_empty() {
                 publish_conflict(bus, contact, &resolution).await?;
             }
@@ -111,52 +132,131 @@ pub fn anonymous_id(contact_id: &str) -> String {
     format!("U{contact_id}")
 }
 
-async fn lookup(bus: &Bus, id: &Identifier) -> Result<Option<String>, RouterError> {
-    let kv = &bus.stores().identity;
-    let key = id.key();
-    let Some(raw) = kv
-        .get(key.as_str())
-        .await
-        .map_err(|e| RouterError::identity_store(format!("reading a {} key", id.kind.as_str()), e))?
-    else {
-        return Ok(None);
-    };
-    let raw = std::str::from_utf8(&raw)
-        .map_err(|_| RouterError::Identity(format!("key {key} does not hold UTF-8 text")))?
-        .trim()
-        .to_owned();
-    let not_an_id = |value: &str| {
-        RouterError::Identity(format!(
-            "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
-            value.escape_default()
-        ))
-    };
-    if !is_token(&raw) {
-        return Err(not_an_id(&raw));
+/// What a key of the identity bucket holds.
+enum Stored {
+    Absent,
+    Text(Arc<str>),
+    /// A value that is not UTF-8: never written by guichet.
+    NotText,
+}
+
+/// Reads identity keys for one resolution attempt: from the cache when
+/// there is one and the attempt may trust it, else from the KV (keeping
+/// what it read in the cache, under a [`crate::identity_cache::Ticket`]).
+struct Reader<'a> {
+    bus: &'a Bus,
+    cache: Option<&'a IdentityCache>,
+    /// Read the KV even on a cache hit (after a lost race).
+    fresh: bool,
+}
+
+impl Reader<'_> {
+    fn kv(&self) -> &kv::Store {
+        &self.bus.stores().identity
     }
-    let canonical = bus.canonical_usager(&raw).await?;
-    if !is_token(&canonical) {
-        return Err(not_an_id(&canonical));
+
+    async fn read(&self, key: &str, what: &str) -> Result<Stored, RouterError> {
+        if !self.fresh
+            && let Some(cached) = self.cache.and_then(|c| c.get(key))
+        {
+            return Ok(cached.map_or(Stored::Absent, Stored::Text));
+        }
+        let ticket = self.cache.and_then(|c| c.ticket(key));
+        let entry = self
+            .kv()
+            .entry(key)
+            .await
+            .map_err(|e| RouterError::identity_store(format!("reading {what}"), e))?;
+        let (stored, revision) = match entry {
+            Some(entry) if entry.operation == Operation::Put => match std::str::from_utf8(&entry.value) {
+                Ok(text) => (Stored::Text(Arc::from(text)), entry.revision),
+                Err(_) => return Ok(Stored::NotText),
+            },
+            Some(entry) => (Stored::Absent, entry.revision),
+            None => (Stored::Absent, 0),
+        };
+        if let (Some(cache), Some(ticket)) = (self.cache, ticket) {
+            let value = match &stored {
+                Stored::Text(text) => Some(&**text),
+                _ => None,
+            };
+            cache.fill(ticket, key, value, revision);
+        }
+        Ok(stored)
     }
-    Ok(Some(canonical))
+
+    /// Remembers a key this router just wrote (`ticket` taken before the
+    /// write), so that the usager's next contacts need no read.
+    fn wrote(&self, ticket: Option<crate::identity_cache::Ticket>, key: &str, value: Option<&str>, revision: u64) {
+        if let (Some(cache), Some(ticket)) = (self.cache, ticket) {
+            cache.fill(ticket, key, value, revision);
+        }
+    }
+
+    fn ticket(&self, key: &str) -> Option<crate::identity_cache::Ticket> {
+        self.cache.and_then(|c| c.ticket(key))
+    }
+
+    /// The (canonical) usager an identifier points at, if any.
+    async fn lookup(&self, id: &Identifier) -> Result<Option<String>, RouterError> {
+        let key = id.key();
+        let raw = match self.read(&key, &format!("a {} key", id.kind.as_str())).await? {
+            Stored::Absent => return Ok(None),
+            Stored::Text(text) => text.trim().to_owned(),
+            Stored::NotText => {
+                return Err(RouterError::Identity(format!("key {key} does not hold UTF-8 text")));
+            }
+        };
+        let not_an_id = |value: &str| {
+            RouterError::Identity(format!(
+                "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
+                value.escape_default()
+            ))
+        };
+        if !is_token(&raw) {
+            return Err(not_an_id(&raw));
+        }
+        let canonical = self.canonical(&raw).await?;
+        if !is_token(&canonical) {
+            return Err(not_an_id(&canonical));
+        }
+        Ok(Some(canonical))
+    }
+
+    /// Follows merges (`alias.<U>`), as [`Bus::canonical_usager`] does.
+    async fn canonical(&self, usager_id: &str) -> Result<String, RouterError> {
+        let mut current = usager_id.to_owned();
+        // Bounded: a merge chain longer than this is a loop written by hand.
+        for _ in 0..16 {
+            match self.read(&alias_key(&current), "an alias").await? {
+                Stored::Text(next) if *next != *current => current = next.to_string(),
+                _ => break,
+            }
+        }
+        Ok(current)
+    }
 }
 
 /// `None` when another router won the race to create this person.
-async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>, RouterError> {
+async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<Resolution>, RouterError> {
     let mut known: Vec<(&Identifier, String)> = Vec::new();
     let mut unknown: Vec<&Identifier> = Vec::new();
     for id in ids {
-        match lookup(bus, id).await? {
+        match reader.lookup(id).await? {
             Some(u) => known.push((id, u)),
             None => unknown.push(id),
         }
     }
-    let kv = &bus.stores().identity;
+    let kv = reader.kv();
 
     let Some((_, winner)) = known.first() else {
         // A new person: the record first (so that `forget` always finds
         // every key), then the strongest key decides who created them.
         let usager_id = guichet_core::ids::usager_id();
+        // Nobody can alias an id before its record exists: taken now, the
+        // ticket lets the cache learn "no alias" for the new usager.
+        let alias = alias_key(&usager_id);
+        let alias_ticket = reader.ticket(&alias);
         let record = UsagerRecord {
             usager_id: usager_id.clone(),
             created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -164,8 +264,10 @@ async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>
         };
         put_record(kv, &record).await?;
         let first = &ids[0];
-        match kv.create(first.key(), Bytes::from(usager_id.clone())).await {
-            Ok(_) => {}
+        let first_key = first.key();
+        let ticket = reader.ticket(&first_key);
+        match kv.create(first_key.as_str(), Bytes::from(usager_id.clone())).await {
+            Ok(revision) => reader.wrote(ticket, &first_key, Some(&usager_id), revision),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                 metrics::counter!("guichet_router_identity_races_total").increment(1);
                 if let Err(e) = kv.purge(record_key(&usager_id)).await {
@@ -175,9 +277,10 @@ async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>
             }
             Err(e) => return Err(RouterError::identity_store("claiming a new usager id", e)),
         }
+        reader.wrote(alias_ticket, &alias, None, 0);
         let mut conflicts = Vec::new();
         for id in &ids[1..] {
-            if let Some(other) = claim(bus, id, &usager_id).await? {
+            if let Some(other) = claim(reader, id, &usager_id).await? {
                 conflicts.push((id.kind.as_str().to_owned(), other));
             }
         }
@@ -206,7 +309,7 @@ async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>
     if !unknown.is_empty() {
         add_to_record(kv, &winner, unknown.iter().map(|id| id.key())).await?;
         for id in unknown {
-            if let Some(other) = claim(bus, id, &winner).await? {
+            if let Some(other) = claim(reader, id, &winner).await? {
                 conflicts.push((id.kind.as_str().to_owned(), other));
             }
         }
@@ -225,14 +328,26 @@ async fn try_resolve(bus: &Bus, ids: &[Identifier]) -> Result<Option<Resolution>
 
 /// Points `id` at `usager_id` unless it exists; returns the other usager
 /// when it already points elsewhere.
-async fn claim(bus: &Bus, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
-    let kv = &bus.stores().identity;
-    match kv.create(id.key(), Bytes::from(usager_id.to_owned())).await {
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => match lookup(bus, id).await? {
-            Some(other) if other != usager_id => Ok(Some(other)),
-            _ => Ok(None),
-        },
+async fn claim(reader: &Reader<'_>, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
+    let key = id.key();
+    let ticket = reader.ticket(&key);
+    match reader
+        .kv()
+        .create(key.as_str(), Bytes::from(usager_id.to_owned()))
+        .await
+    {
+        Ok(revision) => {
+            reader.wrote(ticket, &key, Some(usager_id), revision);
+            Ok(None)
+        }
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+            // The cache did not know the key: ask the KV.
+            let fresh = Reader { fresh: true, ..*reader };
+            match fresh.lookup(id).await? {
+                Some(other) if other != usager_id => Ok(Some(other)),
+                _ => Ok(None),
+            }
+        }
         Err(e) => Err(RouterError::identity_store(
             format!("attaching a {} key", id.kind.as_str()),
             e,

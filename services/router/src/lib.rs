@@ -2,7 +2,7 @@
 //! request in the right service's queue.
 //!
 //! Per contact ([`route::Router::route`]): resolve the usager id
-//! ([`identity`]), recognize a follow-up of an existing request
+//! ([`identity`], from the [`identity_cache`] when it can), recognize a follow-up of an existing request
 //! ([`requests`]), evaluate the ops rules in force ([`live`], through the
 //! [`engine`] seam), open or join the request, publish one `Routed` on
 //! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod engine;
 mod error;
 pub mod identity;
+pub mod identity_cache;
 pub mod live;
 pub mod requests;
 pub mod route;
@@ -57,8 +58,31 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
         ))
     };
 
-    let consumer = consumer::ensure_intake_consumer(&bus, &config).await?;
-    let router = route::Router::new(bus.clone(), rules);
+    // Set up before the router says it is ready: lookups must not start
+    // on a cache that has no watch yet.
+    let started = async {
+        let cache = if config.identity_cache {
+            Some(identity_cache::IdentityCache::start(&bus, config.identity_cache_entries, watch_stop.clone()).await?)
+        } else {
+            None
+        };
+        let consumer = consumer::ensure_intake_consumer(&bus, &config).await?;
+        Ok::<_, RouterError>((cache, consumer))
+    }
+    .await;
+    let (cache, consumer) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            watch_stop.cancel();
+            let _ = watcher.await;
+            return Err(e);
+        }
+    };
+    let (identity_cache, cache_task) = cache.unzip();
+    let mut router = route::Router::new(bus.clone(), rules);
+    if let Some(cache) = identity_cache {
+        router = router.with_identity_cache(cache);
+    }
     let health = ctx.health.clone();
     let outcome = consumer::consume(consumer, router, bus, config, shutdown, move || {
         health.set_ready("router", true);
@@ -67,5 +91,8 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
     .await;
     watch_stop.cancel();
     let _ = watcher.await;
+    if let Some(task) = cache_task {
+        let _ = task.await;
+    }
     outcome
 }

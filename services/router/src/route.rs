@@ -25,6 +25,7 @@ use crate::{
     dispatch::NOISE,
     engine::Verdict,
     identity,
+    identity_cache::IdentityCache,
     live::LiveRules,
     requests::{self, RequestRecord, RoutedIndex},
 };
@@ -34,6 +35,7 @@ use crate::{
 pub struct Router {
     bus: Bus,
     rules: LiveRules,
+    identities: Option<IdentityCache>,
 }
 
 /// What routing one contact did.
@@ -47,7 +49,17 @@ pub enum RouteOutcome {
 
 impl Router {
     pub fn new(bus: Bus, rules: LiveRules) -> Self {
-        Self { bus, rules }
+        Self {
+            bus,
+            rules,
+            identities: None,
+        }
+    }
+
+    /// Answers identity lookups from `cache` (see [`crate::identity_cache`]).
+    pub fn with_identity_cache(mut self, cache: IdentityCache) -> Self {
+        self.identities = Some(cache);
+        self
     }
 
     pub fn rules(&self) -> &LiveRules {
@@ -77,7 +89,7 @@ impl Router {
         // One snapshot of the rules for the whole decision.
         let active = self.rules.current();
         let verdict = active.engine.evaluate(contact);
-        let resolution = identity::resolve(bus, contact).await?;
+        let resolution = identity::resolve_with(bus, self.identities.as_ref(), contact).await?;
         let usager_id = resolution.usager_id.clone();
         let reference = own_reference(contact);
 
