@@ -27,7 +27,12 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
-use guichet_core::{ServiceContext, admin::Health, ids, proto::v1::Contact};
+use guichet_core::{
+    ServiceContext,
+    admin::Health,
+    ids,
+    proto::v1::{Contact, EmailDetails, contact::Details},
+};
 use guichet_harness::Nats;
 use guichet_router::{RouterConfig, live};
 use prost::Message;
@@ -45,6 +50,14 @@ fn contacts(n: usize) -> Vec<Contact> {
             c.reference = ids::reference(now);
             if let Some(claims) = c.claims.as_mut() {
                 claims.email = format!("usager{}@example.fr", i % USAGERS);
+            }
+            if email_details() {
+                // E-mails carry a Message-ID the router indexes (for
+                // replies): one more write per contact.
+                c.details = Some(Details::Email(EmailDetails {
+                    message_id: format!("{}@bench.example.fr", c.id),
+                    ..Default::default()
+                }));
             }
             c
         })
@@ -84,6 +97,12 @@ async fn wait_routed(nats: &Nats, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `ROUTER_BENCH_EMAIL=true`: contacts with e-mail details (a Message-ID)
+/// instead of web-form details.
+fn email_details() -> bool {
+    std::env::var("ROUTER_BENCH_EMAIL").is_ok_and(|v| v == "true" || v == "1")
 }
 
 fn bench_config() -> RouterConfig {
@@ -245,7 +264,8 @@ fn main() {
     runtime.block_on(async {
         let contacts = contacts(n);
         println!(
-            "router bench: {n} contacts from {USAGERS} usagers, batch {} / {} in flight, identity cache {}, fresh nats-server per case",
+            "router bench: {n} {} contacts from {USAGERS} usagers, batch {} / {} in flight, identity cache {}, fresh nats-server per case",
+            if email_details() { "e-mail" } else { "web" },
             bench_config().batch_size,
             bench_config().concurrency,
             if bench_config().identity_cache { "on" } else { "off" }

@@ -35,7 +35,7 @@ pub struct RouterConfig {
     /// watch on `guichet_identity` (merges and erasures reach it within
     /// the watch's delay; any doubt and it reads the KV).
     pub identity_cache: bool,
-    /// At most this many identity keys in that cache (about 150 bytes
+    /// At most this many identity keys in that cache (about 250 bytes
     /// each): the usagers seen recently stay, the others are read again.
     pub identity_cache_entries: usize,
 }

@@ -35,8 +35,8 @@
 //!   ([`crate::identity`]).
 //!
 //! Memory is bounded: `router.identity_cache_entries` entries at most
-//! (about 120 bytes each: a 128-bit digest of the key, the usager id, the
-//! revision, the map's overhead), in shards of two generations each. Past
+//! (about 250 bytes each, measured: a 128-bit digest of the key, the usager
+//! id, the revision, the maps' spare room), in shards of two generations. Past
 //! the bound, a full young generation replaces the old one, which is
 //! dropped: recently used keys stay, the others are read again when needed.
 
@@ -95,6 +95,8 @@ struct Inner {
     /// hold does not exist. Lost for good (until the watch is set up
     /// again) at the first eviction.
     complete: AtomicBool,
+    /// A watch is being loaded to make a complete mirror.
+    loading: AtomicBool,
     hasher: std::collections::hash_map::RandomState,
     /// Bumped when the cache is emptied: reads begun before do not fill it.
     epoch: AtomicU64,
@@ -158,6 +160,7 @@ impl IdentityCache {
                 generation,
                 capacity: generation * 2 * SHARDS,
                 complete: AtomicBool::new(false),
+                loading: AtomicBool::new(false),
                 hasher: std::collections::hash_map::RandomState::new(),
                 epoch: AtomicU64::new(0),
                 watching: AtomicU64::new(NOT_WATCHING),
@@ -211,16 +214,10 @@ impl IdentityCache {
             complete = false;
         } else if pending > 0 {
             let started = std::time::Instant::now();
-            loop {
-                let message = match messages.next().await {
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("the watch ended while loading".into()),
-                };
-                if self.apply_message(kv, &message)? == 0 {
-                    break;
-                }
-            }
+            self.inner.loading.store(true, Ordering::Release);
+            let loaded = self.load(kv, &mut messages).await;
+            self.inner.loading.store(false, Ordering::Release);
+            loaded?;
             tracing::info!(
                 keys = pending,
                 seconds = started.elapsed().as_secs_f64(),
@@ -235,6 +232,25 @@ impl IdentityCache {
         metrics::gauge!("guichet_router_identity_cache_usable").set(1.0);
         metrics::gauge!("guichet_router_identity_cache_complete").set(if complete { 1.0 } else { 0.0 });
         Ok(Watching { messages, connects })
+    }
+
+    /// Applies the watch's first messages, up to the last one it had to
+    /// deliver when it was set up.
+    async fn load(&self, kv: &kv::Store, messages: &mut push::Ordered) -> Result<(), String> {
+        loop {
+            // A bucket purged meanwhile would leave nothing to wait for.
+            let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .map_err(|_| "no message for 30 s while loading the identity keys".to_owned())?;
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the watch ended while loading".into()),
+            };
+            if self.apply_message(kv, &message)? == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Applies one watch message; returns how many the watch has left.
@@ -368,6 +384,12 @@ impl IdentityCache {
             return;
         }
         shard.old.remove(&key);
+        if value.is_none() && (self.complete() || self.inner.loading.load(Ordering::Acquire)) {
+            // A complete mirror knows absence without holding it; keeping
+            // it would only take room (one alias per new usager).
+            shard.young.remove(&key);
+            return;
+        }
         let slot = Slot {
             value: value.map(Arc::from),
             revision,
@@ -646,6 +668,13 @@ mod tests {
         cache.inner.complete.store(true, Ordering::Release);
         assert_eq!(cache.get("email.known"), Some(Some(Arc::from("U1"))));
         assert_eq!(cache.get("email.nobody"), Some(None));
+        // Absence is known without taking room; an erasure frees the room.
+        let ticket = cache.ticket("alias.U1").unwrap();
+        cache.fill(ticket, "alias.U1", None, 0);
+        cache.apply("email.known", None, 2);
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.get("email.known"), Some(None));
+        cache.apply("email.known", Some("U1"), 3);
         // Filling up to the bound keeps it complete (old and young both
         // hold entries; nothing is dropped)...
         for i in 0..SHARDS * 4 {
