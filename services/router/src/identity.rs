@@ -13,7 +13,9 @@
 //! With an [`IdentityCache`] the lookups are answered from memory. The
 //! first attempt trusts it; a lost race (a `create` that finds the key
 //! already there: another router claimed it and the cache has not heard
-//! yet) makes every later attempt read the KV directly.
+//! yet) makes every later attempt read the KV directly. A known usager
+//! bringing an identifier the cache does not know is read from the KV
+//! too, before anything is attached: so the cache never changes who wins.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -239,13 +241,13 @@ impl Reader<'_> {
 
 /// `None` when another router won the race to create this person.
 async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<Resolution>, RouterError> {
-    let mut known: Vec<(&Identifier, String)> = Vec::new();
-    let mut unknown: Vec<&Identifier> = Vec::new();
-    for id in ids {
-        match reader.lookup(id).await? {
-            Some(u) => known.push((id, u)),
-            None => unknown.push(id),
-        }
+    let (mut known, mut unknown) = classify(reader, ids).await?;
+    if !reader.fresh && !known.is_empty() && !unknown.is_empty() {
+        // A known usager with an identifier the cache has not seen: another
+        // router may have claimed it a moment ago, and which usager wins
+        // and what joins their record depend on it. Rare (a new identifier
+        // for a known person): read them all from the KV.
+        (known, unknown) = classify(&Reader { fresh: true, ..*reader }, ids).await?;
     }
     let kv = reader.kv();
 
@@ -324,6 +326,23 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
         matched_by,
         conflicts,
     }))
+}
+
+/// The identifiers that designate a usager (with that usager) and those
+/// that designate nobody, strongest first.
+async fn classify<'i>(
+    reader: &Reader<'_>,
+    ids: &'i [Identifier],
+) -> Result<(Vec<(&'i Identifier, String)>, Vec<&'i Identifier>), RouterError> {
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for id in ids {
+        match reader.lookup(id).await? {
+            Some(u) => known.push((id, u)),
+            None => unknown.push(id),
+        }
+    }
+    Ok((known, unknown))
 }
 
 /// Points `id` at `usager_id` unless it exists; returns the other usager
