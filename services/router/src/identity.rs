@@ -15,7 +15,10 @@
 //! already there: another router claimed it and the cache has not heard
 //! yet) makes every later attempt read the KV directly. A known usager
 //! bringing an identifier the cache does not know is read from the KV
-//! too, before anything is attached: so the cache never changes who wins.
+//! too before anything is attached, so the strongest identifier is chosen
+//! on fresh data. A new person is created on the cache's word: a weaker
+//! identifier claimed meanwhile by another router shows as a conflict, as
+//! it does without a cache when two routers meet one person at once.
 
 use std::{collections::BTreeMap, sync::Arc};
 
