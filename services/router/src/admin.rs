@@ -7,6 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 use async_nats::jetstream::{
     AckKind,
     consumer::{DeliverPolicy, pull},
+    kv,
 };
 use bytes::Bytes;
 use chrono::Utc;
@@ -162,6 +163,8 @@ pub struct ForgetReport {
     /// Their contacts as received, still in INTAKE (`topology.intake_max_age`).
     pub intake_messages_purged: u64,
     pub identity_keys_removed: usize,
+    /// Keys listed in a record but designating another usager: left alone.
+    pub identity_keys_kept: usize,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
 }
@@ -241,10 +244,26 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
         report.intake_messages_purged += purged.purged;
     }
 
-    // Identity: every key of every record, then the records themselves.
+    // Identity: every key of every record that still designates one of
+    // them, then the records themselves. A record can list a key that went
+    // to someone else (a new usager that lost the race for one of its
+    // identifiers): that key is theirs, and stays. The purge expects the
+    // revision read, so a key re-pointed meanwhile is not removed either.
     for record in records.iter().flatten() {
         for key in &record.identifiers {
-            kv.purge(key.as_str())
+            let Some(entry) = kv
+                .entry(key.as_str())
+                .await
+                .map_err(identity_err("reading an identifier"))?
+            else {
+                continue;
+            };
+            let owner = String::from_utf8_lossy(&entry.value).trim().to_owned();
+            if entry.operation != kv::Operation::Put || !ids.contains(&owner) {
+                report.identity_keys_kept += 1;
+                continue;
+            }
+            kv.purge_expect_revision(key.as_str(), Some(entry.revision))
                 .await
                 .map_err(identity_err("removing an identifier"))?;
             report.identity_keys_removed += 1;

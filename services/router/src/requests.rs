@@ -45,14 +45,9 @@ pub struct RequestRecord {
     pub message_ids: Vec<String>,
 }
 
-/// Where a routed contact is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RoutedIndex {
-    pub stream: String,
-    pub sequence: u64,
-    pub subject: String,
-    pub reference: String,
-}
+/// Where a routed contact is: the layout lives in the core, because the
+/// desk reads it too.
+pub use guichet_core::bus::routing::{RoutedIndex, contact_key};
 
 pub fn request_key(reference: &str) -> String {
     format!("ref.{reference}")
@@ -60,10 +55,6 @@ pub fn request_key(reference: &str) -> String {
 
 pub fn msgid_key(message_id: &str) -> String {
     format!("msgid.{}", msgid_hash(message_id))
-}
-
-pub fn contact_key(contact_id: &str) -> String {
-    format!("contact.{contact_id}")
 }
 
 /// Message-IDs compare without angle brackets and case-insensitively on
@@ -322,31 +313,11 @@ pub async fn index_message_id(bus: &Bus, message_id: &str, reference: &str) -> R
 
 /// Where a contact's `Routed` is, if it was routed.
 pub async fn routed_index(bus: &Bus, contact_id: &str) -> Result<Option<RoutedIndex>, RouterError> {
-    let value = bus
-        .stores()
-        .requests
-        .get(contact_key(contact_id))
-        .await
-        .map_err(|e| RouterError::requests_store("reading the contact index", e))?;
-    match value {
-        None => Ok(None),
-        Some(value) => serde_json::from_slice(&value).map(Some).map_err(|e| {
-            RouterError::Requests(format!(
-                "{} is not a contact index entry ({e})",
-                contact_key(contact_id)
-            ))
-        }),
-    }
+    Ok(bus.routed_index(contact_id).await?)
 }
 
 pub async fn put_routed_index(bus: &Bus, contact_id: &str, index: &RoutedIndex) -> Result<(), RouterError> {
-    let value = serde_json::to_vec(index).map_err(|e| RouterError::Requests(format!("encoding: {e}")))?;
-    bus.stores()
-        .requests
-        .put(contact_key(contact_id), Bytes::from(value))
-        .await
-        .map_err(|e| RouterError::requests_store("writing the contact index", e))?;
-    Ok(())
+    Ok(bus.put_routed_index(contact_id, index).await?)
 }
 
 #[cfg(test)]

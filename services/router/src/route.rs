@@ -15,7 +15,7 @@ use guichet_core::{
     ids::parse_reference,
     proto::{
         self,
-        v1::{Contact, Decision, IdentityResolution, Qualification, Routed},
+        v1::{Contact, IdentityResolution, Qualification, Routed},
     },
 };
 use prost::Message;
@@ -211,18 +211,8 @@ impl Router {
     /// The short decision event for adapters waiting to answer the usager.
     /// Core NATS, best effort: the `Routed` is the record.
     pub async fn publish_decision(&self, routed: &Routed) {
-        let q = routed.qualification.clone().unwrap_or_default();
-        let contact_id = routed.contact.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-        let decision = Decision {
-            contact_id: contact_id.clone(),
-            reference: routed.reference.clone(),
-            usager_id: routed.usager_id.clone(),
-            service: q.service,
-            typology: q.typology,
-            due_at: q.due_at,
-            due_date: q.due_date,
-            follow_up: !routed.follow_up_of.is_empty(),
-        };
+        let decision = guichet_core::bus::routing::decision_of(routed);
+        let contact_id = decision.contact_id.clone();
         if let Err(e) = self
             .bus
             .client()

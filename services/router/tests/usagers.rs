@@ -12,7 +12,7 @@ use guichet_core::{
     proto::v1::IdentityClaims,
 };
 use guichet_harness::Nats;
-use guichet_router::{RouterError, admin, requests};
+use guichet_router::{RouterError, admin, identity, requests};
 
 #[tokio::test]
 async fn merge_makes_one_usager_of_two_and_history_covers_both() {
@@ -185,5 +185,44 @@ async fn explain_finds_the_decision_of_a_contact() {
     let missing = admin::explain(&bus, "01JNOTROUTED0000000000000").await.unwrap_err();
     assert!(matches!(missing, RouterError::NotFound(_)));
     assert!(missing.to_string().contains("DEADLETTER"), "{missing}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn forget_keeps_a_key_listed_in_the_record_that_belongs_to_someone_else() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let by_phone = with_claims(
+        email_contact("", "m", "m"),
+        IdentityClaims {
+            phone: "0611223344".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &by_phone).await;
+    let m = routed(&bus, &by_phone.id).await.usager_id;
+    let by_email = email_contact("nouvelle@example.fr", "n", "n");
+    publish(&bus, &by_email).await;
+    let n = routed(&bus, &by_email.id).await.usager_id;
+    assert_ne!(m, n);
+    // What a new usager that lost the race for its phone leaves behind:
+    // its record lists the phone key, which designates M.
+    let phone_key = normalize_phone("06 11 22 33 44").unwrap().key();
+    let (mut record, _) = identity::read_record(&bus, &n).await.unwrap().unwrap();
+    record.identifiers.push(phone_key.clone());
+    bus.stores()
+        .identity
+        .put(record_key(&n), serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    let report = admin::forget(&bus, &n).await.unwrap();
+    assert_eq!(report.identity_keys_removed, 1, "N's own e-mail key");
+    assert_eq!(report.identity_keys_kept, 1, "M's phone key");
+    let phone = normalize_phone("06 11 22 33 44").unwrap();
+    assert_eq!(bus.usager_of(&phone).await.unwrap().as_deref(), Some(m.as_str()));
+    let email = normalize_email("nouvelle@example.fr").unwrap();
+    assert!(bus.usager_of(&email).await.unwrap().is_none());
     router.shutdown().await;
 }

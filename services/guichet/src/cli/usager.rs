@@ -58,6 +58,12 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
                 report.intake_messages_purged
             );
             println!("  identity keys removed: {}", report.identity_keys_removed);
+            if report.identity_keys_kept > 0 {
+                println!(
+                    "  identity keys kept (listed in their record, but another usager's): {}",
+                    report.identity_keys_kept
+                );
+            }
             println!("  requests removed: {}", report.requests_removed);
             println!("  index entries removed: {}", report.index_entries_removed);
         }
