@@ -92,6 +92,9 @@ pub struct FormConfig {
     pub secret: Option<Secret>,
     /// Accept unsigned submissions (never in production; logged at start).
     pub insecure_no_signature: bool,
+    /// `v1` (the default: `v1` or `v2` accepted) or `v2` (only signatures
+    /// that also cover the `Idempotency-Key` header).
+    pub signature_scheme: crate::signature::Scheme,
     /// The typology this form suggests (`WebDetails.typology_hint`).
     pub typology_hint: Option<String>,
     pub email: Option<Locator>,
@@ -263,6 +266,12 @@ impl FormConfig {
 
     fn validate(&self, id: &str) -> Result<(), Error> {
         let key = |k: &str| format!("web.forms.{id}.{k}");
+        if self.insecure_no_signature && self.signature_scheme == crate::signature::Scheme::V2 {
+            return Err(Error::config(
+                key("signature_scheme"),
+                "an unsigned form has no signature to check: remove `signature_scheme` or set a `secret`",
+            ));
+        }
         match (&self.secret, self.insecure_no_signature) {
             (Some(_), true) => {
                 return Err(Error::config(
@@ -448,6 +457,10 @@ mod tests {
                 "web.forms.voirie.insecure_no_signature",
             ),
             ("[web.forms.voirie]\nsecret = \"short\"", "web.forms.voirie.secret"),
+            (
+                "[web.forms.voirie]\ninsecure_no_signature = true\nsignature_scheme = \"v2\"",
+                "web.forms.voirie.signature_scheme",
+            ),
             (
                 "[web.forms.voirie]\nsecret = { env = \"GUICHET_TEST_SURELY_UNSET_WEB\" }",
                 "web.forms.voirie.secret",

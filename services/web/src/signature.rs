@@ -5,11 +5,18 @@
 //! The MAC covers the exact bytes of the body and the timestamp as sent;
 //! it is compared in constant time. Several `v1=` entries may be sent
 //! (a platform rotating its key signs with both); one match is enough.
-//! Unknown entries (`v2=` …) are ignored, for a later scheme.
+//!
+//! `v2=<hex HMAC-SHA256(secret, "<t>.<Idempotency-Key>.<body>")>` also
+//! covers the `Idempotency-Key` header (empty when absent). With `v1`
+//! alone, someone who captured a signed request could resend it within the
+//! window under another key and create a second contact; a form with
+//! `signature_scheme = "v2"` accepts `v2` only. Unknown entries (`v3=` …)
+//! are ignored, for a later scheme.
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
 
 /// The header's name.
@@ -17,11 +24,24 @@ pub const HEADER: &str = "x-guichet-signature";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Which signatures a form accepts (`signature_scheme`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `v1` or `v2`: what platforms sent before `v2` existed still works.
+    #[default]
+    V1,
+    /// `v2` only: the `Idempotency-Key` is signed too.
+    V2,
+}
+
 /// Why a signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureError {
     Missing,
     Malformed(&'static str),
+    /// The form asks for `v2` and the request carries only `v1`.
+    V2Required,
     /// No `v1` matches the body and timestamp.
     Mismatch,
     /// The MAC is right but `t` is too far from now: a replay, or a clock off.
@@ -30,7 +50,7 @@ pub enum SignatureError {
 
 /// The hex HMAC-SHA256 of `"<t>.<body>"` under `key`.
 pub fn sign(key: &[u8], t: &str, body: &[u8]) -> String {
-    hex::encode(mac(key, t, body).finalize().into_bytes())
+    hex::encode(mac(key, t, None, body).finalize().into_bytes())
 }
 
 /// A complete header value for `body` signed at `t` (unix seconds).
@@ -39,52 +59,93 @@ pub fn header_value(key: &[u8], t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", sign(key, &t, body))
 }
 
-fn mac(key: &[u8], t: &str, body: &[u8]) -> HmacSha256 {
+/// A `v2` header value: the `Idempotency-Key` (empty if none) is signed too.
+pub fn header_value_v2(key: &[u8], t: i64, idempotency_key: &str, body: &[u8]) -> String {
+    let t = t.to_string();
+    let mac = mac(key, &t, Some(idempotency_key), body);
+    format!("t={t},v2={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The MAC of `"<t>.<body>"` (v1), or `"<t>.<idempotency key>.<body>"` (v2).
+fn mac(key: &[u8], t: &str, idempotency_key: Option<&str>, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length: this cannot fail.
     let mut mac =
         <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(t.as_bytes());
     mac.update(b".");
+    if let Some(idempotency_key) = idempotency_key {
+        mac.update(idempotency_key.as_bytes());
+        mac.update(b".");
+    }
     mac.update(body);
     mac
 }
 
-/// Checks `header` against `body` at time `now` (unix seconds).
+/// What a request brings to be checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The `X-Guichet-Signature` header, if any.
+    pub header: Option<&'a [u8]>,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Checks a request's signature under `key` at time `now` (unix seconds).
 pub fn verify(
     key: &[u8],
-    header: Option<&[u8]>,
-    body: &[u8],
+    scheme: Scheme,
+    signed: Signed<'_>,
     now: i64,
     window: Duration,
 ) -> Result<(), SignatureError> {
+    let Signed {
+        header,
+        idempotency_key,
+        body,
+    } = signed;
     let header = header.ok_or(SignatureError::Missing)?;
     let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed("not ASCII"))?;
     let mut t: Option<&str> = None;
-    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    let mut v1: Vec<Vec<u8>> = Vec::new();
+    let mut v2: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
         let Some((name, value)) = part.trim().split_once('=') else {
             return Err(SignatureError::Malformed("expected `t=<unix seconds>,v1=<hex>`"));
         };
-        match name.trim() {
-            "t" => t = Some(value.trim()),
-            "v1" => {
-                let bytes = hex::decode(value.trim()).map_err(|_| SignatureError::Malformed("`v1` is not hex"))?;
-                // Bounded: a header is small, but do not HMAC a thousand times.
-                if candidates.len() < 4 {
-                    candidates.push(bytes);
-                }
+        let candidates = match name.trim() {
+            "t" => {
+                t = Some(value.trim());
+                continue;
             }
-            _ => {}
+            "v1" => &mut v1,
+            "v2" => &mut v2,
+            _ => continue,
+        };
+        let bytes = hex::decode(value.trim()).map_err(|_| SignatureError::Malformed("a signature is not hex"))?;
+        // Bounded: a header is small, but do not HMAC a thousand times.
+        if candidates.len() < 4 {
+            candidates.push(bytes);
         }
     }
     let t = t.ok_or(SignatureError::Malformed("no `t=` timestamp"))?;
     let at: i64 = t
         .parse()
         .map_err(|_| SignatureError::Malformed("`t` is not a number of seconds"))?;
-    if candidates.is_empty() {
-        return Err(SignatureError::Malformed("no `v1=` signature"));
-    }
-    let base = mac(key, t, body);
+    // A `v2` is checked when sent (it says more); `v1` only where allowed.
+    let (candidates, base) = if !v2.is_empty() {
+        (v2, mac(key, t, Some(idempotency_key.unwrap_or_default()), body))
+    } else if scheme == Scheme::V2 {
+        return Err(if v1.is_empty() {
+            SignatureError::Malformed("no `v2=` signature")
+        } else {
+            SignatureError::V2Required
+        });
+    } else if !v1.is_empty() {
+        (v1, mac(key, t, None, body))
+    } else {
+        return Err(SignatureError::Malformed("no `v1=` or `v2=` signature"));
+    };
     // `verify_slice` compares in constant time.
     let matched = candidates
         .iter()
@@ -115,44 +176,89 @@ mod tests {
         );
     }
 
+    fn check(
+        key: &[u8],
+        scheme: Scheme,
+        header: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        let signed = Signed {
+            header: header.map(str::as_bytes),
+            idempotency_key,
+            body,
+        };
+        verify(key, scheme, signed, now, WINDOW)
+    }
+
     #[test]
     fn accepts_a_fresh_signature_and_refuses_the_rest() {
         let body = br#"{"email":"a@example.fr"}"#;
         let now = 1_700_000_000;
         let good = header_value(KEY, now, body);
-        assert_eq!(verify(KEY, Some(good.as_bytes()), body, now + 10, WINDOW), Ok(()));
-        assert_eq!(verify(KEY, None, body, now, WINDOW), Err(SignatureError::Missing));
+        let v1 = |key: &[u8], header: Option<&str>, body: &[u8], now| check(key, Scheme::V1, header, None, body, now);
+        assert_eq!(v1(KEY, Some(&good), body, now + 10), Ok(()));
+        assert_eq!(v1(KEY, None, body, now), Err(SignatureError::Missing));
+        assert_eq!(v1(KEY, Some(&good), b"{}", now), Err(SignatureError::Mismatch));
         assert_eq!(
-            verify(KEY, Some(good.as_bytes()), b"{}", now, WINDOW),
+            v1(b"another-key-0123456", Some(&good), body, now),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"another-key-0123456", Some(good.as_bytes()), body, now, WINDOW),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(KEY, Some(good.as_bytes()), body, now + 301, WINDOW),
+            v1(KEY, Some(&good), body, now + 301),
             Err(SignatureError::OutsideWindow)
         );
         assert_eq!(
-            verify(KEY, Some(good.as_bytes()), body, now - 301, WINDOW),
+            v1(KEY, Some(&good), body, now - 301),
             Err(SignatureError::OutsideWindow)
         );
-        for bad in ["", "v1=00", "t=1", "t=x,v1=00", "t=1,v1=zz", "garbage"] {
+        for bad in ["", "v1=00", "t=1", "t=x,v1=00", "t=1,v1=zz", "t=1,v2=zz", "garbage"] {
             assert!(
-                matches!(
-                    verify(KEY, Some(bad.as_bytes()), body, now, WINDOW),
-                    Err(SignatureError::Malformed(_))
-                ),
+                matches!(v1(KEY, Some(bad), body, now), Err(SignatureError::Malformed(_))),
                 "{bad}"
             );
         }
         // Rotation: a second v1 that matches is enough; unknown schemes are ignored.
         let rotated = format!(
-            "t={now},v1={},v1={},v2=abc",
+            "t={now},v1={},v1={},v3=abc",
             "00".repeat(32),
             sign(KEY, &now.to_string(), body)
         );
-        assert_eq!(verify(KEY, Some(rotated.as_bytes()), body, now, WINDOW), Ok(()));
+        assert_eq!(v1(KEY, Some(&rotated), body, now), Ok(()));
+    }
+
+    #[test]
+    fn v2_signs_the_idempotency_key_and_a_v2_form_wants_it() {
+        let body = br#"{"email":"a@example.fr"}"#;
+        let now = 1_700_000_000;
+        let signed = header_value_v2(KEY, now, "sub-42", body);
+        for scheme in [Scheme::V1, Scheme::V2] {
+            assert_eq!(check(KEY, scheme, Some(&signed), Some("sub-42"), body, now), Ok(()));
+            // The same signature under another key is a replay, not a retry.
+            assert_eq!(
+                check(KEY, scheme, Some(&signed), Some("sub-43"), body, now),
+                Err(SignatureError::Mismatch)
+            );
+            assert_eq!(
+                check(KEY, scheme, Some(&signed), None, body, now),
+                Err(SignatureError::Mismatch)
+            );
+        }
+        // No key sent: the empty string is signed.
+        let keyless = header_value_v2(KEY, now, "", body);
+        assert_eq!(check(KEY, Scheme::V2, Some(&keyless), None, body, now), Ok(()));
+        // A v2 form refuses v1, naming what it wants.
+        let v1 = header_value(KEY, now, body);
+        assert_eq!(
+            check(KEY, Scheme::V2, Some(&v1), Some("sub-42"), body, now),
+            Err(SignatureError::V2Required)
+        );
+        // A v2 that does not match is not rescued by a v1 beside it.
+        let both = format!("{v1},v2={}", "00".repeat(32));
+        assert_eq!(
+            check(KEY, Scheme::V1, Some(&both), Some("sub-42"), body, now),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

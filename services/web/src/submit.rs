@@ -127,8 +127,13 @@ async fn handle(
         .map_err(|_| Problem::request_timeout())??;
 
     if let Some(key) = &form.key {
-        let header = headers.get(signature::HEADER).map(|v| v.as_bytes());
-        signature::verify(key, header, &bytes, Utc::now().timestamp(), config.signature_window).map_err(|e| {
+        let signed = signature::Signed {
+            header: headers.get(signature::HEADER).map(|v| v.as_bytes()),
+            idempotency_key: idempotency.as_deref(),
+            body: &bytes,
+        };
+        let scheme = form.config.signature_scheme;
+        signature::verify(key, scheme, signed, Utc::now().timestamp(), config.signature_window).map_err(|e| {
             tracing::info!(reason = ?e, "submission refused: signature");
             signature_problem(e, config.signature_window)
         })?;
@@ -261,11 +266,15 @@ fn signature_problem(e: SignatureError, window: Duration) -> Problem {
     match e {
         SignatureError::Missing => Problem::missing_signature(),
         SignatureError::Malformed(why) => Problem::invalid_signature(format!(
-            "malformed X-Guichet-Signature ({why}): expected `t=<unix seconds>,v1=<hex>`"
+            "malformed X-Guichet-Signature ({why}): expected `t=<unix seconds>,v1=<hex>` or `t=<unix seconds>,v2=<hex>`"
         )),
+        SignatureError::V2Required => Problem::invalid_signature(
+            "this form requires `v2=`: the hex HMAC-SHA256, keyed with the form's secret, of `<t>.`, \
+             the Idempotency-Key header (empty if none), `.` and the exact bytes of the body",
+        ),
         SignatureError::Mismatch => Problem::invalid_signature(
             "the signature does not match: `v1` must be the hex HMAC-SHA256, keyed with the form's secret, \
-             of `<t>.` followed by the exact bytes of the body",
+             of `<t>.` followed by the exact bytes of the body; `v2` the same of `<t>.<Idempotency-Key>.<body>`",
         ),
         SignatureError::OutsideWindow => Problem::expired_signature(window),
     }

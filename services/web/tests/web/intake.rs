@@ -143,6 +143,46 @@ async fn multipart_files_go_to_the_object_store() {
     assert_eq!(web.bus.get_attachment(&a.key).await.unwrap(), photo);
 }
 
+/// A `v2` form: the signature covers the Idempotency-Key, so a captured
+/// request cannot be resent under another key to make a second contact.
+#[tokio::test]
+async fn a_v2_form_refuses_a_signed_request_replayed_under_another_key() {
+    let forms = format!(
+        "{FORMS}\n[web.forms.permis]\nsecret = \"{}\"\nsignature_scheme = \"v2\"\ndescription = \"description\"\n",
+        common::SECRET
+    );
+    let web = Web::start(common::config(&forms)).await;
+    let body = serde_json::to_vec(&serde_json::json!({"description": "permis de construire"})).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let signed = guichet_web::signature::header_value_v2(common::SECRET.as_bytes(), now, "sub-1", &body);
+    let post = |key: &str, signature: &str| {
+        web.client
+            .post(web.url("permis"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .header("x-guichet-signature", signature)
+            .body(body.clone())
+    };
+    let first = accepted(post("sub-1", &signed).send().await.unwrap()).await;
+    // The platform's own retry, same key: the first answer.
+    let retry = accepted(post("sub-1", &signed).send().await.unwrap()).await;
+    assert_eq!(first, retry);
+    // The same signed bytes under another key: refused, nothing stored.
+    let (status, problem_body) = problem(post("sub-2", &signed).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(problem_body.kind, problem_type("invalid-signature"));
+    // A v1 signature is not enough for this form, and says what is wanted.
+    let v1 = guichet_web::signature::header_value(common::SECRET.as_bytes(), now, &body);
+    let (status, problem_body) = problem(post("sub-3", &v1).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem_body.detail.contains("requires `v2=`"),
+        "{}",
+        problem_body.detail
+    );
+    assert_eq!(web.intake_count().await, 1);
+}
+
 #[tokio::test]
 async fn a_retry_gets_the_same_ids_and_stores_one_message() {
     let web = Web::start(common::config(FORMS)).await;
@@ -176,7 +216,7 @@ async fn a_retry_gets_the_same_ids_and_stores_one_message() {
     assert_ne!(a.contact_id, first.contact_id);
     assert_eq!(web.intake_count().await, 2);
 
-    // A third attempt is answered from the replay guard, still with the first ids.
+    // A third attempt is recognized again, still with the first ids.
     let c = accepted(web.json("voirie", &body).send().await.unwrap()).await;
     assert_eq!(a, c);
     let stored = web.intake().await;
