@@ -18,7 +18,7 @@ use guichet_core::{
         subjects::{self, is_token},
         usagers::{alias_key, merged_key, record_key},
     },
-    proto::v1::{Channel, Routed},
+    proto::v1::{Channel, Contact, DeadLetter, Routed},
 };
 use prost::Message;
 
@@ -165,13 +165,15 @@ pub struct ForgetReport {
     pub identity_keys_removed: usize,
     /// Keys listed in a record but designating another usager: left alone.
     pub identity_keys_kept: usize,
+    /// Their contacts that could not be routed, removed from DEADLETTER.
+    pub dead_letters_removed: u64,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
 }
 
 /// Erases a usager (RGPD): their routed messages (journal and queues),
-/// the same contacts as received (INTAKE), identity keys and records, and
-/// the requests they opened.
+/// the same contacts as received (INTAKE), their dead letters, identity
+/// keys and records, and the requests they opened.
 pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
     let ids = bus.usager_history_ids(usager_id).await?;
@@ -249,6 +251,7 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
     // to someone else (a new usager that lost the race for one of its
     // identifiers): that key is theirs, and stays. The purge expects the
     // revision read, so a key re-pointed meanwhile is not removed either.
+    let mut person_keys = BTreeSet::new();
     for record in records.iter().flatten() {
         for key in &record.identifiers {
             let Some(entry) = kv
@@ -267,6 +270,7 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
                 .await
                 .map_err(identity_err("removing an identifier"))?;
             report.identity_keys_removed += 1;
+            person_keys.insert(key.clone());
         }
     }
     for id in &ids {
@@ -300,10 +304,13 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
         report.index_entries_removed += 1;
     }
 
+    report.dead_letters_removed = purge_dead_letters(bus, &person_keys, &contacts).await?;
+
     let event = serde_json::json!({
         "kind": "usager_forgotten", "usager_ids": ids,
         "routed_messages_purged": report.routed_messages_purged,
         "intake_messages_purged": report.intake_messages_purged,
+        "dead_letters_removed": report.dead_letters_removed,
         "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     bus.publish(
@@ -315,12 +322,57 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
     Ok(report)
 }
 
+/// Contacts that could not be routed never got a usager id, but those that
+/// carry one of the person's identifiers (or are one of their contacts) are
+/// theirs all the same: removed one by one from DEADLETTER.
+async fn purge_dead_letters(
+    bus: &Bus,
+    person_keys: &BTreeSet<String>,
+    contacts: &BTreeSet<String>,
+) -> Result<u64, RouterError> {
+    let stream = bus
+        .jetstream()
+        .get_stream_no_info(subjects::DEADLETTER_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening DEADLETTER", e))?;
+    let mut removed = 0;
+    for (sequence, payload) in read_messages(bus, subjects::DEADLETTER_STREAM, subjects::DEADLETTER_ALL).await? {
+        let Ok(letter) = DeadLetter::decode(payload) else {
+            continue;
+        };
+        let Ok(contact) = Contact::decode(letter.payload.as_slice()) else {
+            continue;
+        };
+        let theirs = contacts.contains(&contact.id)
+            || identity::identifiers(&contact)
+                .iter()
+                .any(|id| person_keys.contains(&id.key()));
+        if theirs {
+            stream
+                .delete_message(sequence)
+                .await
+                .map_err(|e| RouterError::jetstream("removing a dead letter", e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn is_known(records: &[Option<identity::UsagerRecord>], id: &str) -> bool {
     records.iter().flatten().any(|r| r.usager_id == id)
 }
 
 /// Every payload on `filter` in `stream`, oldest first.
 pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<Bytes>, RouterError> {
+    Ok(read_messages(bus, stream, filter)
+        .await?
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect())
+}
+
+/// Every message on `filter` in `stream` as (sequence, payload), oldest first.
+async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
     let stream = bus
         .jetstream()
         .get_stream(stream)
@@ -353,8 +405,11 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
         .map_err(|_| RouterError::jetstream(format!("reading {filter}"), "timed out"))?
     {
         let message = message.map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        let left = message.info().map(|i| i.pending).unwrap_or(0);
-        out.push(message.payload.clone());
+        let (sequence, left) = message
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
+        out.push((sequence, message.payload.clone()));
         if left == 0 {
             break;
         }

@@ -7,12 +7,16 @@ mod common;
 
 use common::*;
 use guichet_core::{
-    bus::usagers::{alias_key, record_key},
+    bus::{
+        subjects,
+        usagers::{alias_key, record_key},
+    },
     identity::{normalize_email, normalize_phone},
-    proto::v1::IdentityClaims,
+    proto::v1::{DeadLetter, IdentityClaims},
 };
 use guichet_harness::Nats;
 use guichet_router::{RouterError, admin, identity, requests};
+use prost::Message;
 
 #[tokio::test]
 async fn merge_makes_one_usager_of_two_and_history_covers_both() {
@@ -94,8 +98,44 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let other = email_contact("reste@example.fr", "o", "o");
     publish(&bus, &other).await;
     let kept = routed(&bus, &other.id).await;
+    // Two contacts that could not be routed: one of theirs (by phone,
+    // written another way), one of someone else's.
+    for (key, claims) in [
+        (
+            "dl-mine",
+            IdentityClaims {
+                phone: "+33 6 55 44 33 22".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "dl-other",
+            IdentityClaims {
+                email: "reste@example.fr".into(),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let letter = DeadLetter {
+            original_subject: "guichet.intake.web.x".into(),
+            payload: with_claims(email_contact("", key, key), claims).encode_to_vec(),
+            reason: "test".into(),
+            ..Default::default()
+        };
+        bus.publish(subjects::deadletter("router"), key, letter.encode_to_vec().into())
+            .await
+            .unwrap();
+    }
 
     let report = admin::forget(&bus, &u).await.unwrap();
+    assert_eq!(report.dead_letters_removed, 1);
+    let left = admin::read_subject(&bus, subjects::DEADLETTER_STREAM, subjects::DEADLETTER_ALL)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    let letter = DeadLetter::decode(left[0].clone()).unwrap();
+    let contact = guichet_core::proto::v1::Contact::decode(letter.payload.as_slice()).unwrap();
+    assert_eq!(contact.claims.unwrap().email, "reste@example.fr");
     assert_eq!(report.usager_ids, vec![u.clone()]);
     assert_eq!(report.routed_messages_purged, 3);
     assert_eq!(report.intake_messages_purged, 3);
