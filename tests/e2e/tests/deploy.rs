@@ -26,8 +26,26 @@ fn nats_config(port: u16) -> NatsConfig {
 }
 
 /// Starts `config_text` written in `dir`, on free client and monitoring
-/// ports, with its store in `dir`.
+/// ports, with its store in `dir`. A port found free can be taken by
+/// another test before the server binds it: then it tries other ports.
 async fn start(dir: &Path, name: &str, config_text: &str) -> NatsServer {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match try_start(dir, name, config_text).await {
+            Ok(server) => return server,
+            Err(e) if port_taken(&e) => last = e,
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    panic!("{name}: {last}")
+}
+
+/// Whether a start failed only because a port was taken meanwhile.
+fn port_taken(error: &str) -> bool {
+    error.contains("address already in use")
+}
+
+async fn try_start(dir: &Path, name: &str, config_text: &str) -> Result<NatsServer, String> {
     let config_path = dir.join(format!("{name}.conf"));
     let store = dir.join(name);
     let text = config_text.replace(
@@ -45,9 +63,7 @@ async fn start(dir: &Path, name: &str, config_text: &str) -> NatsServer {
         free_port().unwrap().to_string(),
     ];
     options.env = vec![("GUICHET_NATS_PASSWORD".into(), PASSWORD.into())];
-    NatsServer::start(&options)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    NatsServer::start(&options).await.map_err(|e| e.to_string())
 }
 
 fn read(path: &str) -> String {
@@ -99,21 +115,7 @@ async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
 #[tokio::test]
 async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let route_ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    let mut servers = Vec::new();
-    for n in 1..=3 {
-        let mut text = read(&format!("deploy/nats/cluster/nats-{n}.conf"));
-        assert!(text.contains("sync_interval: always"), "nats-{n}");
-        // Same file, loopback addresses: the hosts' names become ports here.
-        for (i, port) in route_ports.iter().enumerate() {
-            text = text.replace(&format!("nats-{}.internal:6222", i + 1), &format!("127.0.0.1:{port}"));
-        }
-        text = text.replace(
-            "listen: 0.0.0.0:6222",
-            &format!("listen: 127.0.0.1:{}", route_ports[n - 1]),
-        );
-        servers.push(start(dir.path(), &format!("nats-{n}"), &text).await);
-    }
+    let servers = start_cluster(dir.path()).await;
 
     let config = nats_config(servers[0].port());
     let topology = TopologyConfig {
@@ -143,4 +145,44 @@ async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams()
     for server in servers {
         server.stop(Duration::from_secs(5)).await;
     }
+}
+
+/// The three cluster configs on loopback. The route ports are written in
+/// the files, so a route port taken before its server binds it means
+/// starting the three again on other ports (in a fresh folder).
+async fn start_cluster(dir: &Path) -> Vec<NatsServer> {
+    let mut last = String::new();
+    for attempt in 0..5 {
+        let dir = dir.join(format!("attempt-{attempt}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
+        let mut servers = Vec::new();
+        for n in 1..=3 {
+            let mut text = read(&format!("deploy/nats/cluster/nats-{n}.conf"));
+            assert!(text.contains("sync_interval: always"), "nats-{n}");
+            // Same file, loopback addresses: the hosts' names become ports here.
+            for (i, port) in route_ports.iter().enumerate() {
+                text = text.replace(&format!("nats-{}.internal:6222", i + 1), &format!("127.0.0.1:{port}"));
+            }
+            text = text.replace(
+                "listen: 0.0.0.0:6222",
+                &format!("listen: 127.0.0.1:{}", route_ports[n - 1]),
+            );
+            match try_start(&dir, &format!("nats-{n}"), &text).await {
+                Ok(server) => servers.push(server),
+                Err(e) if port_taken(&e) => {
+                    last = e;
+                    break;
+                }
+                Err(e) => panic!("nats-{n}: {e}"),
+            }
+        }
+        if servers.len() == 3 {
+            return servers;
+        }
+        for server in servers {
+            server.stop(Duration::from_secs(5)).await;
+        }
+    }
+    panic!("the cluster did not start: {last}")
 }

@@ -54,21 +54,33 @@ impl Nats {
     }
 
     /// Starts a server with extra command-line arguments.
+    ///
+    /// A port found free can be taken (by another test's connection) before
+    /// the server binds it: the start is then tried again on another port.
     pub async fn start_with(jetstream: bool, extra_args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut options = NatsServerOptions::new(
-            nats_server_binary(),
-            free_port().expect("free port"),
-            dir.path().join("jetstream"),
-        );
-        options.jetstream = jetstream;
-        options.extra_args = extra_args;
-        options.log_file = Some(dir.path().join("nats-server.log"));
-        let server = NatsServer::start(&options).await.expect("nats-server starts");
-        Self {
-            server: Some(server),
-            options,
-            _dir: dir,
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut options = NatsServerOptions::new(
+                nats_server_binary(),
+                free_port().expect("free port"),
+                dir.path().join("jetstream"),
+            );
+            options.jetstream = jetstream;
+            options.extra_args = extra_args.clone();
+            options.log_file = Some(dir.path().join("nats-server.log"));
+            match NatsServer::start(&options).await {
+                Ok(server) => {
+                    return Self {
+                        server: Some(server),
+                        options,
+                        _dir: dir,
+                    };
+                }
+                Err(e) if attempts < 5 && e.to_string().contains("address already in use") => {}
+                Err(e) => panic!("nats-server starts: {e}"),
+            }
         }
     }
 
