@@ -1,5 +1,6 @@
-//! The bus against a real nats-server: topology, deduplication, the
-//! replay guard, and what publishing does when the broker is away.
+//! The bus against a real nats-server: topology, deduplication, exactly
+//! once intake however late the retry, and what publishing does when the
+//! broker is away.
 
 // Test helpers may unwrap: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]

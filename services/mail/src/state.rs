@@ -4,7 +4,7 @@
 //!   the last UID handled, and while a UIDVALIDITY change is being
 //!   recovered, the highest UID that may be an old message renumbered;
 //! - the ingested-message guard `mail.<mailbox>.<sha256>` in
-//!   `guichet_seen` (the replay-guard bucket, same retention): the
+//!   `guichet_seen` (retention `topology.replay_guard_ttl`): the
 //!   Message-ID (or, without one, the raw message's SHA-256) of every
 //!   message ingested, so that after a UIDVALIDITY change an old message
 //!   under a new UID is recognised and not ingested twice.

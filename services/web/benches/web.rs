@@ -146,8 +146,8 @@ async fn raw_run(js: async_nats::jetstream::Context, n: usize, offset: usize) ->
     .await
 }
 
-/// The core's `publish_contact` alone (replay-guard read, publish, guard
-/// write), without HTTP: where the adapter's time goes.
+/// The core's `publish_contact` alone (one publish on the contact's own
+/// subject), without HTTP: where the adapter's time goes.
 async fn contact_run(bus: guichet_core::Bus, n: usize, offset: usize) -> Run {
     use guichet_core::proto::v1::{Channel, Contact};
     drive(n, offset, move |i| {

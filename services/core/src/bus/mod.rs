@@ -33,6 +33,7 @@ pub struct Stores {
     pub requests: kv::Store,
     pub checkpoints: kv::Store,
     pub config: kv::Store,
+    /// `guichet_seen`: the mail adapter's ingested Message-IDs.
     pub replay_guard: kv::Store,
     pub leases: kv::Store,
     pub attachments: ObjectStore,
