@@ -500,7 +500,11 @@ async fn a_retry_asking_for_routing_gets_a_decision_made_long_before() {
     assert_eq!(decision.service, "etat-civil");
     assert_eq!(decision.due_date, "2026-03-16");
     // Read from the index, not waited for: before the 2 s wait would end.
-    assert!(started.elapsed() < Duration::from_millis(1900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(intake(&nats.jetstream().await).await.len(), 1);
 }
 
