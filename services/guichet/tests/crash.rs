@@ -85,27 +85,10 @@ async fn a_process_killed_mid_burst_loses_nothing_and_stores_nothing_twice() {
     std::fs::write(
         &config,
         format!(
-            r#"
-[nats]
-url = "{url}"
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[[mail.mailboxes]]
-name = "contact"
-source = "contact@"
-host = "127.0.0.1"
-port = {port}
-tls = "plain"
-allow_plaintext = true
-user = "{IMAP_USER}"
-password = {{ file = "{secret}" }}
-move_to = "Traites"
-"#,
-            url = nats.url(),
-            admin = free_port().unwrap(),
-            port = dovecot.port(),
-            secret = secret.display(),
+            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n{}",
+            nats.url(),
+            free_port().unwrap(),
+            dovecot.mailbox_toml(&secret)
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use guichet_core::{
     nats_server::{NatsServer, NatsServerOptions, free_port},
     secret::Secret,
 };
-use guichet_harness::{nats_server_binary, repo_root};
+use guichet_harness::{nats_server_binary, port_taken, repo_root};
 use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "deploy-test-password";
@@ -38,11 +38,6 @@ async fn start(dir: &Path, name: &str, config_text: &str) -> NatsServer {
         }
     }
     panic!("{name}: {last}")
-}
-
-/// Whether a start failed only because a port was taken meanwhile.
-fn port_taken(error: &str) -> bool {
-    error.contains("address already in use")
 }
 
 async fn try_start(dir: &Path, name: &str, config_text: &str) -> Result<NatsServer, String> {

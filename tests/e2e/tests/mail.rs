@@ -27,26 +27,7 @@ async fn an_email_in_a_configured_mailbox_becomes_one_contact_through_guichet_ru
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("imap-password");
     std::fs::write(&secret, format!("{IMAP_PASSWORD}\n")).unwrap();
-    let toml = format!(
-        r#"
-[nats]
-url = "{url}"
-
-[[mail.mailboxes]]
-name = "contact"
-source = "contact@"
-host = "127.0.0.1"
-port = {port}
-tls = "plain"
-allow_plaintext = true
-user = "{IMAP_USER}"
-password = {{ file = "{secret}" }}
-move_to = "Traites"
-"#,
-        url = nats.url(),
-        port = dovecot.port(),
-        secret = secret.display(),
-    );
+    let toml = format!("[nats]\nurl = \"{}\"\n{}", nats.url(), dovecot.mailbox_toml(&secret));
     let path = dir.path().join("guichet.toml");
     std::fs::write(&path, toml).unwrap();
     let config = Config::load(&path).unwrap();

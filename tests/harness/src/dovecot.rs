@@ -110,6 +110,28 @@ impl Dovecot {
         self.port
     }
 
+    /// The `[[mail.mailboxes]]` section of a guichet config, as an operator
+    /// writes it, that reads this server's INBOX as [`IMAP_USER`] (password
+    /// in `password_file`) and moves what it ingested to `Traites`.
+    pub fn mailbox_toml(&self, password_file: &Path) -> String {
+        format!(
+            r#"
+[[mail.mailboxes]]
+name = "contact"
+source = "contact@"
+host = "127.0.0.1"
+port = {port}
+tls = "plain"
+allow_plaintext = true
+user = "{IMAP_USER}"
+password = {{ file = "{secret}" }}
+move_to = "Traites"
+"#,
+            port = self.port,
+            secret = password_file.display(),
+        )
+    }
+
     /// The implicit-TLS port. Panics if started without TLS.
     pub fn tls_port(&self) -> u16 {
         self.tls_port

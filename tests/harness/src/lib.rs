@@ -42,6 +42,13 @@ pub struct Nats {
     _dir: tempfile::TempDir,
 }
 
+/// Whether a server's start failed only because a port found free was
+/// taken (by another test's connection) before the server could bind it:
+/// then starting it again on other ports is the fix.
+pub fn port_taken(error: &str) -> bool {
+    error.contains("address already in use")
+}
+
 impl Nats {
     /// Starts a JetStream-enabled server on a free loopback port.
     pub async fn start() -> Self {
@@ -78,7 +85,7 @@ impl Nats {
                         _dir: dir,
                     };
                 }
-                Err(e) if attempts < 5 && e.to_string().contains("address already in use") => {}
+                Err(e) if attempts < 5 && port_taken(&e.to_string()) => {}
                 Err(e) => panic!("nats-server starts: {e}"),
             }
         }

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{context::PublishErrorKind, publish::PublishAck, stream::DirectGetErrorKind};
+use async_nats::jetstream::{
+    context::PublishErrorKind, message::StreamMessage, publish::PublishAck, stream::DirectGetErrorKind,
+};
 use bytes::Bytes;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -53,13 +55,6 @@ pub struct IntakeReceipt {
     pub duplicate: bool,
 }
 
-/// How a first-of-its-subject publish ended.
-enum First {
-    Stored(Published),
-    /// The subject already holds a message: this is a replay.
-    Taken,
-}
-
 impl Bus {
     /// Publishes `payload` on `subject` with `Nats-Msg-Id: msg_id` and waits
     /// for the PubAck, at most `nats.publish_timeout` in all (including the
@@ -68,10 +63,7 @@ impl Bus {
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .message_id(msg_id)
             .payload(payload);
-        match self.send(subject, publish).await {
-            Ok(published) => Ok(published),
-            Err(e) => Err(publish_error(&e)),
-        }
+        self.send(subject, publish).await.map_err(|e| publish_error(&e))
     }
 
     /// Publishes a contact on `guichet.intake.<channel>.<key>`, exactly
@@ -95,29 +87,22 @@ impl Bus {
             .message_id(key.as_str())
             .expected_last_subject_sequence(0)
             .payload(Bytes::from(contact.encode_to_vec()));
-        let first = match self.send(subject.clone(), publish).await {
-            Ok(published) => First::Stored(published),
-            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => First::Taken,
-            Err(e) => return Err(publish_error(&e)),
-        };
-        match first {
-            First::Stored(published) if !published.duplicate => Ok(receipt_of(contact, published.sequence)),
-            First::Stored(published) => {
-                let stored = self.intake_stream().direct_get(published.sequence).await;
-                let stored = stored.map_err(|e| Error::Unavailable(format!("reading back the stored contact: {e}")))?;
-                Ok(IntakeReceipt {
-                    duplicate: true,
-                    ..receipt_of(&decode_contact(&stored.subject, stored.payload)?, stored.sequence)
-                })
+        match self.send(subject.clone(), publish).await {
+            Ok(published) if !published.duplicate => Ok(receipt_of(contact, published.sequence)),
+            // Within the duplicate window: the PubAck names the stored copy.
+            Ok(published) => {
+                let stored = self.inner.intake.direct_get(published.sequence).await;
+                duplicate_receipt(stored.map_err(read_back_error)?)
             }
-            First::Taken => match self.stored_contact(&subject).await? {
-                Some(receipt) => Ok(receipt),
-                // Purged between the refusal and the read (an erasure):
-                // nothing to answer with, and nothing stored either.
-                None => Err(Error::Unavailable(
-                    "the contact was removed while being recorded".into(),
-                )),
-            },
+            // After it: the contact's subject is taken.
+            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // `None`: purged between the refusal and the read (an
+                // erasure): nothing to answer with, and nothing stored.
+                self.stored_contact(&subject)
+                    .await?
+                    .ok_or_else(|| Error::Unavailable("the contact was removed while being recorded".into()))
+            }
+            Err(e) => Err(publish_error(&e)),
         }
     }
 
@@ -135,18 +120,11 @@ impl Bus {
 
     /// The contact stored on `subject`, as a duplicate receipt.
     async fn stored_contact(&self, subject: &str) -> Result<Option<IntakeReceipt>, Error> {
-        match self.intake_stream().direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(Some(IntakeReceipt {
-                duplicate: true,
-                ..receipt_of(&decode_contact(&message.subject, message.payload)?, message.sequence)
-            })),
+        match self.inner.intake.direct_get_last_for_subject(subject).await {
+            Ok(message) => duplicate_receipt(message).map(Some),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Unavailable(format!("reading back the stored contact: {e}"))),
+            Err(e) => Err(read_back_error(e)),
         }
-    }
-
-    fn intake_stream(&self) -> async_nats::jetstream::stream::Stream<()> {
-        self.inner.intake.clone()
     }
 
     /// One publish with PubAck, bounded in time and in flight, counted.
@@ -192,11 +170,20 @@ enum SendError {
     Closed,
 }
 
-fn decode_contact(subject: &str, payload: Bytes) -> Result<Contact, Error> {
-    Contact::decode(payload).map_err(|e| Error::Decode {
-        subject: subject.to_owned(),
+/// The receipt of a contact already in INTAKE, answered to a retry.
+fn duplicate_receipt(stored: StreamMessage) -> Result<IntakeReceipt, Error> {
+    let contact = Contact::decode(stored.payload).map_err(|e| Error::Decode {
+        subject: stored.subject.to_string(),
         reason: e.to_string(),
+    })?;
+    Ok(IntakeReceipt {
+        duplicate: true,
+        ..receipt_of(&contact, stored.sequence)
     })
+}
+
+fn read_back_error(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("reading back the stored contact: {e}"))
 }
 
 fn receipt_of(contact: &Contact, sequence: u64) -> IntakeReceipt {
