@@ -7,17 +7,18 @@ use std::{path::Path, time::Duration};
 use guichet_core::{
     Bus,
     config::{NatsConfig, TopologyConfig},
-    nats_server::{NatsServer, NatsServerOptions, free_port},
     secret::Secret,
 };
-use guichet_harness::{nats_server_binary, port_taken, repo_root};
+use guichet_harness::{
+    Cluster, Node,
+    cluster::{PASSWORD, read_repo_file as read, start_config},
+    port_taken,
+};
 use tokio_util::sync::CancellationToken;
-
-const PASSWORD: &str = "deploy-test-password";
 
 fn nats_config(port: u16) -> NatsConfig {
     NatsConfig {
-        url: Some(format!("nats://127.0.0.1:{port}")),
+        url: Some(format!("nats://127.0.0.1:{port}").into()),
         user: Some("guichet".into()),
         password: Some(Secret::Inline(PASSWORD.into())),
         connect_timeout: Duration::from_secs(20),
@@ -25,14 +26,13 @@ fn nats_config(port: u16) -> NatsConfig {
     }
 }
 
-/// Starts `config_text` written in `dir`, on free client and monitoring
-/// ports, with its store in `dir`. A port found free can be taken by
-/// another test before the server binds it: then it tries other ports.
-async fn start(dir: &Path, name: &str, config_text: &str) -> NatsServer {
+/// Starts `config_text` on free ports; a port found free can be taken
+/// by another test before the server binds it: then it tries other ports.
+async fn start(dir: &Path, name: &str, config_text: &str) -> Node {
     let mut last = String::new();
     for _ in 0..5 {
-        match try_start(dir, name, config_text).await {
-            Ok(server) => return server,
+        match start_config(dir, name, config_text).await {
+            Ok(node) => return node,
             Err(e) if port_taken(&e) => last = e,
             Err(e) => panic!("{name}: {e}"),
         }
@@ -40,37 +40,12 @@ async fn start(dir: &Path, name: &str, config_text: &str) -> NatsServer {
     panic!("{name}: {last}")
 }
 
-async fn try_start(dir: &Path, name: &str, config_text: &str) -> Result<NatsServer, String> {
-    let config_path = dir.join(format!("{name}.conf"));
-    let store = dir.join(name);
-    let text = config_text.replace(
-        "store_dir: /var/lib/nats",
-        &format!("store_dir: {:?}", store.display().to_string()),
-    );
-    std::fs::write(&config_path, text).unwrap();
-    let mut options = NatsServerOptions::new(nats_server_binary(), free_port().unwrap(), &store);
-    // JetStream and its store come from the file itself.
-    options.jetstream = false;
-    options.extra_args = vec![
-        "-c".into(),
-        config_path.display().to_string(),
-        "-m".into(),
-        free_port().unwrap().to_string(),
-    ];
-    options.env = vec![("GUICHET_NATS_PASSWORD".into(), PASSWORD.into())];
-    NatsServer::start(&options).await.map_err(|e| e.to_string())
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(repo_root().join(path)).unwrap()
-}
-
 #[tokio::test]
 async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
     let text = read("deploy/nats/single.conf");
     assert!(text.contains("sync_interval: always"));
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), "single", &text).await;
+    let mut server = start(dir.path(), "single", &text).await;
 
     // Without the password: refused.
     let anonymous = NatsConfig {
@@ -104,15 +79,14 @@ async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:?}");
     assert!(log.contains("authentication error"), "the anonymous client was refused");
-    server.stop(Duration::from_secs(5)).await;
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams() {
-    let dir = tempfile::tempdir().unwrap();
-    let servers = start_cluster(dir.path()).await;
+    let cluster = Cluster::start().await;
 
-    let config = nats_config(servers[0].port());
+    let config = cluster.nats_config();
     let topology = TopologyConfig {
         replicas: 3,
         ..TopologyConfig::default()
@@ -120,7 +94,7 @@ async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams()
     // The meta group needs a moment to elect a leader after start.
     let mut bus = None;
     for _ in 0..60 {
-        match Bus::start(&servers[0].url(), &config, &topology, &CancellationToken::new()).await {
+        match Bus::start(&cluster.urls(), &config, &topology, &CancellationToken::new()).await {
             Ok(b) => {
                 bus = Some(b);
                 break;
@@ -132,52 +106,10 @@ async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams()
     let mut stream = bus.jetstream().get_stream("INTAKE").await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.num_replicas, 3);
-    let cluster = info.cluster.clone().expect("cluster info");
-    assert_eq!(cluster.replicas.len(), 2, "two followers beside the leader");
+    let raft = info.cluster.clone().expect("cluster info");
+    assert_eq!(raft.replicas.len(), 2, "two followers beside the leader");
     bus.publish("guichet.intake.web".into(), "cluster-1", "x".into())
         .await
         .unwrap();
-    for server in servers {
-        server.stop(Duration::from_secs(5)).await;
-    }
-}
-
-/// The three cluster configs on loopback. The route ports are written in
-/// the files, so a route port taken before its server binds it means
-/// starting the three again on other ports (in a fresh folder).
-async fn start_cluster(dir: &Path) -> Vec<NatsServer> {
-    let mut last = String::new();
-    for attempt in 0..5 {
-        let dir = dir.join(format!("attempt-{attempt}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let route_ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-        let mut servers = Vec::new();
-        for n in 1..=3 {
-            let mut text = read(&format!("deploy/nats/cluster/nats-{n}.conf"));
-            assert!(text.contains("sync_interval: always"), "nats-{n}");
-            // Same file, loopback addresses: the hosts' names become ports here.
-            for (i, port) in route_ports.iter().enumerate() {
-                text = text.replace(&format!("nats-{}.internal:6222", i + 1), &format!("127.0.0.1:{port}"));
-            }
-            text = text.replace(
-                "listen: 0.0.0.0:6222",
-                &format!("listen: 127.0.0.1:{}", route_ports[n - 1]),
-            );
-            match try_start(&dir, &format!("nats-{n}"), &text).await {
-                Ok(server) => servers.push(server),
-                Err(e) if port_taken(&e) => {
-                    last = e;
-                    break;
-                }
-                Err(e) => panic!("nats-{n}: {e}"),
-            }
-        }
-        if servers.len() == 3 {
-            return servers;
-        }
-        for server in servers {
-            server.stop(Duration::from_secs(5)).await;
-        }
-    }
-    panic!("the cluster did not start: {last}")
+    cluster.stop().await;
 }

@@ -7,10 +7,13 @@
 //! happens while the broker is away. [`Dovecot`] does the same for a
 //! real IMAP server (plain or TLS), for the mail adapter.
 
+pub mod cluster;
 pub mod dovecot;
+pub mod streams;
 
 use std::{path::PathBuf, time::Duration};
 
+pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
 
 use guichet_core::{
@@ -114,7 +117,7 @@ impl Nats {
     /// The configuration a service under test uses to reach this server.
     pub fn nats_config(&self) -> NatsConfig {
         NatsConfig {
-            url: Some(self.url()),
+            url: Some(self.url().into()),
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(2),
             ..NatsConfig::default()
@@ -124,7 +127,7 @@ impl Nats {
     /// A bus with guichet's topology (file storage in the test's store).
     pub async fn bus(&self) -> Bus {
         Bus::start(
-            &self.url(),
+            &[self.url()],
             &self.nats_config(),
             &TopologyConfig::default(),
             &CancellationToken::new(),

@@ -1,0 +1,186 @@
+//! The 3-node NATS cluster of `deploy/nats/cluster`, on loopback.
+//!
+//! The very files operators deploy are started (not a look-alike): only
+//! the host names, the store directory and the ports are rewritten for
+//! loopback, so a cluster test exercises `sync_interval: always`, the
+//! routes and the authorization that production uses. A node can be
+//! killed (SIGKILL) and started again on its port and store.
+
+use std::{path::Path, time::Duration};
+
+use guichet_core::{
+    config::NatsConfig,
+    nats_server::{NatsServer, NatsServerOptions, free_port},
+    secret::Secret,
+};
+
+use crate::{nats_server_binary, port_taken, repo_root};
+
+/// The password the deploy configs read from `$GUICHET_NATS_PASSWORD`.
+pub const PASSWORD: &str = "deploy-test-password";
+
+/// A nats-server started from a deploy/ config file.
+pub struct Node {
+    pub name: String,
+    server: Option<NatsServer>,
+    options: NatsServerOptions,
+}
+
+impl Node {
+    pub fn port(&self) -> u16 {
+        self.options.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.options.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    pub fn log_file(&self) -> std::path::PathBuf {
+        self.options.store_dir.join("nats-server.log")
+    }
+
+    /// Kills the node (SIGKILL), as a crash or a power cut would.
+    pub async fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill().await;
+        }
+    }
+
+    /// Stops the node (SIGTERM).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Starts the node again on its port and store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut last = String::new();
+        // The port was ours a moment ago; another test may hold it briefly.
+        for _ in 0..50 {
+            match NatsServer::start(&self.options).await {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(e) if port_taken(&e.to_string()) => {
+                    last = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{} restarts: {e}", self.name),
+            }
+        }
+        panic!("{} restarts: {last}", self.name);
+    }
+}
+
+/// Writes `config_text` as `<dir>/<name>.conf` with its store under `dir`
+/// and starts it on a free client port (monitoring on another).
+pub async fn start_config(dir: &Path, name: &str, config_text: &str) -> Result<Node, String> {
+    let config_path = dir.join(format!("{name}.conf"));
+    let store = dir.join(name);
+    let text = config_text.replace(
+        "store_dir: /var/lib/nats",
+        &format!("store_dir: {:?}", store.display().to_string()),
+    );
+    std::fs::write(&config_path, text).map_err(|e| e.to_string())?;
+    let mut options = NatsServerOptions::new(nats_server_binary(), free_port().map_err(|e| e.to_string())?, &store);
+    // JetStream and its store come from the file itself.
+    options.jetstream = false;
+    options.log_file = Some(store.join("nats-server.log"));
+    options.extra_args = vec![
+        "-c".into(),
+        config_path.display().to_string(),
+        "-m".into(),
+        free_port().map_err(|e| e.to_string())?.to_string(),
+    ];
+    options.env = vec![("GUICHET_NATS_PASSWORD".into(), PASSWORD.into())];
+    let server = NatsServer::start(&options).await.map_err(|e| e.to_string())?;
+    Ok(Node {
+        name: name.to_owned(),
+        server: Some(server),
+        options,
+    })
+}
+
+/// Reads a file of the repository (`deploy/nats/single.conf`…).
+pub fn read_repo_file(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The three nodes of `deploy/nats/cluster`, on loopback.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the three configs. The route ports are written in the
+    /// files, so a route port taken before its server binds it means
+    /// starting the three again on other ports (in a fresh folder).
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut last = String::new();
+        for attempt in 0..5 {
+            let sub = dir.path().join(format!("attempt-{attempt}"));
+            std::fs::create_dir_all(&sub).expect("cluster folder");
+            let route_ports: Vec<u16> = (0..3).map(|_| free_port().expect("free port")).collect();
+            let mut nodes = Vec::new();
+            for n in 1..=3 {
+                let mut text = read_repo_file(&format!("deploy/nats/cluster/nats-{n}.conf"));
+                // Same file, loopback addresses: the hosts' names become ports here.
+                for (i, port) in route_ports.iter().enumerate() {
+                    text = text.replace(&format!("nats-{}.internal:6222", i + 1), &format!("127.0.0.1:{port}"));
+                }
+                text = text.replace(
+                    "listen: 0.0.0.0:6222",
+                    &format!("listen: 127.0.0.1:{}", route_ports[n - 1]),
+                );
+                match start_config(&sub, &format!("nats-{n}"), &text).await {
+                    Ok(node) => nodes.push(node),
+                    Err(e) if port_taken(&e) => {
+                        last = e;
+                        break;
+                    }
+                    Err(e) => panic!("nats-{n}: {e}"),
+                }
+            }
+            if nodes.len() == 3 {
+                return Self { nodes, _dir: dir };
+            }
+            for mut node in nodes {
+                node.stop().await;
+            }
+        }
+        panic!("the cluster did not start: {last}")
+    }
+
+    /// Every node's client URL, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// The configuration guichet uses to reach the cluster: every node
+    /// listed, with the deploy configs' user.
+    pub fn nats_config(&self) -> NatsConfig {
+        NatsConfig {
+            url: Some(self.urls().into()),
+            user: Some("guichet".into()),
+            password: Some(Secret::Inline(PASSWORD.into())),
+            connect_timeout: Duration::from_secs(20),
+            ..NatsConfig::default()
+        }
+    }
+
+    /// Stops every node still running.
+    pub async fn stop(mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+}
