@@ -22,6 +22,10 @@ pub struct DeskConfig {
     pub max_message_size: usize,
     /// Largest attachment accepted, in bytes.
     pub max_attachment_size: usize,
+    /// Request bytes (encoded size) being processed at once, all callers
+    /// together; a request that does not fit is refused with UNAVAILABLE
+    /// at once (retry with backoff).
+    pub max_buffered_bytes: usize,
     /// How long `wait_for_routing` waits when the request does not say.
     #[serde(with = "humantime_serde")]
     pub wait_for_routing_timeout: Duration,
@@ -42,6 +46,7 @@ impl Default for DeskConfig {
             sites: BTreeMap::new(),
             max_message_size: 16 * 1024 * 1024,
             max_attachment_size: 10 * 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             wait_for_routing_timeout: Duration::from_secs(2),
             wait_for_routing_max: Duration::from_secs(10),
             history_page_size: 50,
@@ -104,6 +109,15 @@ impl Validate for DeskConfig {
                 ),
             ));
         }
+        if self.max_buffered_bytes < self.max_message_size {
+            return Err(Error::config(
+                "desk.max_buffered_bytes",
+                format!(
+                    "must be at least `desk.max_message_size` ({} bytes): a request of the largest size must fit",
+                    self.max_message_size
+                ),
+            ));
+        }
         if self.wait_for_routing_max.is_zero() {
             return Err(Error::config("desk.wait_for_routing_max", "must be more than 0s"));
         }
@@ -157,6 +171,13 @@ mod tests {
                     ..DeskConfig::default()
                 },
                 "desk.max_attachment_size",
+            ),
+            (
+                DeskConfig {
+                    max_buffered_bytes: 1024 * 1024,
+                    ..DeskConfig::default()
+                },
+                "desk.max_buffered_bytes",
             ),
             (
                 DeskConfig {

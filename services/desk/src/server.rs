@@ -1,6 +1,13 @@
 //! The gRPC server: the `Desk` service behind the token interceptor, the
 //! standard health service (following the broker connection), server
 //! reflection, TLS, size limits, graceful shutdown.
+//!
+//! What callers can make the server hold is bounded three ways: HTTP/2
+//! streams per connection ([`MAX_STREAMS_PER_CONNECTION`]), the size of one
+//! request (`desk.max_message_size`, refused by tonic while decoding), and
+//! the request bytes being processed by all callers together
+//! (`desk.max_buffered_bytes`: a request that does not fit is UNAVAILABLE
+//! at once, before any work or any wait on the broker).
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -15,7 +22,11 @@ use guichet_core::{
         },
     },
 };
-use tokio::time::Instant;
+use prost::Message;
+use tokio::{
+    sync::{Semaphore, SemaphorePermit},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Response, Status,
@@ -42,6 +53,38 @@ pub struct State {
     pub bus: Bus,
     pub instance: String,
     pub config: DeskConfig,
+    /// Request bytes being processed (`desk.max_buffered_bytes`), one
+    /// permit a byte.
+    pub budget: Semaphore,
+}
+
+impl State {
+    pub fn new(bus: Bus, instance: String, config: DeskConfig) -> Self {
+        Self {
+            budget: Semaphore::new(config.max_buffered_bytes),
+            bus,
+            instance,
+            config,
+        }
+    }
+
+    /// Reserves `bytes` of the budget until the permit is dropped, or
+    /// UNAVAILABLE at once: waiting would only pile requests up.
+    fn reserve(&self, bytes: usize) -> Result<SemaphorePermit<'_>, Status> {
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| self.budget.try_acquire_many(n).ok());
+        permit.ok_or_else(|| {
+            metrics::counter!("guichet_desk_budget_exhausted_total").increment(1);
+            tracing::warn!(
+                bytes,
+                "request refused: `desk.max_buffered_bytes` of requests in progress"
+            );
+            Status::unavailable(
+                "too many request bytes are being processed right now; retry with backoff (same client_request_id)",
+            )
+        })
+    }
 }
 
 /// The `Desk` gRPC service.
@@ -82,6 +125,14 @@ impl Desk for DeskService {
     ) -> Result<Response<RecordContactResponse>, Status> {
         let started = Instant::now();
         let site = site_of(&request)?;
+        // Held until the answer: what this request's attachments and
+        // contact keep in memory while they are stored and published.
+        let _held = self
+            .state
+            .reserve(request.get_ref().encoded_len())
+            .inspect_err(|status| {
+                observe("record_contact", &site, "any", started, Err(status));
+            })?;
         let deadline = deadline_of(&request, started);
         let request = request.into_inner();
         let channel = Channel::try_from(request.channel)
@@ -184,11 +235,7 @@ pub async fn serve(
 
     let max_message_size = config.max_message_size;
     let tls = prepared.tls.is_some();
-    let state = State {
-        bus: ctx.bus.clone(),
-        instance: ctx.instance.clone(),
-        config,
-    };
+    let state = State::new(ctx.bus.clone(), ctx.instance.clone(), config);
     let desk = InterceptedService::new(
         DeskServer::new(DeskService::new(state)).max_decoding_message_size(max_message_size),
         prepared.sites.interceptor(),

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use crate::{
     config::{FormConfig, WebConfig},
     ratelimit::TokenBucket,
+    receive::Gate,
 };
 
 /// One configured form, ready to take submissions.
@@ -28,14 +29,26 @@ pub struct App {
     pub instance: String,
     pub config: WebConfig,
     pub forms: BTreeMap<String, Arc<Form>>,
-    /// Submissions in progress (`web.max_concurrent`).
+    /// Authentic submissions storing files and publishing
+    /// (`web.max_concurrent`): taken only after the signature is verified.
     pub in_flight: Semaphore,
+    /// The bounds of body reading, before anyone is known.
+    pub gate: Gate,
 }
 
 impl App {
     /// Validates `config` and resolves every form's secret.
     pub fn new(bus: Bus, instance: String, config: WebConfig) -> Result<Self, Error> {
         config.validate()?;
+        let gate = Gate::new(&config);
+        // A spool directory that cannot take files would turn every large
+        // body into a 503: say so at start, naming the key.
+        tempfile::tempfile_in(gate.spool_dir()).map_err(|e| {
+            Error::config(
+                "web.spool_dir",
+                format!("cannot create a file in {}: {e}", gate.spool_dir().display()),
+            )
+        })?;
         let mut forms = BTreeMap::new();
         for (id, form) in &config.forms {
             let key = match &form.secret {
@@ -65,6 +78,7 @@ impl App {
         }
         Ok(Self {
             in_flight: Semaphore::new(config.max_concurrent),
+            gate,
             bus,
             instance,
             config,

@@ -6,14 +6,27 @@
 //! stack), and fields are counted as they are read. Text must be valid
 //! UTF-8; nothing is decoded "lossily", since a replaced character in a
 //! name or an address would be silent corruption.
-
-use std::convert::Infallible;
+//!
+//! A body spooled to disk (see [`crate::receive`]) is parsed from there:
+//! multipart bodies are streamed, and an uploaded file larger than
+//! `web.spool_threshold_bytes` goes to a spool file of its own, hashed as
+//! it is written, so that it can be streamed to the object store under its
+//! content address without ever being held whole.
 
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::{
+    fs::File,
+    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+};
 
-use crate::problem::Problem;
+use crate::{
+    problem::Problem,
+    receive::{self, Content, Gate},
+};
 
 /// The body kinds accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,15 +91,27 @@ pub enum Payload {
 }
 
 /// A file sent in a multipart body.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upload {
     pub field: String,
     pub file_name: String,
     pub media_type: String,
-    pub data: Bytes,
+    pub data: UploadData,
 }
 
-#[derive(Debug, Clone)]
+/// An uploaded file's bytes.
+#[derive(Debug)]
+pub enum UploadData {
+    Memory(Bytes),
+    /// A large file, in an unnamed spool file positioned at its start.
+    Spooled {
+        file: File,
+        sha256: [u8; 32],
+        size: u64,
+    },
+}
+
+#[derive(Debug)]
 pub struct Submission {
     pub payload: Payload,
     pub uploads: Vec<Upload>,
@@ -100,18 +125,40 @@ pub struct Limits {
     pub max_file_bytes: usize,
 }
 
-/// Parses `body` of `kind`.
-pub async fn parse(kind: &BodyKind, body: Bytes, limits: Limits) -> Result<Submission, Problem> {
+/// Parses `body` of `kind`; large uploaded files are spooled under `gate`'s
+/// spool directory and threshold.
+pub async fn parse(kind: &BodyKind, body: Content, limits: Limits, gate: &Gate) -> Result<Submission, Problem> {
+    let whole = |body: Content| async {
+        match body {
+            Content::Memory(bytes) => Ok(bytes),
+            // Authenticated by now, and bounded by `web.max_request_bytes`: a
+            // JSON or form body is parsed whole (its text must fit in one
+            // message anyway).
+            Content::File(mut file) => {
+                let mut out = Vec::new();
+                file.read_to_end(&mut out)
+                    .await
+                    .map_err(|e| receive::disk_problem(&e))?;
+                Ok(Bytes::from(out))
+            }
+        }
+    };
     match kind {
-        BodyKind::Json => parse_json(&body, limits).map(|v| Submission {
+        BodyKind::Json => parse_json(&whole(body).await?, limits).map(|v| Submission {
             payload: Payload::Json(v),
             uploads: Vec::new(),
         }),
-        BodyKind::UrlEncoded => parse_urlencoded(&body, limits).map(|f| Submission {
+        BodyKind::UrlEncoded => parse_urlencoded(&whole(body).await?, limits).map(|f| Submission {
             payload: Payload::Fields(f),
             uploads: Vec::new(),
         }),
-        BodyKind::Multipart { boundary } => parse_multipart(body, boundary, limits).await,
+        BodyKind::Multipart { boundary } => {
+            let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = match body {
+                Content::Memory(bytes) => Box::pin(futures::stream::once(async move { Ok(bytes) })),
+                Content::File(file) => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)),
+            };
+            parse_multipart(stream, boundary, limits, gate).await
+        }
     }
 }
 
@@ -219,8 +266,12 @@ fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn parse_multipart(body: Bytes, boundary: &str, limits: Limits) -> Result<Submission, Problem> {
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(body) });
+async fn parse_multipart(
+    stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    boundary: &str,
+    limits: Limits,
+    gate: &Gate,
+) -> Result<Submission, Problem> {
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(limits.max_file_bytes as u64));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
@@ -241,26 +292,61 @@ async fn parse_multipart(body: Bytes, boundary: &str, limits: Limits) -> Result<
             .content_type()
             .map(|m| m.essence_str().to_owned())
             .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let data = field.bytes().await.map_err(|e| multipart_problem(e, limits))?;
-        match file_name {
+        if let Some(file_name) = file_name {
+            let data = read_file_part(field, limits, gate).await?;
             // A file input left empty in a browser form: no file.
-            Some(f) if f.is_empty() && data.is_empty() => {}
-            Some(file_name) => uploads.push(Upload {
-                field: name,
-                file_name,
-                media_type,
-                data,
-            }),
-            None => {
-                let value = String::from_utf8(data.to_vec())
-                    .map_err(|_| Problem::malformed(format!("field `{}` is not valid UTF-8", printable(&name))))?;
-                fields.push((name, value));
+            if !(file_name.is_empty() && matches!(&data, UploadData::Memory(b) if b.is_empty())) {
+                uploads.push(Upload {
+                    field: name,
+                    file_name,
+                    media_type,
+                    data,
+                });
             }
+            continue;
         }
+        let data = field.bytes().await.map_err(|e| multipart_problem(e, limits))?;
+        let value = String::from_utf8(data.to_vec())
+            .map_err(|_| Problem::malformed(format!("field `{}` is not valid UTF-8", printable(&name))))?;
+        fields.push((name, value));
     }
     Ok(Submission {
         payload: Payload::Fields(fields),
         uploads,
+    })
+}
+
+/// An uploaded file: in memory up to the gate's threshold, past it in a
+/// spool file of its own, hashed as it is written.
+async fn read_file_part(mut field: multer::Field<'_>, limits: Limits, gate: &Gate) -> Result<UploadData, Problem> {
+    let mut memory = BytesMut::new();
+    let mut spooled: Option<(File, Sha256, u64)> = None;
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_problem(e, limits))? {
+        if spooled.is_none() && memory.len() + chunk.len() > gate.threshold() {
+            let mut file = receive::spool_file(gate.spool_dir().to_owned()).await?;
+            file.write_all(&memory).await.map_err(|e| receive::disk_problem(&e))?;
+            let hasher = Sha256::new_with_prefix(&memory);
+            spooled = Some((file, hasher, memory.len() as u64));
+            memory = BytesMut::new();
+        }
+        match &mut spooled {
+            Some((file, hasher, size)) => {
+                file.write_all(&chunk).await.map_err(|e| receive::disk_problem(&e))?;
+                hasher.update(&chunk);
+                *size += chunk.len() as u64;
+            }
+            None => memory.extend_from_slice(&chunk),
+        }
+    }
+    let Some((mut file, hasher, size)) = spooled else {
+        return Ok(UploadData::Memory(memory.freeze()));
+    };
+    file.flush().await.map_err(|e| receive::disk_problem(&e))?;
+    file.rewind().await.map_err(|e| receive::disk_problem(&e))?;
+    Ok(UploadData::Spooled {
+        file,
+        sha256: hasher.finalize().into(),
+        size,
     })
 }
 
@@ -358,24 +444,67 @@ mod tests {
         assert_eq!(parse_urlencoded(&many, LIMITS).unwrap_err().kind, "too-many-fields");
     }
 
+    fn memory(body: impl Into<Bytes>) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let body = body.into();
+        Box::pin(futures::stream::once(async move { Ok(body) }))
+    }
+
+    /// A gate that spools parts over 1 KiB.
+    fn gate() -> Gate {
+        Gate::new(&crate::WebConfig {
+            spool_threshold_bytes: 1024,
+            ..crate::WebConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_large_file_part_is_spooled_and_hashed() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut body = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n".to_vec();
+        body.extend_from_slice(&data);
+        body.extend_from_slice(b"\r\n--b--\r\n");
+        // Fed in small chunks, as from the network or a spool file.
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            body.chunks(300).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let limits = Limits {
+            max_file_bytes: 10_000,
+            ..LIMITS
+        };
+        let s = parse_multipart(Box::pin(futures::stream::iter(chunks)), "b", limits, &gate())
+            .await
+            .unwrap();
+        let [upload] = &mut s.uploads.try_into().unwrap();
+        let UploadData::Spooled { file, sha256, size } = &mut upload.data else {
+            panic!("not spooled: {:?}", upload.data)
+        };
+        assert_eq!(*size, 5000);
+        assert_eq!(sha256[..], Sha256::digest(&data)[..]);
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, data);
+    }
+
     #[tokio::test]
     async fn multipart_sets_files_apart() {
         let body = "--b\r\nContent-Disposition: form-data; name=\"nom\"\r\n\r\nJosé\r\n\
                     --b\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"../x.png\"\r\n\
                     Content-Type: image/png\r\n\r\nPNGDATA\r\n\
                     --b\r\nContent-Disposition: form-data; name=\"vide\"; filename=\"\"\r\n\r\n\r\n--b--\r\n";
-        let s = parse_multipart(Bytes::from(body), "b", LIMITS).await.unwrap();
+        let s = parse_multipart(memory(body), "b", LIMITS, &gate()).await.unwrap();
         let Payload::Fields(fields) = s.payload else { panic!() };
         assert_eq!(fields, vec![("nom".into(), "José".into())]);
         assert_eq!(s.uploads.len(), 1);
         assert_eq!(s.uploads[0].media_type, "image/png");
-        assert_eq!(&s.uploads[0].data[..], b"PNGDATA");
+        assert!(matches!(&s.uploads[0].data, UploadData::Memory(b) if &b[..] == b"PNGDATA"));
         let big = format!(
             "--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n{}\r\n--b--\r\n",
             "x".repeat(101)
         );
         assert_eq!(
-            parse_multipart(Bytes::from(big), "b", LIMITS).await.unwrap_err().kind,
+            parse_multipart(memory(big), "b", LIMITS, &gate())
+                .await
+                .unwrap_err()
+                .kind,
             "too-large"
         );
     }

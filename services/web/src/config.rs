@@ -6,7 +6,7 @@
 //! for form bodies. Everything is checked once at start, with errors that
 //! name the key at fault (`web.forms.voirie.email`).
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use guichet_core::{Error, bus::subjects::is_token, config::Validate, secret::Secret};
 use serde::Deserialize;
@@ -36,9 +36,34 @@ pub struct WebConfig {
     /// How long a client may take to send its body before the answer is 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
-    /// Submissions processed at once, at most (each may hold up to
-    /// `max_request_bytes` in memory); past it the answer is 503.
+    /// How long a client may leave its body without a new chunk before the
+    /// answer is 408: a connection that trickles bytes does not hold the
+    /// gateway's resources for the whole `body_timeout` (which still bounds
+    /// the whole body).
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Authentic submissions processed at once (files, publish and PubAck),
+    /// at most; past it the answer is 503. A slot is taken only once the
+    /// body has arrived and its signature is verified.
     pub max_concurrent: usize,
+    /// Requests whose body is being read at once, at most (before their
+    /// signature can be checked); past it the answer is 503 at once. Far
+    /// above `max_concurrent`: a waiting socket costs little.
+    pub max_reading_bodies: usize,
+    /// Body bytes held in memory by all requests together; a body that
+    /// would go past it is answered 503 (`Retry-After`) at once.
+    pub max_buffered_bytes: usize,
+    /// A body larger than this is spooled to a temporary file in
+    /// `spool_dir` instead of memory (its signature is computed as it
+    /// arrives), and its files are streamed from there to the object store.
+    pub spool_threshold_bytes: usize,
+    /// Body bytes spooled to disk by all requests together; past it 503
+    /// (`Retry-After`) at once.
+    pub max_spooled_bytes: usize,
+    /// Where spooled bodies go (default: the system's temporary directory).
+    /// Files there have no name (`O_TMPFILE`): nothing is left behind, even
+    /// after a crash.
+    pub spool_dir: Option<PathBuf>,
     /// Default per-form rate limit (a form may set its own).
     pub rate_limit: RateLimit,
     /// A configured form that takes submissions for form ids that are not
@@ -59,7 +84,13 @@ impl Default for WebConfig {
             signature_window: Duration::from_secs(300),
             publish_wait: Duration::from_secs(3),
             body_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(5),
             max_concurrent: 256,
+            max_reading_bodies: 4096,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            spool_threshold_bytes: 1024 * 1024,
+            max_spooled_bytes: 1024 * 1024 * 1024,
+            spool_dir: None,
             rate_limit: RateLimit::default(),
             catch_all: None,
             forms: BTreeMap::new(),
@@ -375,8 +406,40 @@ impl Validate for WebConfig {
         if self.body_timeout.is_zero() {
             return Err(Error::config("web.body_timeout", "must be more than 0s"));
         }
+        if self.body_idle_timeout.is_zero() {
+            return Err(Error::config("web.body_idle_timeout", "must be more than 0s"));
+        }
         if self.max_concurrent == 0 {
             return Err(Error::config("web.max_concurrent", "must be at least 1"));
+        }
+        if self.max_reading_bodies == 0 {
+            return Err(Error::config("web.max_reading_bodies", "must be at least 1"));
+        }
+        if self.spool_threshold_bytes < 1024 || u32::try_from(self.spool_threshold_bytes).is_err() {
+            return Err(Error::config(
+                "web.spool_threshold_bytes",
+                "must be between 1024 and 4294967295",
+            ));
+        }
+        if self.max_buffered_bytes < self.spool_threshold_bytes {
+            return Err(Error::config(
+                "web.max_buffered_bytes",
+                "must be at least `web.spool_threshold_bytes` (one body below the threshold must fit)",
+            ));
+        }
+        if self.spool_threshold_bytes < self.max_request_bytes && self.max_spooled_bytes < self.max_request_bytes {
+            return Err(Error::config(
+                "web.max_spooled_bytes",
+                "must be at least `web.max_request_bytes` (else a large body could never be accepted)",
+            ));
+        }
+        if let Some(dir) = &self.spool_dir
+            && !dir.is_dir()
+        {
+            return Err(Error::config(
+                "web.spool_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         self.rate_limit.validate("web.rate_limit")?;
         for (id, form) in &self.forms {
@@ -485,6 +548,12 @@ mod tests {
             ("[web]\ncatch_all = \"nope\"", "web.catch_all"),
             ("[web]\nmax_file_bytes = 999999999", "web.max_file_bytes"),
             ("[web]\nmax_json_depth = 0", "web.max_json_depth"),
+            ("[web]\nbody_idle_timeout = \"0s\"", "web.body_idle_timeout"),
+            ("[web]\nmax_reading_bodies = 0", "web.max_reading_bodies"),
+            ("[web]\nspool_threshold_bytes = 10", "web.spool_threshold_bytes"),
+            ("[web]\nmax_buffered_bytes = 4096", "web.max_buffered_bytes"),
+            ("[web]\nmax_spooled_bytes = 4096", "web.max_spooled_bytes"),
+            ("[web]\nspool_dir = \"/surely/not/a/dir\"", "web.spool_dir"),
         ];
         for (text, key) in cases {
             let err = error_of(text);

@@ -15,6 +15,7 @@ pub mod config;
 pub mod mapping;
 pub mod problem;
 mod ratelimit;
+pub mod receive;
 pub mod signature;
 mod submit;
 

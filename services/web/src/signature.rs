@@ -99,65 +99,107 @@ pub fn verify(
     now: i64,
     window: Duration,
 ) -> Result<(), SignatureError> {
-    let Signed {
-        header,
-        idempotency_key,
-        body,
-    } = signed;
-    let header = header.ok_or(SignatureError::Missing)?;
-    let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed("not ASCII"))?;
-    let mut t: Option<&str> = None;
-    let mut v1: Vec<Vec<u8>> = Vec::new();
-    let mut v2: Vec<Vec<u8>> = Vec::new();
-    for part in header.split(',') {
-        let Some((name, value)) = part.trim().split_once('=') else {
-            return Err(SignatureError::Malformed("expected `t=<unix seconds>,v1=<hex>`"));
-        };
-        let candidates = match name.trim() {
-            "t" => {
-                t = Some(value.trim());
-                continue;
+    let mut verifier = Verifier::new(key, scheme, signed.header, signed.idempotency_key)?;
+    verifier.update(signed.body);
+    verifier.finish(now, window)
+}
+
+/// A signature checked as the body arrives: the header is parsed before
+/// the body is read (a request without a usable header is refused before
+/// it can send anything), the MAC is fed chunk by chunk (a large body is
+/// never needed whole), and [`Verifier::finish`] compares at the end.
+pub struct Verifier {
+    /// `t` as sent (it is signed as text).
+    at: i64,
+    /// The signatures sent for the scheme checked (at most 4).
+    candidates: Vec<Vec<u8>>,
+    /// The MAC of `"<t>."` (and the `Idempotency-Key` for v2), then the body so far.
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the key's MAC state nor the signatures belong in a log.
+        f.debug_struct("Verifier").field("at", &self.at).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Parses the `X-Guichet-Signature` header (`header`) for a form of
+    /// `scheme` keyed with `key`.
+    pub fn new(
+        key: &[u8],
+        scheme: Scheme,
+        header: Option<&[u8]>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Self, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed("not ASCII"))?;
+        let mut t: Option<&str> = None;
+        let mut v1: Vec<Vec<u8>> = Vec::new();
+        let mut v2: Vec<Vec<u8>> = Vec::new();
+        for part in header.split(',') {
+            let Some((name, value)) = part.trim().split_once('=') else {
+                return Err(SignatureError::Malformed("expected `t=<unix seconds>,v1=<hex>`"));
+            };
+            let candidates = match name.trim() {
+                "t" => {
+                    t = Some(value.trim());
+                    continue;
+                }
+                "v1" => &mut v1,
+                "v2" => &mut v2,
+                _ => continue,
+            };
+            let bytes = hex::decode(value.trim()).map_err(|_| SignatureError::Malformed("a signature is not hex"))?;
+            // Bounded: a header is small, but do not HMAC a thousand times.
+            if candidates.len() < 4 {
+                candidates.push(bytes);
             }
-            "v1" => &mut v1,
-            "v2" => &mut v2,
-            _ => continue,
-        };
-        let bytes = hex::decode(value.trim()).map_err(|_| SignatureError::Malformed("a signature is not hex"))?;
-        // Bounded: a header is small, but do not HMAC a thousand times.
-        if candidates.len() < 4 {
-            candidates.push(bytes);
         }
-    }
-    let t = t.ok_or(SignatureError::Malformed("no `t=` timestamp"))?;
-    let at: i64 = t
-        .parse()
-        .map_err(|_| SignatureError::Malformed("`t` is not a number of seconds"))?;
-    // A `v2` is checked when sent (it says more); `v1` only where allowed.
-    let (candidates, base) = if !v2.is_empty() {
-        (v2, mac(key, t, Some(idempotency_key.unwrap_or_default()), body))
-    } else if scheme == Scheme::V2 {
-        return Err(if v1.is_empty() {
-            SignatureError::Malformed("no `v2=` signature")
+        let t = t.ok_or(SignatureError::Malformed("no `t=` timestamp"))?;
+        let at: i64 = t
+            .parse()
+            .map_err(|_| SignatureError::Malformed("`t` is not a number of seconds"))?;
+        // A `v2` is checked when sent (it says more); `v1` only where allowed.
+        let (candidates, mac) = if !v2.is_empty() {
+            (v2, mac(key, t, Some(idempotency_key.unwrap_or_default()), b""))
+        } else if scheme == Scheme::V2 {
+            return Err(if v1.is_empty() {
+                SignatureError::Malformed("no `v2=` signature")
+            } else {
+                SignatureError::V2Required
+            });
+        } else if !v1.is_empty() {
+            (v1, mac(key, t, None, b""))
         } else {
-            SignatureError::V2Required
-        });
-    } else if !v1.is_empty() {
-        (v1, mac(key, t, None, body))
-    } else {
-        return Err(SignatureError::Malformed("no `v1=` or `v2=` signature"));
-    };
-    // `verify_slice` compares in constant time.
-    let matched = candidates
-        .iter()
-        .fold(false, |found, c| base.clone().verify_slice(c).is_ok() | found);
-    if !matched {
-        return Err(SignatureError::Mismatch);
+            return Err(SignatureError::Malformed("no `v1=` or `v2=` signature"));
+        };
+        Ok(Self { at, candidates, mac })
     }
-    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-    if now.abs_diff(at) > window.unsigned_abs() {
-        return Err(SignatureError::OutsideWindow);
+
+    /// Feeds the next bytes of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
     }
-    Ok(())
+
+    /// Whether one of the signatures is the MAC of the whole body, then
+    /// whether `t` is within `window` of `now`.
+    pub fn finish(self, now: i64, window: Duration) -> Result<(), SignatureError> {
+        // `verify_slice` compares in constant time.
+        let matched = self
+            .candidates
+            .iter()
+            .fold(false, |found, c| self.mac.clone().verify_slice(c).is_ok() | found);
+        if !matched {
+            return Err(SignatureError::Mismatch);
+        }
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        if now.abs_diff(self.at) > window.unsigned_abs() {
+            return Err(SignatureError::OutsideWindow);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +268,21 @@ mod tests {
             sign(KEY, &now.to_string(), body)
         );
         assert_eq!(v1(KEY, Some(&rotated), body, now), Ok(()));
+    }
+
+    #[test]
+    fn a_body_fed_in_chunks_verifies_like_the_whole() {
+        let body = b"0123456789abcdefghij".repeat(100);
+        let now = 1_700_000_000;
+        let header = header_value(KEY, now, &body);
+        let mut verifier = Verifier::new(KEY, Scheme::V1, Some(header.as_bytes()), None).unwrap();
+        for chunk in body.chunks(7) {
+            verifier.update(chunk);
+        }
+        assert_eq!(verifier.finish(now, WINDOW), Ok(()));
+        let mut short = Verifier::new(KEY, Scheme::V1, Some(header.as_bytes()), None).unwrap();
+        short.update(&body[..body.len() - 1]);
+        assert_eq!(short.finish(now, WINDOW), Err(SignatureError::Mismatch));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! `guichet.intake.web`, and a 202 only once JetStream has stored it.
 //!
 //! The order of the checks is deliberate: what costs nothing comes first
-//! (form, media type, declared length), the body is read bounded in size
-//! and time, its signature is checked on the exact bytes received before
-//! anything parses them, then the rate limit (authentic submissions only
-//! count against a form's budget), parsing, mapping, files and publish.
+//! (form, media type, declared length, the signature header's shape), the
+//! body is read under the bounds of [`crate::receive`] (time, count, bytes
+//! held; spooled to disk when large) while its MAC is computed, the
+//! signature is checked on the exact bytes received before anything parses
+//! them; only then does the submission take a publish slot
+//! (`web.max_concurrent`: unauthenticated clients never hold one), then
+//! the rate limit (authentic submissions only count against a form's
+//! budget), parsing, mapping, files and publish.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,9 +20,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use bytes::{Bytes, BytesMut};
 use chrono::Utc;
-use futures::StreamExt;
 use guichet_core::{
     bus::IntakeReceipt,
     ids,
@@ -30,16 +32,16 @@ use guichet_core::{
 };
 use prost::Message;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
     app::{App, Form},
-    body::{self, BodyKind, Limits},
+    body::{self, BodyKind, Limits, UploadData},
     mapping,
     problem::Problem,
-    signature::{self, SignatureError},
+    receive::{self, Received},
+    signature::{self, SignatureError, Verifier},
 };
 
 /// The 202 body.
@@ -73,10 +75,6 @@ pub async fn submit(
     let outcome = async {
         let Some(form) = form else {
             return Err(Problem::unknown_form(&requested));
-        };
-        let Ok(_permit) = app.in_flight.try_acquire() else {
-            tracing::warn!(limit = app.config.max_concurrent, "too many submissions in progress");
-            return Err(Problem::unavailable());
         };
         handle(&app, &requested, &form, &headers, body).await
     }
@@ -120,24 +118,45 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_request_bytes as u64) {
-        return Err(too_large(config.max_request_bytes));
+        return Err(receive::too_large(config.max_request_bytes));
     }
-    let bytes = tokio::time::timeout(config.body_timeout, read_body(body, config.max_request_bytes))
-        .await
-        .map_err(|_| Problem::request_timeout())??;
-
-    if let Some(key) = &form.key {
-        let signed = signature::Signed {
-            header: headers.get(signature::HEADER).map(|v| v.as_bytes()),
-            idempotency_key: idempotency.as_deref(),
-            body: &bytes,
-        };
-        let scheme = form.config.signature_scheme;
-        signature::verify(key, scheme, signed, Utc::now().timestamp(), config.signature_window).map_err(|e| {
-            tracing::info!(reason = ?e, "submission refused: signature");
-            signature_problem(e, config.signature_window)
-        })?;
+    // The header is read before the body: a request that cannot be
+    // authentic is refused before it can send (and hold) anything.
+    let refused = |e: SignatureError| {
+        tracing::info!(reason = ?e, "submission refused: signature");
+        signature_problem(e, config.signature_window)
+    };
+    let mut verifier = match &form.key {
+        Some(key) => Some(
+            Verifier::new(
+                key,
+                form.config.signature_scheme,
+                headers.get(signature::HEADER).map(|v| v.as_bytes()),
+                idempotency.as_deref(),
+            )
+            .map_err(refused)?,
+        ),
+        None => None,
+    };
+    let Received {
+        content,
+        sha256,
+        held: _held,
+        ..
+    } = app
+        .gate
+        .receive(body, declared, verifier.as_mut(), idempotency.is_none())
+        .await?;
+    if let Some(verifier) = verifier {
+        verifier
+            .finish(Utc::now().timestamp(), config.signature_window)
+            .map_err(refused)?;
     }
+    // Authentic: only now may it hold what protects files, publish and PubAck.
+    let Ok(_slot) = app.in_flight.try_acquire() else {
+        tracing::warn!(limit = config.max_concurrent, "too many submissions in progress");
+        return Err(Problem::unavailable());
+    };
     if let Err(wait) = form.limiter.take() {
         return Err(Problem::rate_limited(Duration::from_secs(wait.as_secs().max(1) + 1)));
     }
@@ -147,12 +166,16 @@ async fn handle(
         max_json_depth: config.max_json_depth,
         max_file_bytes: config.max_file_bytes,
     };
-    let submission = body::parse(&kind, bytes.clone(), limits).await?;
+    let mut submission = body::parse(&kind, content, limits, &app.gate).await?;
     let mapped = mapping::map(&form.config, &submission.payload)?;
 
-    let idempotency_key = match idempotency {
-        Some(key) => format!("web:{requested}:{key}"),
-        None => format!("web:{requested}:{}", hex::encode(Sha256::digest(&bytes))),
+    let idempotency_key = match (idempotency, sha256) {
+        (Some(key), _) => format!("web:{requested}:{key}"),
+        (None, Some(sha256)) => format!("web:{requested}:{}", hex::encode(sha256)),
+        (None, None) => {
+            tracing::error!("no body hash for a submission without Idempotency-Key");
+            return Err(Problem::internal());
+        }
     };
     if !app.bus.is_connected() {
         tracing::warn!("submission not stored: NATS is disconnected");
@@ -161,12 +184,14 @@ async fn handle(
 
     let store = async {
         let mut attachments = Vec::with_capacity(submission.uploads.len());
-        for upload in &submission.uploads {
-            attachments.push(
-                app.bus
-                    .put_attachment(&upload.data, &upload.file_name, &upload.media_type)
-                    .await?,
-            );
+        for upload in &mut submission.uploads {
+            let (name, media) = (&upload.file_name, &upload.media_type);
+            attachments.push(match &mut upload.data {
+                UploadData::Memory(data) => app.bus.put_attachment(data, name, media).await?,
+                UploadData::Spooled { file, sha256, .. } => {
+                    app.bus.put_attachment_stream(file, *sha256, name, media).await?
+                }
+            });
         }
         let now = Utc::now();
         let contact = Contact {
@@ -242,24 +267,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         return Err(Problem::invalid_idempotency_key());
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
-    let mut stream = body.into_data_stream();
-    let mut buffer = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Problem::malformed("the body could not be read to its end"))?;
-        if buffer.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok(buffer.freeze())
-}
-
-fn too_large(limit: usize) -> Problem {
-    Problem::too_large(format!("the body is larger than the limit of {limit} bytes"))
 }
 
 fn signature_problem(e: SignatureError, window: Duration) -> Problem {

@@ -1,8 +1,18 @@
 //! Files in the object store, addressed by content (`sha256/<hex>`), so
 //! that the same attachment sent twice is stored once and a message only
 //! ever carries an [`AttachmentRef`].
+//!
+//! Small files are stored from memory ([`Bus::put_attachment`]); large ones
+//! are streamed from a reader ([`Bus::put_attachment_stream`]) and never
+//! held whole.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
 
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::Bus;
 use crate::{Error, bus::subjects::ATTACHMENTS_STORE, proto::v1::AttachmentRef};
@@ -30,6 +40,63 @@ impl Bus {
         })
     }
 
+    /// Stores what `reader` yields under `sha256/<sha256>` (if not already
+    /// there), `sha256` being the SHA-256 of that content, computed by the
+    /// caller beforehand; the content is hashed again as it streams and an
+    /// object whose content does not match is deleted and refused.
+    ///
+    /// Why the digest comes first: the key is the content's hash, and the
+    /// object store cannot rename. Streaming under a temporary name and
+    /// copying under the final key would send every large file twice to
+    /// the broker (and leave orphans when interrupted); the callers have
+    /// the content on local disk already (the web adapter spools large
+    /// parts, hashing them as they arrive), so knowing the key first costs
+    /// nothing, and a file already stored is not sent at all.
+    pub async fn put_attachment_stream<R>(
+        &self,
+        reader: &mut R,
+        sha256: [u8; 32],
+        file_name: &str,
+        media_type: &str,
+    ) -> Result<AttachmentRef, Error>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let sha256 = hex::encode(sha256);
+        let key = format!("sha256/{sha256}");
+        let store = &self.inner.stores.attachments;
+        let size = match store.info(&key).await {
+            Ok(info) => info.size as u64,
+            Err(_) => {
+                let mut hashing = Hashing::new(reader);
+                store
+                    .put(key.as_str(), &mut hashing)
+                    .await
+                    .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
+                let (digest, size) = hashing.finish();
+                if hex::encode(digest) != sha256 {
+                    // The source changed under us: never leave content
+                    // under a key that does not address it.
+                    if let Err(e) = store.delete(&key).await {
+                        tracing::warn!(error = %e, %key, "mismatched attachment not deleted");
+                    }
+                    return Err(Error::store(
+                        ATTACHMENTS_STORE,
+                        format!("{key}: the content streamed does not have the announced SHA-256"),
+                    ));
+                }
+                size
+            }
+        };
+        Ok(AttachmentRef {
+            key,
+            file_name: sanitize_file_name(file_name),
+            media_type: media_type.to_owned(),
+            size,
+            sha256,
+        })
+    }
+
     /// Reads an attachment back.
     pub async fn get_attachment(&self, key: &str) -> Result<Vec<u8>, Error> {
         use tokio::io::AsyncReadExt;
@@ -46,6 +113,39 @@ impl Bus {
             .await
             .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
         Ok(out)
+    }
+}
+
+/// A reader that hashes (SHA-256) and counts what passes through it.
+struct Hashing<'a, R> {
+    inner: &'a mut R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<'a, R> Hashing<'a, R> {
+    fn new(inner: &'a mut R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(self) -> ([u8; 32], u64) {
+        (self.hasher.finalize().into(), self.size)
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Hashing<'_, R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut *self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        let read = &buf.filled()[before..];
+        this.hasher.update(read);
+        this.size += read.len() as u64;
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -6,5 +6,6 @@
 
 mod bad_input;
 mod common;
+mod hostile;
 mod intake;
 mod outage;
