@@ -15,6 +15,7 @@ pub mod lease;
 mod noise;
 pub mod normalize;
 mod quote;
+pub mod repair;
 pub mod state;
 mod watcher;
 

@@ -10,11 +10,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use chrono::{DateTime, Utc};
 use guichet_core::proto::v1::FlagKind;
-use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{noise, quote};
+use crate::{noise, quote, repair};
 
 /// Limits of one normalization.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +141,8 @@ impl Normalized {
 /// Normalizes `raw`. Never panics, never fails: damage becomes flags.
 pub fn normalize(raw: &[u8], limits: &Limits) -> Normalized {
     let oversize = raw.len() > limits.max_message_size;
+    let repaired = (!oversize).then(|| repair::repair(raw)).flatten();
+    let raw = repaired.as_ref().map_or(raw, |r| r.bytes.as_slice());
     let parsed = catch_unwind(AssertUnwindSafe(|| {
         let parser = MessageParser::default();
         let message = if oversize {
@@ -159,7 +161,23 @@ pub fn normalize(raw: &[u8], limits: &Limits) -> Normalized {
             "the parser failed on this message; the raw message is kept",
         ),
     };
-    if !oversize && out.has_undecodable_text() && std::str::from_utf8(raw).is_err() {
+    if let Some(repaired) = &repaired {
+        out.flag(
+            FlagKind::DamagedStructure,
+            format!(
+                "{}: text recovered, the raw message is kept",
+                repaired.damage.join("; ")
+            ),
+        );
+    }
+    // A declared charset is honoured even with invalid bytes (flagged
+    // MALFORMED_TEXT in `from_message`): re-reading the whole message as
+    // Windows-1252 for one stray byte would garble every accent in it.
+    if !oversize
+        && !out.has_flag(FlagKind::MalformedText)
+        && out.has_undecodable_text()
+        && std::str::from_utf8(raw).is_err()
+    {
         redecode_undeclared(raw, limits, &mut out);
     }
     if oversize {
@@ -198,8 +216,8 @@ fn from_message(m: &Message<'_>, limits: &Limits, headers_only: bool) -> Normali
         out.flag(FlagKind::MalformedHeader, "no usable sender address (From)");
         out.from_address.clear();
     }
-    out.to = recipients(&mut out, "To", m.to());
-    out.cc = recipients(&mut out, "Cc", m.cc());
+    out.to = recipients(&mut out, "To", m, HeaderName::To);
+    out.cc = recipients(&mut out, "Cc", m, HeaderName::Cc);
     out.subject = header_text(&mut out, "Subject", m.subject().unwrap_or_default());
     out.message_id = message_id(&mut out, "Message-ID", m.message_id().unwrap_or_default());
     out.in_reply_to = m
@@ -247,6 +265,17 @@ fn from_message(m: &Message<'_>, limits: &Limits, headers_only: bool) -> Normali
         let mut texts = Vec::new();
         for i in 0..m.text_body.len() {
             if let Some(text) = m.body_text(i) {
+                if text.contains('\u{FFFD}')
+                    && let Some(charset) = declared_charset(m, i)
+                {
+                    out.flag(
+                        FlagKind::MalformedText,
+                        format!(
+                            "text with bytes invalid in its declared charset {charset}: each shown as U+FFFD, \
+                             the raw message is kept"
+                        ),
+                    );
+                }
                 let text = clean_text(&text);
                 if !text.trim().is_empty() {
                     texts.push(text);
@@ -308,6 +337,16 @@ fn from_message(m: &Message<'_>, limits: &Limits, headers_only: bool) -> Normali
     out
 }
 
+/// The charset the `i`-th text part declares, unless it is US-ASCII:
+/// 8-bit text labelled US-ASCII is a mailer's default label, not a
+/// declaration, and is better read as Windows-1252.
+fn declared_charset(m: &Message<'_>, i: usize) -> Option<String> {
+    let part = m.parts.get(*m.text_body.get(i)? as usize)?;
+    let charset = part.content_type()?.attribute("charset")?.trim().to_ascii_lowercase();
+    let undeclared = charset.is_empty() || matches!(charset.as_str(), "us-ascii" | "ascii" | "us_ascii");
+    (!undeclared).then(|| charset.chars().filter(|c| !c.is_control()).take(40).collect())
+}
+
 fn default_name(media_type: &str) -> String {
     match media_type {
         "message/rfc822" => "message.eml".into(),
@@ -353,10 +392,13 @@ fn message_id(out: &mut Normalized, name: &str, value: &str) -> String {
     id.to_owned()
 }
 
-fn recipients(out: &mut Normalized, name: &str, address: Option<&Address<'_>>) -> Vec<String> {
-    let Some(address) = address else { return Vec::new() };
-    let all: Vec<String> = address
-        .iter()
+/// The addresses of every `name` header (a message may carry two `To:`:
+/// each is kept, in order).
+fn recipients(out: &mut Normalized, name: &str, m: &Message<'_>, header: HeaderName<'_>) -> Vec<String> {
+    let all: Vec<String> = m
+        .header_values(header)
+        .filter_map(|v| v.as_address())
+        .flat_map(|address| address.iter())
         .filter_map(|a| {
             let addr = a.address().map(str::trim).filter(|s| !s.is_empty());
             let display = a.name().map(str::trim).filter(|s| !s.is_empty());

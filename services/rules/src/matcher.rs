@@ -93,6 +93,8 @@ pub(crate) const FLAGS: &[(&str, FlagKind)] = &[
     ("truncated", FlagKind::Truncated),
     ("empty_body", FlagKind::EmptyBody),
     ("malformed_header", FlagKind::MalformedHeader),
+    ("malformed_text", FlagKind::MalformedText),
+    ("damaged_structure", FlagKind::DamagedStructure),
 ];
 
 fn flag_name(kind: i32) -> &'static str {
