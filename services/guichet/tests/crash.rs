@@ -112,9 +112,20 @@ async fn a_process_killed_mid_burst_loses_nothing_and_stores_nothing_twice() {
     let unmoved = (at_kill as usize + left_at_kill).saturating_sub(MESSAGES);
     eprintln!("killed with {at_kill} stored and {left_at_kill} still in the inbox ({unmoved} stored, not moved)");
 
-    // Started again, it finishes the mailbox (once the dead process's
-    // mailbox lease has expired: 30 s).
+    // Started again, it takes over its own instance's lease at once (the
+    // dead run's lease would expire only after 30 s) and finishes the
+    // mailbox. 15 s leaves a loaded machine room to start the process.
     let mut child = start(&config);
+    let restarted = Instant::now();
+    while intake_count(&nats).await <= at_kill && dovecot.count(IMAP_USER, "INBOX").await == left_at_kill {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "the restarted process did not resume the mailbox within 15 s: it waits for its own stale lease"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "guichet exited on its own");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("resumed {:?} after the restart", restarted.elapsed());
     let deadline = Instant::now() + Duration::from_secs(120);
     while dovecot.count(IMAP_USER, "INBOX").await > 0 {
         assert!(Instant::now() < deadline, "the inbox was not emptied after the restart");

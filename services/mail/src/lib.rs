@@ -52,9 +52,9 @@ pub async fn run_with_hooks(
     hooks: Hooks,
 ) -> Result<(), MailError> {
     config.validate().map_err(MailError::Config)?;
-    // One holder identity per process: a restarted run of this process
-    // takes its own lease back at once; another process waits for expiry.
-    let holder = format!("{}.{}", ctx.instance, std::process::id());
+    // One holder per run: a restarted process takes its instance's
+    // leases back at once; another instance waits for their expiry.
+    let holder = lease::Holder::new(&ctx.instance);
     let mut tasks = JoinSet::new();
     for mailbox in &config.mailboxes {
         spawn(&mut tasks, &ctx, &holder, mailbox.clone(), &hooks, &shutdown);
@@ -83,7 +83,7 @@ pub async fn run_with_hooks(
 fn spawn(
     tasks: &mut JoinSet<()>,
     ctx: &ServiceContext,
-    holder: &str,
+    holder: &lease::Holder,
     config: MailboxConfig,
     hooks: &Hooks,
     shutdown: &CancellationToken,
@@ -92,7 +92,7 @@ fn spawn(
         config,
         bus: ctx.bus.clone(),
         instance: ctx.instance.clone(),
-        holder: holder.to_owned(),
+        holder: holder.clone(),
         hooks: hooks.clone(),
     };
     tasks.spawn(w.watch(shutdown.clone()));

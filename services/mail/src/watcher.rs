@@ -59,8 +59,8 @@ pub struct Watcher {
     pub config: MailboxConfig,
     pub bus: Bus,
     pub instance: String,
-    /// This process's identity in the lease.
-    pub holder: String,
+    /// This run's identity in the lease.
+    pub holder: lease::Holder,
     pub hooks: Hooks,
 }
 
