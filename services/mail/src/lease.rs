@@ -109,8 +109,7 @@ impl Lease {
                     .map_err(|e| format!("lease: {e}"))?;
                 let take_over = |entry: &kv::Entry| {
                     entry.value == value
-                        || (holder.is_earlier_run(&entry.value)
-                            && !holder.duplicate_instance.load(Ordering::Relaxed))
+                        || (holder.is_earlier_run(&entry.value) && !holder.duplicate_instance.load(Ordering::Relaxed))
                 };
                 match entry {
                     Some(entry) if entry.operation == Operation::Put && take_over(&entry) => {
