@@ -94,6 +94,15 @@ impl Error {
         }
     }
 
+    /// What is wrong with an identifier, without the field's name (the
+    /// caller names the field its own way: `usager.email`, a form field).
+    pub fn identity_reason(&self) -> String {
+        match self {
+            Error::Identity { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn store(store: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Store {
             store: store.into(),

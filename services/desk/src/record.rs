@@ -487,10 +487,7 @@ fn validate_claims(u: &IdentityClaims, v: &mut Violations) {
 
 /// The normalizer's reason, without echoing the value.
 fn identity_reason(e: &guichet_core::Error) -> String {
-    match e {
-        guichet_core::Error::Identity { reason, .. } => printable(reason, 200),
-        other => printable(&other.to_string(), 200),
-    }
+    printable(&e.identity_reason(), 200)
 }
 
 fn is_media_type(s: &str) -> bool {

@@ -229,6 +229,13 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
         ("usager.email", |r| {
             r.usager.as_mut().unwrap().email = "jeanne at example".into()
         }),
+        // Issue 11: two `@` used to pass and become the usager's identity.
+        ("usager.email", |r| {
+            r.usager.as_mut().unwrap().email = "jeanne@martin@example.fr".into()
+        }),
+        ("usager.email", |r| {
+            r.usager.as_mut().unwrap().email = "jeanne@example..fr".into()
+        }),
         ("usager.account_id", |r| {
             r.usager.as_mut().unwrap().account_id = "sub".into()
         }),
@@ -285,6 +292,18 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_records_nothing() {
     request.usager.as_mut().unwrap().phone = "0999".into();
     let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
     assert!(!status.message().contains("0999"), "{}", status.message());
+    // Two `@`: the field is named, the reason is precise, the address is
+    // not echoed.
+    let mut request = counter_visit("bad-3");
+    request.usager.as_mut().unwrap().email = "jeanne@martin@example.fr".into();
+    let status = client.record_contact(authed(request, NORD_TOKEN)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("usager.email") && status.message().contains("more than one @"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("jeanne"), "{}", status.message());
 
     assert!(intake(&js).await.is_empty(), "nothing was published");
     assert_eq!(attachment_count(&js).await, 0, "nothing was stored");

@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use guichet_core::{
     Bus,
     bus::IntakeReceipt,
-    ids,
+    identity, ids,
     proto::{
         self,
         v1::{AttachmentRef, Channel, Contact, EmailDetails, IdentityClaims, Source, contact::Details},
@@ -433,6 +433,7 @@ impl Run<'_> {
                 });
                 n
             });
+        let normalized = checked_sender(normalized);
         let identity = state::identity(&normalized.message_id, &raw);
 
         if checkpoint.recover_until.is_some_and(|until| uid <= until)
@@ -608,6 +609,27 @@ struct Server {
     idle: bool,
     mv: bool,
     uidplus: bool,
+}
+
+/// Keeps the sender address only if it is a mailbox by the rule every
+/// adapter and the router share ([`identity::normalize_email`]): an
+/// address that is not one (two `@`, an empty label...) must not become
+/// the usager's identity. It is flagged, and the contact goes on without
+/// an e-mail claim (the raw message keeps the header as received).
+fn checked_sender(mut n: Normalized) -> Normalized {
+    if !n.from_address.is_empty()
+        && let Err(e) = identity::normalize_email(&n.from_address)
+    {
+        n.flags.push(normalize::Flag {
+            kind: proto::v1::FlagKind::MalformedHeader,
+            reason: format!(
+                "sender address (From) not usable: {}; not used to identify the usager",
+                e.identity_reason()
+            ),
+        });
+        n.from_address.clear();
+    }
+    n
 }
 
 #[allow(clippy::too_many_arguments)]

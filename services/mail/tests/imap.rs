@@ -435,3 +435,76 @@ async fn without_mailboxes_the_service_is_ready_and_stops_cleanly() {
     wait_until("ready", Duration::from_secs(5), || async { gateway.health.check().0 }).await;
     gateway.stop().await;
 }
+
+/// Issue 11: a From with two `@` used to be claimed as the usager's
+/// e-mail. The adapter applies the shared rule: flagged, not claimed.
+#[tokio::test]
+async fn a_sender_address_that_is_not_a_mailbox_is_flagged_and_not_claimed() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let message = |n: usize, from: &str| {
+        format!(
+            "From: Jeanne <{from}>\r\nTo: contact@ville.example\r\nSubject: Demande {n}\r\n\
+             Message-ID: <two-at-{n}@example.org>\r\nDate: Mon, 3 Mar 2025 10:00:00 +0100\r\n\r\nBonjour\r\n"
+        )
+    };
+    dovecot
+        .append(IMAP_USER, "INBOX", message(1, "jeanne@martin@example.fr").as_bytes())
+        .await;
+    dovecot
+        .append(IMAP_USER, "INBOX", message(2, "Jeanne@Mairie-Évry.fr").as_bytes())
+        .await;
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 2, Duration::from_secs(30)).await;
+    let by_mid = |mid: &str| messages.iter().find(|m| m.email().message_id == mid).unwrap();
+    let bad = by_mid("two-at-1@example.org");
+    assert!(
+        bad.contact
+            .flags
+            .iter()
+            .any(|f| f.kind == FlagKind::MalformedHeader as i32 && f.reason.contains("more than one @")),
+        "{:?}",
+        bad.contact.flags
+    );
+    let claims = bad.contact.claims.as_ref().unwrap();
+    assert_eq!(claims.email, "", "an address that is not one is not claimed");
+    assert!(
+        bad.contact.flags.iter().all(|f| !f.reason.contains("jeanne")),
+        "{:?}",
+        bad.contact.flags
+    );
+    let good = by_mid("two-at-2@example.org");
+    assert!(!good.has_flag(FlagKind::MalformedHeader), "{:?}", good.contact.flags);
+    assert_eq!(good.contact.claims.as_ref().unwrap().email, "Jeanne@Mairie-Évry.fr");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn utf8_text_with_a_stray_byte_or_a_nul_keeps_its_accents_and_is_flagged() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    // A NUL in the text: Dovecot stores and hands it back as 0x80, which
+    // is not UTF-8 either. Before the fix both messages were re-read
+    // whole as Windows-1252 ("ProblÃ¨me d'Ã©clairage").
+    let mut nul = b"From: claire.martin@example.fr\r\nTo: contact@mairie.example\r\nSubject: Eclairage\r\n\
+                    Message-ID: <nul@example.fr>\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                    Content-Transfer-Encoding: 8bit\r\n\r\n"
+        .to_vec();
+    nul.extend_from_slice("Problème d'éclairage à l'école\0 depuis lundi.\r\n".as_bytes());
+    for raw in [&nul, &fixture("utf8_stray_byte")] {
+        dovecot.append(IMAP_USER, "INBOX", raw).await;
+    }
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    let messages = wait_intake(&nats, 2, Duration::from_secs(30)).await;
+    for m in &messages {
+        let body = &m.contact.body;
+        assert!(body.contains("Problème d'éclairage à l'école"), "{body:?}");
+        assert!(!body.contains('Ã'), "{body:?}");
+        assert!(
+            body.contains('\u{FFFD}'),
+            "the bad byte is shown where it was: {body:?}"
+        );
+        assert!(m.has_flag(FlagKind::MalformedText), "{:?}", m.contact.flags);
+    }
+    gateway.stop().await;
+}

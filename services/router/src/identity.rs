@@ -32,7 +32,7 @@ use guichet_core::{
         usagers::{alias_key, record_key},
     },
     identity::{Identifier, normalize_account, normalize_email, normalize_phone},
-    proto::v1::{Contact, identity_resolution::Outcome},
+    proto::v1::{Contact, Flag, FlagKind, identity_resolution::Outcome},
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,20 +57,39 @@ pub struct Resolution {
     pub matched_by: Vec<String>,
     /// Usagers designated by weaker identifiers, when they disagree.
     pub conflicts: Vec<(String, String)>,
+    /// One flag per identity claim that was not usable (see [`claims`]).
+    pub unusable: Vec<Flag>,
 }
 
 /// The normalized identifiers of a contact, strongest first. Claims that
 /// do not normalize are skipped (and counted), never fatal.
 pub fn identifiers(contact: &Contact) -> Vec<Identifier> {
+    claims(contact).0
+}
+
+/// The contact's usable identifiers, strongest first, and one flag per
+/// claim that is not usable. The router does not trust the adapters'
+/// checks: a claim that fails the shared rule ([`guichet_core::identity`])
+/// designates nobody — it is neither looked up nor attached — and the
+/// routed contact says so.
+pub fn claims(contact: &Contact) -> (Vec<Identifier>, Vec<Flag>) {
     let Some(claims) = &contact.claims else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::new();
+    let mut flags = Vec::new();
     let mut push = |field: &'static str, result: Result<Identifier, guichet_core::Error>| match result {
         Ok(id) => out.push(id),
-        Err(_) => {
+        Err(e) => {
             metrics::counter!("guichet_router_unusable_claims_total", "field" => field).increment(1);
             tracing::debug!(contact_id = %contact.id, field, "identity claim not usable; ignored");
+            flags.push(Flag {
+                kind: FlagKind::MalformedHeader as i32,
+                reason: format!(
+                    "usager.{field} not used to identify the usager: {}",
+                    e.identity_reason()
+                ),
+            });
         }
     };
     if !claims.account_id.trim().is_empty() {
@@ -86,7 +105,7 @@ pub fn identifiers(contact: &Contact) -> Vec<Identifier> {
         push("phone", normalize_phone(&claims.phone));
     }
     out.sort_by_key(|id| id.kind);
-    out
+    (out, flags)
 }
 
 /// Resolves the contact's usager, claiming or attaching identifiers,
@@ -101,13 +120,14 @@ pub async fn resolve_with(
     cache: Option<&IdentityCache>,
     contact: &Contact,
 ) -> Result<Resolution, RouterError> {
-    let ids = identifiers(contact);
+    let (ids, unusable) = claims(contact);
     if ids.is_empty() {
         return Ok(Resolution {
             usager_id: anonymous_id(&contact.id),
             outcome: Outcome::Anonymous,
             matched_by: Vec::new(),
             conflicts: Vec::new(),
+            unusable,
         });
     }
     // Each lost race means another router just claimed this person: the
@@ -119,7 +139,8 @@ pub async fn resolve_with(
             cache,
             fresh: attempt > 0,
         };
-        if let Some(resolution) = try_resolve(&reader, &ids).await? {
+        if let Some(mut resolution) = try_resolve(&reader, &ids).await? {
+            resolution.unusable = unusable;
             if !resolution.conflicts.is_empty() {
                 publish_conflict(bus, contact, &resolution).await?;
             }
@@ -299,6 +320,7 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
             },
             usager_id,
             conflicts,
+            unusable: Vec::new(),
         }));
     };
     let winner = winner.clone();
@@ -328,6 +350,7 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
         },
         matched_by,
         conflicts,
+        unusable: Vec::new(),
     }))
 }
 

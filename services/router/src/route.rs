@@ -174,8 +174,12 @@ impl Router {
             requests::index_message_id(bus, message_id, &reference).await?;
         }
 
+        // The claims the router did not use are flagged on the record,
+        // so that an agent sees why the usager was not recognized.
+        let mut routed_contact = contact.clone();
+        routed_contact.flags.extend(resolution.unusable.iter().cloned());
         let routed = Routed {
-            contact: Some(contact.clone()),
+            contact: Some(routed_contact),
             usager_id: usager_id.clone(),
             reference: reference.clone(),
             qualification: Some(qualification),

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use common::*;
 use guichet_core::{
     identity::normalize_email,
-    proto::v1::{IdentityClaims, identity_resolution::Outcome},
+    proto::v1::{FlagKind, IdentityClaims, identity_resolution::Outcome},
 };
 use guichet_harness::Nats;
 use guichet_router::identity;
@@ -223,4 +223,53 @@ async fn two_routers_racing_on_the_same_new_person_end_with_one_id() {
         }
     }
     assert_eq!(records, 40);
+}
+
+/// Issue 11: the router does not trust an adapter's check. An address
+/// that is not a mailbox (two `@`) is neither attached to the usager nor
+/// looked up: the contact is flagged, and a later contact carrying only
+/// that address is not routed to her "by email".
+#[tokio::test]
+async fn an_address_that_is_not_a_mailbox_is_flagged_and_never_attached() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+
+    let first = with_claims(
+        email_contact("", "Voirie", "un trou"),
+        IdentityClaims {
+            email: "jeanne@martin@example.fr".into(),
+            phone: "06 12 34 56 78".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &first).await;
+    let first_routed = routed(&bus, &first.id).await;
+    assert_eq!(outcome(&first_routed), Outcome::Created, "created by phone alone");
+    let flags = &first_routed.contact.as_ref().unwrap().flags;
+    assert!(
+        flags.iter().any(|f| f.kind == FlagKind::MalformedHeader as i32
+            && f.reason.contains("usager.email")
+            && f.reason.contains("more than one @")
+            && !f.reason.contains("jeanne")),
+        "{flags:?}"
+    );
+    let (record, _) = identity::read_record(&bus, &first_routed.usager_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.identifiers.len(), 1, "only the phone key: {record:?}");
+
+    let second = with_claims(
+        email_contact("", "Voirie", "toujours ce trou"),
+        IdentityClaims {
+            email: "jeanne@martin@example.fr".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &second).await;
+    let second_routed = routed(&bus, &second.id).await;
+    assert_eq!(outcome(&second_routed), Outcome::Anonymous);
+    assert_ne!(second_routed.usager_id, first_routed.usager_id);
+    router.shutdown().await;
 }

@@ -244,10 +244,7 @@ fn one_line(s: &str) -> String {
 
 /// The reason of an identity error, without its field prefix.
 fn identity_reason(e: &guichet_core::Error) -> String {
-    match e {
-        guichet_core::Error::Identity { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
+    e.identity_reason()
 }
 
 #[cfg(test)]

@@ -254,6 +254,20 @@ async fn every_bad_input_is_refused_and_nothing_is_published() {
         "the answer does not echo personal data: {}",
         p.detail
     );
+    // Issue 11: an address with two `@` passed the mapping and became the
+    // usager's identity. Refused with the one rule every adapter shares.
+    for (address, why) in [
+        ("jeanne@martin@example.fr", "more than one @"),
+        ("jeanne@example..fr", "empty label"),
+        ("jeanne@-mairie.fr", "hyphen"),
+    ] {
+        let mut two_at = voirie_json();
+        two_at["usager"]["email"] = address.into();
+        let p = refused(&web, address, web.json("voirie", &two_at), 422, "invalid-field").await;
+        assert_eq!(p.field.as_deref(), Some("email"), "{address}");
+        assert!(p.detail.contains(why), "{address}: {}", p.detail);
+        assert!(!p.detail.contains("jeanne"), "{address}: {}", p.detail);
+    }
 
     let deep = format!(
         r#"{{"usager": {{"email": "a@b.fr"}}, "description": "x", "n": {}1{}}}"#,
