@@ -1,6 +1,7 @@
 //! The admin HTTP port: `/healthz` (the process is alive), `/readyz`
-//! (NATS connected, topology in place, every started service ready) and
-//! `/metrics` (Prometheus text format).
+//! (a contact sent now would be stored: NATS connected, INTAKE led and
+//! taking publishes, see [`crate::bus::NotReady`]; every started service
+//! ready) and `/metrics` (Prometheus text format).
 
 use std::{
     collections::BTreeMap,
@@ -49,8 +50,11 @@ impl Health {
         let mut waiting = Vec::new();
         match &s.bus {
             None => waiting.push("nats (connecting or creating the topology)".to_owned()),
-            Some(bus) if !bus.is_connected() => waiting.push("nats (disconnected)".to_owned()),
-            Some(_) => {}
+            Some(bus) => {
+                if let Err(cause) = bus.ready() {
+                    waiting.push(format!("nats ({cause})"));
+                }
+            }
         }
         waiting.extend(
             s.components

@@ -1,7 +1,8 @@
 //! Typed configuration shared by every service, and the loader.
 //!
 //! A configuration is one TOML file plus environment overrides:
-//! `GUICHET__NATS__URL=nats://…` overrides `nats.url`. Each section is a
+//! `GUICHET__NATS__URL=nats://a:4222,nats://b:4222` overrides `nats.url`.
+//! Each section is a
 //! struct that rejects unknown keys (a typo must not be silently ignored)
 //! and is validated once at start by [`Validate`], with errors naming the
 //! key at fault.
@@ -12,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use crate::{Error, secret::Secret};
 
@@ -77,9 +78,11 @@ fn file_error(path: &Path, error: impl std::fmt::Display) -> Error {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
-    /// Absent: guichet starts its own `nats-server` (see [`EmbeddedConfig`]).
-    pub url: Option<String>,
+    /// Server URL(s): one, a comma-separated list or a TOML array
+    /// (`nats://host:4222`, `tls://…`). Every server listed is tried at
+    /// start and on reconnection. Absent: guichet starts its own
+    /// `nats-server` (see [`EmbeddedConfig`]).
+    pub url: Option<NatsUrls>,
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub token: Option<Secret>,
@@ -114,6 +117,129 @@ impl Default for NatsConfig {
             embedded: EmbeddedConfig::default(),
         }
     }
+}
+
+/// The NATS servers to try, in the order written: from one URL, a
+/// comma-separated list (what an environment variable can hold) or a TOML
+/// array. Printed (`Debug`, `Display`) without the credentials a URL may
+/// carry (`nats://user:password@host`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsUrls(Vec<String>);
+
+impl NatsUrls {
+    /// The URLs of `list`, split at commas, trimmed.
+    pub fn parse(list: &str) -> Self {
+        let mut urls = Self::default();
+        urls.push_list(list);
+        urls
+    }
+
+    fn push_list(&mut self, list: &str) {
+        self.0.extend(list.split(',').map(|one| one.trim().to_owned()));
+    }
+
+    /// Parses each URL as async-nats will, naming the first bad one
+    /// (without its credentials).
+    pub fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, Error> {
+        if self.0.is_empty() {
+            return Err(Error::config("nats.url", "the list of servers is empty"));
+        }
+        self.0
+            .iter()
+            .map(|one| {
+                let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .any(|s| one.starts_with(s))
+                    || !one.contains("://");
+                let parsed = if !one.is_empty() && scheme_ok {
+                    one.parse::<async_nats::ServerAddr>().map_err(|e| e.to_string())
+                } else {
+                    Err("expected nats://host:port or tls://host:port".into())
+                };
+                parsed.map_err(|reason| {
+                    Error::config("nats.url", format!("`{}` is not a NATS URL: {reason}", redact_url(one)))
+                })
+            })
+            .collect()
+    }
+}
+
+impl std::ops::Deref for NatsUrls {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<String> for NatsUrls {
+    fn from(list: String) -> Self {
+        Self::parse(&list)
+    }
+}
+
+impl From<&str> for NatsUrls {
+    fn from(list: &str) -> Self {
+        Self::parse(list)
+    }
+}
+
+impl From<Vec<String>> for NatsUrls {
+    fn from(urls: Vec<String>) -> Self {
+        Self(urls)
+    }
+}
+
+impl std::fmt::Display for NatsUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_urls(&self.0))
+    }
+}
+
+impl std::fmt::Debug for NatsUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|u| redact_url(u))).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for NatsUrls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NatsUrls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a NATS URL, a comma-separated list of them, or an array of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, list: &str) -> Result<NatsUrls, E> {
+                Ok(NatsUrls::parse(list))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NatsUrls, A::Error> {
+                let mut urls = NatsUrls::default();
+                // Bounded by the document being read; an element may be a list itself.
+                while let Some(one) = seq.next_element::<String>()? {
+                    urls.push_list(&one);
+                }
+                Ok(urls)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `url` without the user, password or token it may carry
+/// (`nats://***@host:4222`), for logs and error messages.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..authority_start], &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// Every URL of `urls`, redacted, comma-separated.
+pub fn redact_urls(urls: &[String]) -> String {
+    urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(",")
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -245,20 +371,8 @@ pub enum LogFormat {
 
 impl Validate for NatsConfig {
     fn validate(&self) -> Result<(), Error> {
-        if let Some(url) = &self.url {
-            for one in url.split(',') {
-                let one = one.trim();
-                let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
-                    .iter()
-                    .any(|s| one.starts_with(s))
-                    || !one.contains("://");
-                if one.is_empty() || !scheme_ok {
-                    return Err(Error::config(
-                        "nats.url",
-                        format!("`{one}` is not a NATS URL (expected nats://host:port or tls://host:port)"),
-                    ));
-                }
-            }
+        if let Some(urls) = &self.url {
+            urls.server_addrs()?;
         }
         if self.password.is_some() && self.user.is_none() {
             return Err(Error::config(
@@ -344,5 +458,67 @@ impl Validate for LogConfig {
         tracing_subscriber::EnvFilter::try_new(&self.level)
             .map(|_| ())
             .map_err(|e| Error::config("log.level", format!("not a valid filter: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Only {
+        nats: NatsConfig,
+    }
+
+    fn parse(toml: &str) -> Result<NatsConfig, String> {
+        let raw = ::config::Config::builder()
+            .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let only: Only = raw.try_deserialize().map_err(|e| e.to_string())?;
+        only.nats.validate().map_err(|e| e.to_string())?;
+        Ok(only.nats)
+    }
+
+    #[test]
+    fn a_server_list_is_a_comma_list_or_an_array() {
+        let want = ["nats://a:4222", "tls://b:4222", "c:4222"].map(String::from);
+        let comma = parse("[nats]\nurl = \"nats://a:4222, tls://b:4222,c:4222\"\n").unwrap();
+        assert_eq!(*comma.url.unwrap(), want);
+        let array = parse("[nats]\nurl = [\"nats://a:4222\", \"tls://b:4222\", \"c:4222\"]\n").unwrap();
+        assert_eq!(*array.url.unwrap(), want);
+        let one = parse("[nats]\nurl = \"nats://a:4222\"\n").unwrap();
+        assert_eq!(*one.url.unwrap(), ["nats://a:4222".to_owned()]);
+        assert!(parse("[nats]\nurl = 4222\n").is_err());
+    }
+
+    #[test]
+    fn a_bad_url_in_a_list_is_named_without_its_credentials() {
+        for (toml, bad) in [
+            ("url = \"nats://a:4222,nats://b:x\"", "`nats://b:x`"),
+            ("url = [\"nats://a:4222\", \"http://b:4222\"]", "`http://b:4222`"),
+            ("url = \"nats://a:4222,,nats://c:4222\"", "``"),
+            ("url = [\"nats://u:secret@a:99999\"]", "`nats://***@a:99999`"),
+            ("url = []", "empty"),
+        ] {
+            let err = parse(&format!("[nats]\n{toml}\n")).unwrap_err();
+            assert!(err.contains("nats.url") && err.contains(bad), "{toml}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_not_printed() {
+        assert_eq!(redact_url("nats://user:pass@host:4222"), "nats://***@host:4222");
+        assert_eq!(redact_url("tls://token@host:4222/x@y"), "tls://***@host:4222/x@y");
+        assert_eq!(redact_url("user:p@ss@host"), "***@host");
+        assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+        let urls = NatsUrls::parse("nats://u:secret@a:4222,nats://b:4222");
+        assert_eq!(urls.to_string(), "nats://***@a:4222,nats://b:4222");
+        let config = NatsConfig {
+            url: Some(urls),
+            ..NatsConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("secret"), "{config:?}");
     }
 }

@@ -106,7 +106,7 @@ async fn changed_retention_is_applied_to_the_existing_stream() {
         routed_max_age: Duration::from_secs(400 * 86_400),
         ..TopologyConfig::default()
     };
-    Bus::start(&nats.url(), &nats.nats_config(), &topology, &CancellationToken::new())
+    Bus::start(&[nats.url()], &nats.nats_config(), &topology, &CancellationToken::new())
         .await
         .unwrap();
     let js = nats.jetstream().await;
@@ -134,7 +134,7 @@ async fn a_stream_with_another_storage_is_reported_with_the_fix() {
     .await
     .unwrap();
     let err = Bus::start(
-        &nats.url(),
+        &[nats.url()],
         &nats.nats_config(),
         &TopologyConfig::default(),
         &CancellationToken::new(),
@@ -153,7 +153,7 @@ async fn a_stream_with_another_storage_is_reported_with_the_fix() {
         storage: StorageKind::Memory,
         ..TopologyConfig::default()
     };
-    Bus::start(&nats.url(), &nats.nats_config(), &memory, &CancellationToken::new())
+    Bus::start(&[nats.url()], &nats.nats_config(), &memory, &CancellationToken::new())
         .await
         .unwrap();
 }
@@ -162,7 +162,7 @@ async fn a_stream_with_another_storage_is_reported_with_the_fix() {
 async fn a_server_without_jetstream_is_reported() {
     let nats = Nats::start_without_jetstream().await;
     let err = Bus::start(
-        &nats.url(),
+        &[nats.url()],
         &nats.nats_config(),
         &TopologyConfig::default(),
         &CancellationToken::new(),
@@ -177,7 +177,7 @@ async fn a_server_without_jetstream_is_reported() {
 async fn an_unreachable_server_is_an_error_not_a_hang() {
     let port = guichet_core::nats_server::free_port().unwrap();
     let mut config = guichet_core::config::NatsConfig {
-        url: Some(format!("nats://127.0.0.1:{port}")),
+        url: Some(format!("nats://127.0.0.1:{port}").into()),
         ..Default::default()
     };
     config.connect_timeout = Duration::from_secs(1);
@@ -231,7 +231,7 @@ async fn a_contact_retry_returns_the_first_receipt_even_after_the_duplicate_wind
         duplicate_window: Duration::from_secs(1),
         ..TopologyConfig::default()
     };
-    let bus = Bus::start(&nats.url(), &nats.nats_config(), &topology, &CancellationToken::new())
+    let bus = Bus::start(&[nats.url()], &nats.nats_config(), &topology, &CancellationToken::new())
         .await
         .unwrap();
     let first = contact("web:contact:retry-1");

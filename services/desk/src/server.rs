@@ -259,8 +259,9 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(desk);
 
-    // Health follows the broker: NOT_SERVING while NATS is away, so load
-    // balancers send counters elsewhere.
+    // Health follows the bus's readiness: NOT_SERVING while NATS is away
+    // or INTAKE cannot take contacts (no leader, publishes failing), so
+    // load balancers send counters elsewhere.
     let health_stop = shutdown.child_token();
     let health_task = tokio::spawn(follow_broker(ctx.bus.clone(), reporter, health_stop.clone()));
 
@@ -278,7 +279,7 @@ pub async fn serve(
 async fn follow_broker(bus: Bus, reporter: tonic_health::server::HealthReporter, stop: CancellationToken) {
     let mut last: Option<bool> = None;
     loop {
-        let up = bus.is_connected();
+        let up = bus.ready().is_ok();
         if last != Some(up) {
             let status = if up {
                 ServingStatus::Serving

@@ -65,13 +65,13 @@ impl Config {
         })
     }
 
-    /// The URL tools (`guichet rules push` …) use: the configured one, or
-    /// the embedded server's loopback port.
-    pub fn nats_url(&self) -> String {
-        self.nats
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("nats://127.0.0.1:{}", self.nats.embedded.port))
+    /// The servers tools (`guichet rules push` …) use: the configured
+    /// ones, or the embedded server's loopback port.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats.url.as_ref().map_or_else(
+            || vec![format!("nats://127.0.0.1:{}", self.nats.embedded.port)],
+            |urls| urls.to_vec(),
+        )
     }
 }
 

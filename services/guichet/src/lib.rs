@@ -99,25 +99,25 @@ async fn run_with_admin(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
-    let (url, embedded) = match &config.nats.url {
-        Some(url) => (url.clone(), None),
+    let (urls, embedded) = match &config.nats.url {
+        Some(urls) => (urls.to_vec(), None),
         None => {
             let e = &config.nats.embedded;
             let mut options = NatsServerOptions::new(e.binary.clone(), e.port, e.store_dir.clone());
             options.log_file = Some(e.store_dir.join("nats-server.log"));
             let server = NatsServer::start(&options).await?;
             tracing::info!(url = %server.url(), store = %e.store_dir.display(), "embedded nats-server started");
-            (server.url(), Some(server))
+            (vec![server.url()], Some(server))
         }
     };
 
     let outcome = async {
         let bus = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            bus = Bus::start(&url, &config.nats, &config.topology, shutdown) => bus?,
+            bus = Bus::start(&urls, &config.nats, &config.topology, shutdown) => bus?,
         };
         health.set_bus(bus.clone());
-        tracing::info!(%url, services = ?services, "NATS ready, topology in place; starting services");
+        tracing::info!(servers = %bus.urls(), services = ?services, "NATS ready, topology in place; starting services");
         let context = ServiceContext {
             bus: bus.clone(),
             health: health.clone(),

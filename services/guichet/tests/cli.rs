@@ -95,6 +95,58 @@ fn a_valid_config_checks_and_the_example_configs_are_valid() {
 }
 
 #[test]
+fn server_lists_check_from_the_file_or_the_environment_and_a_bad_url_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str, env: Option<&str>| {
+        let path = write_config(dir.path(), text);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_guichet"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .env_remove("RUST_LOG")
+            .env_remove("GUICHET__NATS__URL");
+        if let Some(list) = env {
+            command.env("GUICHET__NATS__URL", list);
+        }
+        command.output().unwrap()
+    };
+    for (text, env) in [
+        ("[nats]\nurl = \"nats://127.0.0.1:4222, nats://127.0.0.1:4223\"\n", None),
+        (
+            "[nats]\nurl = [\"nats://127.0.0.1:4222\", \"tls://127.0.0.1:4223\"]\n",
+            None,
+        ),
+        ("", Some("nats://127.0.0.1:4222,nats://127.0.0.1:4223")),
+    ] {
+        let out = check(text, env);
+        assert!(
+            out.status.success(),
+            "{text} {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The port guichet run used to choke on, in the file or the environment.
+    for (text, env) in [
+        (
+            "[nats]\nurl = \"nats://127.0.0.1:4222,nats://u:secret@127.0.0.1:42220000\"\n",
+            None,
+        ),
+        (
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\n",
+            Some("nats://127.0.0.1:4222,nats://u:secret@127.0.0.1:42220000"),
+        ),
+    ] {
+        let line = error_line(&check(text, env));
+        assert!(
+            line.contains("nats.url") && line.contains("`nats://***@127.0.0.1:42220000`"),
+            "{line}"
+        );
+        assert!(!line.contains("secret"), "{line}");
+    }
+}
+
+#[test]
 fn unknown_services_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");

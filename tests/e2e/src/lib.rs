@@ -42,7 +42,10 @@ impl Gateway {
             {
                 return gateway;
             }
-            assert!(!gateway.task.is_finished(), "the gateway stopped before it was ready");
+            if gateway.task.is_finished() {
+                let outcome = gateway.task.await;
+                panic!("the gateway stopped before it was ready: {outcome:?}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway never became ready");

@@ -86,23 +86,7 @@ async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
 async fn the_three_node_cluster_configs_form_a_cluster_with_replicated_streams() {
     let cluster = Cluster::start().await;
 
-    let config = cluster.nats_config();
-    let topology = TopologyConfig {
-        replicas: 3,
-        ..TopologyConfig::default()
-    };
-    // The meta group needs a moment to elect a leader after start.
-    let mut bus = None;
-    for _ in 0..60 {
-        match Bus::start(&cluster.urls(), &config, &topology, &CancellationToken::new()).await {
-            Ok(b) => {
-                bus = Some(b);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-    let bus = bus.expect("topology created on the 3-node cluster");
+    let bus = cluster.bus().await;
     let mut stream = bus.jetstream().get_stream("INTAKE").await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.num_replicas, 3);

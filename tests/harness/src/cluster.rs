@@ -9,10 +9,13 @@
 use std::{path::Path, time::Duration};
 
 use guichet_core::{
-    config::NatsConfig,
+    Bus,
+    config::{NatsConfig, TopologyConfig},
     nats_server::{NatsServer, NatsServerOptions, free_port},
     secret::Secret,
 };
+
+use tokio_util::sync::CancellationToken;
 
 use crate::{nats_server_binary, port_taken, repo_root};
 
@@ -175,6 +178,39 @@ impl Cluster {
             connect_timeout: Duration::from_secs(20),
             ..NatsConfig::default()
         }
+    }
+
+    /// guichet's topology as on a cluster: every stream and bucket
+    /// replicated on the three nodes.
+    pub fn topology() -> TopologyConfig {
+        TopologyConfig {
+            replicas: 3,
+            ..TopologyConfig::default()
+        }
+    }
+
+    /// A bus on the cluster with [`Self::topology`] in place. The meta
+    /// group needs a moment to elect a leader after start: tried again
+    /// for up to 30 s.
+    pub async fn bus(&self) -> Bus {
+        let mut last = String::new();
+        for _ in 0..60 {
+            match Bus::start(
+                &self.urls(),
+                &self.nats_config(),
+                &Self::topology(),
+                &CancellationToken::new(),
+            )
+            .await
+            {
+                Ok(bus) => return bus,
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        panic!("guichet's topology not created on the 3-node cluster: {last}")
     }
 
     /// Stops every node still running.

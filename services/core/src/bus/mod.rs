@@ -1,12 +1,14 @@
 //! The NATS bus: connection, JetStream topology, and the publish path.
 //!
-//! [`Bus::start`] connects (retrying until `nats.connect_timeout`), checks
-//! that JetStream is on, creates or reconciles the topology, and opens the
-//! stores. Every service receives a clone of the same `Bus`.
+//! [`Bus::start`] connects to any of the listed servers (retrying until
+//! `nats.connect_timeout`), checks that JetStream is on, creates or
+//! reconciles the topology, opens the stores and starts the readiness
+//! monitor. Every service receives a clone of the same `Bus`.
 
 mod attachments;
 mod connect;
 mod publish;
+mod readiness;
 pub mod routing;
 pub mod subjects;
 mod topology;
@@ -15,16 +17,18 @@ pub mod usagers;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use publish::{IntakeReceipt, Published, RETRY_AFTER};
+pub use readiness::NotReady;
 pub use topology::ensure_topology;
 
 use crate::{
     Error,
-    config::{NatsConfig, TopologyConfig},
+    config::{NatsConfig, NatsUrls, TopologyConfig, redact_urls},
 };
+use readiness::Readiness;
 
 /// The stores of the topology, opened once.
 #[derive(Clone)]
@@ -48,13 +52,13 @@ pub struct Bus {
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
-            .field("url", &self.inner.url)
+            .field("urls", &redact_urls(&self.inner.urls))
             .finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    url: String,
+    urls: Vec<String>,
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stores: Stores,
@@ -62,43 +66,92 @@ struct Inner {
     intake: jetstream::stream::Stream<()>,
     in_flight: Semaphore,
     publish_timeout: Duration,
+    readiness: Arc<Readiness>,
+}
+
+/// Checks JetStream, ensures the topology, opens the stores and INTAKE.
+async fn open(
+    jetstream: &jetstream::Context,
+    topology: &TopologyConfig,
+    shown: &str,
+) -> Result<(Stores, jetstream::stream::Stream<()>), Error> {
+    use jetstream::context::AccountErrorKind;
+    if let Err(e) = jetstream.query_account().await {
+        return Err(match e.kind() {
+            // No answer yet, or "temporarily unavailable": a cluster electing.
+            AccountErrorKind::TimedOut => Error::Unavailable(format!("JetStream account query: {e}")),
+            AccountErrorKind::JetStream(js) if js.code() == 503 => {
+                Error::Unavailable(format!("JetStream account query: {e}"))
+            }
+            _ => {
+                tracing::debug!(error = %e, "JetStream account query failed");
+                Error::NoJetStream { url: shown.to_owned() }
+            }
+        });
+    }
+    let stores = ensure_topology(jetstream, topology).await?;
+    let intake = jetstream
+        .get_stream_no_info(subjects::INTAKE_STREAM)
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening {}: {e}", subjects::INTAKE_STREAM)))?;
+    Ok((stores, intake))
 }
 
 impl Bus {
-    /// Connects to `url`, checks JetStream, and ensures the topology.
-    /// Gives up after `nats.connect_timeout`, or when `cancel` fires.
+    /// Connects to any of `urls` (all of them are tried, at start and on
+    /// every reconnection), checks JetStream, ensures the topology and
+    /// starts the readiness monitor. Gives up after `nats.connect_timeout`,
+    /// or when `cancel` fires; the monitor runs until `cancel` fires or
+    /// the last clone of the bus is dropped.
     pub async fn start(
-        url: &str,
+        urls: &[String],
         nats: &NatsConfig,
         topology: &TopologyConfig,
         cancel: &CancellationToken,
     ) -> Result<Self, Error> {
-        let client = connect::connect(url, nats, cancel).await?;
+        let addrs = NatsUrls::from(urls.to_vec()).server_addrs()?;
+        let shown = redact_urls(urls);
+        let deadline = tokio::time::Instant::now() + nats.connect_timeout;
+        let readiness = Readiness::new();
+        let client = connect::connect(addrs, &shown, nats, &readiness, cancel).await?;
         let jetstream = jetstream::new(client.clone());
-        if let Err(e) = jetstream.query_account().await {
-            tracing::debug!(error = %e, "JetStream account query failed");
-            return Err(Error::NoJetStream { url: url.to_owned() });
-        }
-        let stores = ensure_topology(&jetstream, topology).await?;
-        let intake = jetstream
-            .get_stream_no_info(subjects::INTAKE_STREAM)
-            .await
-            .map_err(|e| Error::Unavailable(format!("opening {}: {e}", subjects::INTAKE_STREAM)))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                url: url.to_owned(),
-                client,
-                jetstream,
-                stores,
-                intake,
-                in_flight: Semaphore::new(nats.max_in_flight),
-                publish_timeout: nats.publish_timeout,
-            }),
-        })
+        // Connected is not enough: a cluster that just lost a node may be
+        // electing leaders for a few seconds, and its JetStream requests
+        // time out meanwhile. Tried again until `nats.connect_timeout`.
+        let mut delay = Duration::from_millis(250);
+        let (stores, intake) = loop {
+            let error = match open(&jetstream, topology, &shown).await {
+                Ok(opened) => break opened,
+                Err(e @ (Error::Topology { .. } | Error::Unavailable(_))) => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(error);
+            }
+            tracing::warn!(%error, retry_in = ?delay, "JetStream not ready yet (cluster election?)");
+            tokio::select! {
+                () = cancel.cancelled() => return Err(error),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        let inner = Arc::new(Inner {
+            urls: urls.to_vec(),
+            client,
+            jetstream,
+            stores,
+            intake,
+            in_flight: Semaphore::new(nats.max_in_flight),
+            publish_timeout: nats.publish_timeout,
+            readiness,
+        });
+        tokio::spawn(readiness::monitor(Arc::downgrade(&inner), cancel.child_token()));
+        Ok(Self { inner })
     }
 
-    pub fn url(&self) -> &str {
-        &self.inner.url
+    /// The servers listed, without credentials, comma-separated.
+    pub fn urls(&self) -> String {
+        redact_urls(&self.inner.urls)
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -120,5 +173,19 @@ impl Bus {
     /// Whether the connection to the server is up right now.
     pub fn is_connected(&self) -> bool {
         self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Whether a contact published now would be stored, and if not, why
+    /// (see [`NotReady`]). No I/O: the readiness monitor keeps it current.
+    pub fn ready(&self) -> Result<(), NotReady> {
+        if !self.is_connected() {
+            return Err(NotReady::Disconnected);
+        }
+        self.inner.readiness.current()
+    }
+
+    /// The readiness verdict, to follow its changes.
+    pub fn watch_ready(&self) -> watch::Receiver<Result<(), NotReady>> {
+        self.inner.readiness.watch()
     }
 }

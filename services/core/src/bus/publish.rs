@@ -5,7 +5,8 @@
 //! [`Bus::publish`] or [`Bus::publish_contact`] returned `Ok`: by then
 //! JetStream has stored the message. Errors are [`Error::Unavailable`]
 //! (retry: 503 / UNAVAILABLE / leave the mail in the mailbox) or
-//! [`Error::Rejected`] (the message itself is refused).
+//! [`Error::Rejected`] (the message itself is refused). The outcome of
+//! every publish to INTAKE feeds the readiness.
 
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ impl Bus {
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .message_id(msg_id)
             .payload(payload);
-        self.send(subject, publish).await.map_err(|e| publish_error(&e))
+        self.send(subject, publish).await.map_err(|e| self.publish_error(&e))
     }
 
     /// Publishes a contact on `guichet.intake.<channel>.<key>`, exactly
@@ -95,14 +96,14 @@ impl Bus {
                 duplicate_receipt(stored.map_err(read_back_error)?)
             }
             // After it: the contact's subject is taken.
-            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(SendError::Publish(e, _)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 // `None`: purged between the refusal and the read (an
                 // erasure): nothing to answer with, and nothing stored.
                 self.stored_contact(&subject)
                     .await?
                     .ok_or_else(|| Error::Unavailable("the contact was removed while being recorded".into()))
             }
-            Err(e) => Err(publish_error(&e)),
+            Err(e) => Err(self.publish_error(&e)),
         }
     }
 
@@ -128,6 +129,16 @@ impl Bus {
     }
 
     /// One publish with PubAck, bounded in time and in flight, counted.
+    ///
+    /// A lost connection fails the publish at once rather than after
+    /// `nats.publish_timeout`: the disconnection is seen within tens of
+    /// milliseconds, the PubAck will never come on this connection. The
+    /// message may still have been stored just before the connection
+    /// dropped: that is safe, because the adapter answers 503 /
+    /// UNAVAILABLE and the source retries with the same idempotency key,
+    /// which JetStream stores once (`Nats-Msg-Id` within the duplicate
+    /// window, the contact's own subject with an expected last subject
+    /// sequence of 0 after it), and the retry gets the first receipt.
     async fn send(
         &self,
         subject: String,
@@ -135,38 +146,101 @@ impl Bus {
     ) -> Result<Published, SendError> {
         let timeout = self.inner.publish_timeout;
         let started = tokio::time::Instant::now();
-        let outcome = tokio::time::timeout(timeout, async {
-            let _permit = self.inner.in_flight.acquire().await.map_err(|_| SendError::Closed)?;
-            let ack = self
-                .inner
-                .jetstream
-                .send_publish(subject, publish)
-                .await
-                .map_err(SendError::Publish)?
-                .await
-                .map_err(SendError::Publish)?;
-            Ok::<_, SendError>(Published::from(ack))
-        })
-        .await;
-        let result = outcome.unwrap_or(Err(SendError::Timeout(timeout)));
+        let stream = subjects::stream_of(&subject);
+        // Subscribed before the state is read: a disconnection after this
+        // point is seen by one or the other.
+        let mut disconnects = self.inner.readiness.disconnects();
+        let result = if self.is_connected() {
+            let stored = tokio::time::timeout(timeout, async {
+                let _permit = self.inner.in_flight.acquire().await.map_err(|_| SendError::Closed)?;
+                let ack = self
+                    .inner
+                    .jetstream
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(|e| SendError::Publish(e, stream))?
+                    .await
+                    .map_err(|e| SendError::Publish(e, stream))?;
+                Ok::<_, SendError>(Published::from(ack))
+            });
+            tokio::select! {
+                outcome = stored => outcome.unwrap_or(Err(SendError::Timeout(timeout))),
+                // `Err`: the bus is gone, so is the connection.
+                _ = disconnects.changed() => Err(SendError::Disconnected),
+            }
+        } else {
+            Err(SendError::Disconnected)
+        };
         let label = match &result {
             Ok(p) if p.duplicate => "duplicate",
             Ok(_) => "stored",
-            Err(SendError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => "duplicate",
-            Err(e) if publish_error(e).is_transient() => "unavailable",
+            Err(SendError::Publish(e, _)) if e.kind() == PublishErrorKind::WrongLastSequence => "duplicate",
+            Err(e) if self.publish_error(e).is_transient() => "unavailable",
             Err(_) => "rejected",
         };
+        if stream == Some(subjects::INTAKE_STREAM) {
+            match (label, &result) {
+                // JetStream answered: INTAKE takes contacts.
+                ("stored" | "duplicate", _) => self.inner.readiness.publish_outcome(Ok(())),
+                ("unavailable", Err(e)) if !matches!(e, SendError::Closed) => {
+                    self.inner
+                        .readiness
+                        .publish_outcome(Err(self.publish_error(e).to_string()));
+                }
+                _ => {}
+            }
+        }
         metrics::counter!("guichet_publish_total", "outcome" => label).increment(1);
         metrics::histogram!("guichet_publish_seconds").record(started.elapsed().as_secs_f64());
         result
+    }
+
+    fn publish_error(&self, e: &SendError) -> Error {
+        let (e, stream) = match e {
+            SendError::Publish(e, stream) => (e, stream),
+            SendError::Timeout(timeout) => {
+                return Error::Unavailable(format!("no acknowledgement from JetStream within {timeout:?}"));
+            }
+            SendError::Disconnected => return Error::Unavailable("disconnected from NATS".into()),
+            SendError::Closed => return Error::Unavailable("the bus is shutting down".into()),
+        };
+        match (e.kind(), stream) {
+            (PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence, _) => {
+                Error::Rejected(e.to_string())
+            }
+            // "No responders": in a cluster only a stream's leader listens
+            // on its subjects, so during an election an existing stream
+            // answers like a missing one. INTAKE is probed: the topology
+            // is blamed only when JetStream says INTAKE does not exist.
+            (PublishErrorKind::StreamNotFound, Some(subjects::INTAKE_STREAM))
+                if !self.inner.readiness.intake_missing() =>
+            {
+                Error::Unavailable(format!(
+                    "JetStream has no leader for {} (election in progress?)",
+                    subjects::INTAKE_STREAM
+                ))
+            }
+            (PublishErrorKind::StreamNotFound, Some(stream)) if *stream != subjects::INTAKE_STREAM => {
+                Error::Unavailable(format!(
+                    "no answer from stream {stream}: no leader (election in progress?) or no such stream (is the topology in place?)"
+                ))
+            }
+            (PublishErrorKind::StreamNotFound, _) => {
+                Error::Unavailable("no stream for this subject (is the topology in place?)".into())
+            }
+            _ => Error::Unavailable(e.to_string()),
+        }
     }
 }
 
 /// Why [`Bus::send`] failed, before it is mapped to an [`Error`].
 #[derive(Debug)]
 enum SendError {
-    Publish(async_nats::jetstream::context::PublishError),
+    /// With the stream the subject belongs to, when it is one of ours.
+    Publish(async_nats::jetstream::context::PublishError, Option<&'static str>),
     Timeout(Duration),
+    /// The connection was lost (or was down) before the PubAck.
+    Disconnected,
     Closed,
 }
 
@@ -199,23 +273,6 @@ fn receipt_of(contact: &Contact, sequence: u64) -> IntakeReceipt {
         received_at,
         sequence,
         duplicate: false,
-    }
-}
-
-fn publish_error(e: &SendError) -> Error {
-    let e = match e {
-        SendError::Publish(e) => e,
-        SendError::Timeout(timeout) => {
-            return Error::Unavailable(format!("no acknowledgement from JetStream within {timeout:?}"));
-        }
-        SendError::Closed => return Error::Unavailable("the bus is shutting down".into()),
-    };
-    match e.kind() {
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => Error::Rejected(e.to_string()),
-        PublishErrorKind::StreamNotFound => {
-            Error::Unavailable("no stream for this subject (is the topology in place?)".into())
-        }
-        _ => Error::Unavailable(e.to_string()),
     }
 }
 

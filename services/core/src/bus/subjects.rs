@@ -84,6 +84,19 @@ pub fn event(kind: &str) -> String {
     format!("guichet.events.{kind}")
 }
 
+/// The stream of ours that stores `subject`, if any.
+pub fn stream_of(subject: &str) -> Option<&'static str> {
+    [
+        (INTAKE_ALL, INTAKE_STREAM),
+        (ROUTED_ALL, ROUTED_STREAM),
+        (DEADLETTER_ALL, DEADLETTER_STREAM),
+        (EVENTS_ALL, EVENTS_STREAM),
+    ]
+    .into_iter()
+    .find(|(all, _)| subject.starts_with(all.trim_end_matches('>')))
+    .map(|(_, stream)| stream)
+}
+
 /// Whether `s` can be one subject token (service names, usager ids).
 pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -106,6 +119,10 @@ mod tests {
         assert_eq!(intake_channel("guichet.routed.x.U1"), None);
         assert_eq!(routed("urbanisme", "U1"), "guichet.routed.urbanisme.U1");
         assert_eq!(usager_history("U1"), "guichet.routed.*.U1");
+        assert_eq!(stream_of(&keyed), Some(INTAKE_STREAM));
+        assert_eq!(stream_of("guichet.routed.x.U1"), Some(ROUTED_STREAM));
+        assert_eq!(stream_of("guichet.intake"), None);
+        assert_eq!(stream_of("other.subject"), None);
         assert!(is_token("etat-civil_2"));
         assert!(!is_token("a.b") && !is_token("a*") && !is_token("") && !is_token("a b"));
     }

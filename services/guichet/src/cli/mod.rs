@@ -74,13 +74,13 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 /// commands that read or change the bus.
 pub async fn connect_bus(path: &std::path::Path) -> anyhow::Result<guichet_core::Bus> {
     let config = load_config(path)?;
-    let url = config.nats_url();
+    let urls = config.nats_urls();
     guichet_core::Bus::start(
-        &url,
+        &urls,
         &config.nats,
         &config.topology,
         &tokio_util::sync::CancellationToken::new(),
     )
     .await
-    .with_context(|| format!("cannot reach NATS at {url}"))
+    .with_context(|| format!("cannot reach NATS at {}", guichet_core::config::redact_urls(&urls)))
 }
