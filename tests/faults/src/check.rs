@@ -157,9 +157,14 @@ pub fn judge(expected: &[Expected], holdings: &Holdings) -> Verdict {
                     e.contact_id.as_deref().unwrap_or_default()
                 )),
                 [(id, _), ..] if !holdings.routed.contains_key(id) => {
+                    let why = if holdings.dead_letters.contains_key(id) {
+                        "dead-lettered"
+                    } else {
+                        "not routed"
+                    };
                     verdict
                         .lost
-                        .push(format!("{}: contact {id} in INTAKE, not routed", e.source_key));
+                        .push(format!("{}: contact {id} in INTAKE, {why}", e.source_key));
                 }
                 _ => {}
             }
