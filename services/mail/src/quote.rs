@@ -40,7 +40,16 @@ fn matches(re: &LazyLock<Option<Regex>>, line: &str) -> bool {
 }
 
 /// Where the quoted history starts, if it can be recognised.
+///
+/// Linear in the number of lines: a crafted body of thousands of `>`
+/// lines must not cost their square (each line asking "is everything
+/// after me quoted?" again).
 fn quote_start(lines: &[&str]) -> Option<usize> {
+    // From this index on, every line is blank or quoted.
+    let quoted_tail = lines
+        .iter()
+        .rposition(|l| !(l.trim().is_empty() || l.trim_start().starts_with('>')))
+        .map_or(0, |last| last + 1);
     for (i, line) in lines.iter().enumerate() {
         if is_attribution(line) {
             return Some(i);
@@ -67,11 +76,7 @@ fn quote_start(lines: &[&str]) -> Option<usize> {
             return Some(above.unwrap_or(i));
         }
         // A block of `>` lines that runs to the end.
-        if line.trim_start().starts_with('>')
-            && lines[i..]
-                .iter()
-                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('>'))
-        {
+        if line.trim_start().starts_with('>') && i >= quoted_tail {
             return Some(i);
         }
     }
@@ -126,6 +131,26 @@ mod tests {
         assert_eq!(split_reply(only_quote).1, "");
         let plain = "Bonjour,\nle trottoir est abîmé.\nDe: mémoire, depuis mars.";
         assert_eq!(split_reply(plain), (plain.to_owned(), String::new()));
+    }
+
+    #[test]
+    fn a_crafted_body_of_quote_lines_costs_linear_time() {
+        // 100,000 `>` lines then one that is not: the old check looked at
+        // every later line from each `>` line (5 billion looks).
+        let mut text = "> x\n".repeat(100_000);
+        text.push_str("fin");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(split_reply(&text));
+        });
+        // A bound a thousand times what linear work takes here.
+        let (body, quoted) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("split_reply finishes");
+        assert!(quoted.is_empty() && body.ends_with("fin"));
+        let mut text = "Merci\n".to_owned();
+        text.push_str(&"> x\n".repeat(100_000));
+        assert_eq!(split_reply(&text).1.lines().count(), 100_000);
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub(crate) const FLAGS: &[(&str, FlagKind)] = &[
     ("malformed_header", FlagKind::MalformedHeader),
     ("malformed_text", FlagKind::MalformedText),
     ("damaged_structure", FlagKind::DamagedStructure),
+    ("copy", FlagKind::Copy),
 ];
 
 fn flag_name(kind: i32) -> &'static str {
@@ -203,9 +204,14 @@ pub(crate) struct Matcher {
     flags: HashMap<i32, AtomId>,
 }
 
-/// Regexes are checked one by one before this, so a failure here is a
-/// size limit of the combined set.
-const REGEX_SET_SIZE_LIMIT: usize = 512 << 20;
+/// Regexes are checked one by one before this (with the crate's default
+/// limits, so a rule with an oversized regex is named), so a failure here
+/// is a size limit of the combined set. Near the crate's defaults (10 MiB
+/// compiled, 2 MiB of lazy-DFA cache): the cache is per thread, and a
+/// rules file is text anyone with ops rights can push, so its cost must
+/// stay bounded. 5,000 rules with 500 regexes fit (tested).
+const REGEX_SET_SIZE_LIMIT: usize = 32 << 20;
+const REGEX_SET_DFA_LIMIT: usize = 8 << 20;
 
 /// All the regexes on one text, run as ONE `RegexSet` pass.
 ///
@@ -245,9 +251,15 @@ impl RegexGroup {
         }
         let set = RegexSetBuilder::new(relaxed)
             .size_limit(REGEX_SET_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SET_DFA_LIMIT)
             .build()
-            .map_err(|e| format!("the regexes together are too large: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "the {} regexes together are over the {} MiB limit ({e})",
+                    atoms.len(),
+                    REGEX_SET_SIZE_LIMIT >> 20
+                )
+            })?;
         Ok(Some(RegexGroup { set, atoms }))
     }
 

@@ -325,3 +325,29 @@ fn a_closure_can_be_a_toml_date() {
     assert_eq!(rules.calendar().closures.len(), 2);
     assert!(rules.calendar().alsace_moselle);
 }
+
+#[test]
+fn regexes_whose_set_is_over_the_limit_are_refused_and_one_too_large_is_named() {
+    // One regex over the crate's default limit: its rule is pointed at.
+    let (line, _, message, _) = one(&with_rules(
+        "[[rules]]\nid = \"enorme\"\nservice = \"dechets\"\nwhen.body_matches = '\\w{5000}'\n",
+    ));
+    assert_eq!(line, 13);
+    assert!(message.starts_with("bad regex"), "{message}");
+
+    // Each one acceptable, together too much for one pass (they used to be
+    // let up to 512 MiB compiled and 512 MiB of cache per thread).
+    let mut rules = String::new();
+    for i in 0..6 {
+        rules.push_str(&format!(
+            "[[rules]]\nid = \"r{i}\"\nservice = \"dechets\"\nwhen.keywords = [\"mot{i}\"]\nwhen.body_matches = '(?i)\\w{{200}}x{i}'\n"
+        ));
+    }
+    let all = errors(&with_rules(&rules));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].message.contains("6 regexes together are over the 32 MiB limit"),
+        "{:?}",
+        all[0].message
+    );
+}
