@@ -16,7 +16,7 @@ use crate::web_load::{FORM, SECRET};
 
 /// How guichet reaches NATS in a scenario.
 pub struct NatsAccess {
-    /// Comma-separated server URLs (one seed until the bus takes lists).
+    /// Comma-separated server URLs.
     pub url: String,
     pub user: String,
     pub password: String,

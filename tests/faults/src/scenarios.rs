@@ -94,12 +94,12 @@ impl Broker {
         }
     }
 
-    /// What guichet is given. One seed URL until the bus accepts a
-    /// list: guichet learns the other nodes from the cluster.
+    /// What guichet is given: every node, as an operator lists them
+    /// (guichet starts and reconnects while any one of them is up).
     fn access(&self) -> NatsAccess {
         let nodes = self.nodes();
         NatsAccess {
-            url: nodes.first().map(|n| n.url()).unwrap_or_default(),
+            url: nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(","),
             user: "guichet".into(),
             password: PASSWORD.into(),
             replicas: nodes.len(),
