@@ -109,14 +109,38 @@ impl Engine for Fallback {
     }
 }
 
+/// Saturates at the end of time: a `received_at` near chrono's maximum
+/// (a damaged or hostile contact) must not panic the router.
 fn add_weekdays(from: DateTime<Utc>, days: u32) -> DateTime<Utc> {
     let mut at = from;
     let mut left = days;
     while left > 0 {
-        at += Duration::days(1);
+        let Some(next) = at.checked_add_signed(Duration::days(1)) else {
+            return at;
+        };
+        at = next;
         if !matches!(at.weekday(), Weekday::Sat | Weekday::Sun) {
             left -= 1;
         }
     }
     at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_time_does_not_panic() {
+        assert_eq!(add_weekdays(DateTime::<Utc>::MAX_UTC, 10), DateTime::<Utc>::MAX_UTC);
+        let contact = Contact {
+            received_at: Some(guichet_core::proto::timestamp(DateTime::<Utc>::MAX_UTC)),
+            ..Default::default()
+        };
+        let verdict = Fallback {
+            service: "accueil".into(),
+        }
+        .evaluate(&contact);
+        assert!(verdict.due_at.is_some());
+    }
 }

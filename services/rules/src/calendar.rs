@@ -100,6 +100,13 @@ impl Default for Calendar {
     }
 }
 
+/// The last instant a due date is computed from: 9000-01-01.
+fn far_future() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(9000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.and_utc())
+}
+
 impl Calendar {
     /// Why `date` is not a business day, or `None` when it is one.
     pub fn closed_because(&self, date: NaiveDate) -> Option<&'static str> {
@@ -145,10 +152,19 @@ impl Calendar {
 
     /// When a contact received at `received_at` is due, under `deadline`.
     pub fn due(&self, received_at: DateTime<Utc>, deadline: Deadline) -> Due {
+        // A `received_at` outside any plausible range (a damaged or hostile
+        // contact: chrono's extremes panic in time-zone arithmetic) is
+        // taken at the nearest plausible instant.
+        let plausible = DateTime::<Utc>::UNIX_EPOCH..=far_future();
+        let received_at = received_at.clamp(*plausible.start(), *plausible.end());
         let received_day = received_at.with_timezone(&self.time_zone).date_naive();
         let last_day = match deadline {
             Deadline::Hours(h) => {
-                let at = received_at + Duration::hours(i64::from(h));
+                // Saturating: a `received_at` near the end of chrono's
+                // range must not panic whoever computes a due date.
+                let at = received_at
+                    .checked_add_signed(Duration::hours(i64::from(h)))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 return Due {
                     at,
                     date: at.with_timezone(&self.time_zone).date_naive(),
@@ -179,7 +195,9 @@ impl Calendar {
     fn end_of_business_day(&self, date: NaiveDate) -> DateTime<Utc> {
         let local = date.and_time(self.business_hours_end);
         for shift in 0..4 {
-            let candidate = local + Duration::minutes(30 * shift);
+            let Some(candidate) = local.checked_add_signed(Duration::minutes(30 * shift)) else {
+                break;
+            };
             if let Some(at) = self.time_zone.from_local_datetime(&candidate).earliest() {
                 return at.with_timezone(&Utc);
             }
@@ -422,6 +440,17 @@ mod tests {
             late.due(utc("2026-06-01T08:00:00Z"), Deadline::BusinessDays(1)).at,
             utc("2026-06-02T16:30:00Z")
         );
+    }
+
+    #[test]
+    fn due_dates_near_the_ends_of_time_do_not_panic() {
+        let cal = cal();
+        for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            for deadline in [Deadline::Hours(48), Deadline::BusinessDays(10), Deadline::Days(60)] {
+                let due = cal.due(at, deadline);
+                assert!(due.at > DateTime::<Utc>::UNIX_EPOCH && due.at < far_future() + Duration::days(400));
+            }
+        }
     }
 
     #[test]
