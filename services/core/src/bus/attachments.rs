@@ -149,15 +149,39 @@ impl<R: AsyncRead + Unpin> AsyncRead for Hashing<'_, R> {
     }
 }
 
-/// Keeps the last path component, drops control characters, caps length.
+/// Keeps the last path component, drops control and format characters
+/// (a U+202E RIGHT-TO-LEFT OVERRIDE shows `facture_fdp.exe` as
+/// `facture_exe.pdf` to the agent who opens it), caps length.
 pub fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !is_format(*c))
+        .take(200)
+        .collect();
     if cleaned.trim().is_empty() || cleaned == "." || cleaned == ".." {
         "attachment".to_owned()
     } else {
         cleaned
     }
+}
+
+/// Unicode's format characters (general category Cf) that can change how
+/// a name is shown: bidirectional controls, zero-width characters, the
+/// soft hyphen, the byte-order mark.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 #[cfg(test)]
@@ -168,5 +192,8 @@ mod tests {
         assert_eq!(super::sanitize_file_name("C:\\Users\\x\\plan.pdf"), "plan.pdf");
         assert_eq!(super::sanitize_file_name("a\u{0}b.txt"), "ab.txt");
         assert_eq!(super::sanitize_file_name(""), "attachment");
+        assert_eq!(super::sanitize_file_name("facture_\u{202E}fdp.exe"), "facture_fdp.exe");
+        assert_eq!(super::sanitize_file_name("a\u{200B}b\u{2066}c\u{FEFF}.pdf"), "abc.pdf");
+        assert_eq!(super::sanitize_file_name("\u{202E}"), "attachment");
     }
 }
