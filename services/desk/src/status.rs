@@ -95,15 +95,25 @@ pub fn bus_status(e: &guichet_core::Error, what: &str) -> Status {
     }
 }
 
-/// The caller's deadline (`grpc-timeout`), if it sent one.
+/// The longest caller's deadline taken as given: every call is bounded by
+/// the server's own ceiling anyway, and a deadline near `u64::MAX` seconds
+/// would overflow `Instant` arithmetic.
+const MAX_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The caller's deadline (`grpc-timeout`), if it sent a valid one: at
+/// most 8 digits and a unit (the gRPC spec's `TimeoutValue`), capped at
+/// [`MAX_DEADLINE`].
 pub fn deadline(metadata: &MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 {
+    if !(2..=9).contains(&value.len()) {
         return None;
     }
     let (number, unit) = value.split_at(value.len() - 1);
+    if !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = number.parse().ok()?;
-    Some(match unit {
+    let wanted = match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
         "M" => Duration::from_secs(n.saturating_mul(60)),
         "S" => Duration::from_secs(n),
@@ -111,7 +121,8 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Duration> {
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
         _ => return None,
-    })
+    };
+    Some(wanted.min(MAX_DEADLINE))
 }
 
 #[cfg(test)]
@@ -133,6 +144,13 @@ mod tests {
         }
         m.insert("grpc-timeout", "12x".parse().unwrap());
         assert_eq!(deadline(&m), None);
+        // Beyond the spec's 8 digits (it used to overflow `Instant` + it).
+        m.insert("grpc-timeout", "18446744073709551615S".parse().unwrap());
+        assert_eq!(deadline(&m), None);
+        m.insert("grpc-timeout", "+5S".parse().unwrap());
+        assert_eq!(deadline(&m), None);
+        m.insert("grpc-timeout", "99999999H".parse().unwrap());
+        assert_eq!(deadline(&m), Some(MAX_DEADLINE));
     }
 
     #[test]
