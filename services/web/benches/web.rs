@@ -12,6 +12,16 @@
 //! Both against one nats-server started here (file storage, default
 //! fsync). Prints both rates, their ratio and p50/p99 latencies.
 //! `GUICHET_BENCH_N` sets the number of operations per side (default 20000).
+//!
+//! Then, hostile load (`scripts/bench web hostile` runs only this part,
+//! `scripts/bench web throughput` only the first): signed 1 KiB
+//! submissions at 100/s for `GUICHET_BENCH_SECONDS` (default 20) with no
+//! other load (the baseline), then the same while 300 unauthenticated
+//! connections trickle a body at 1 byte/s and 20 connections send chunked
+//! 20 MiB bodies with a signature that does not match, over and over.
+//! Prints the share of 202s, p50/p99 latency, and this process's resident
+//! memory (VmRSS: adapter and load generator together; the nats-server is
+//! another process) at its peak and a few seconds after each phase.
 
 // A benchmark's main may panic on anything unexpected: that is a failed run.
 #![allow(clippy::unwrap_used)]
@@ -33,6 +43,7 @@ use bytes::Bytes;
 use guichet_core::{ServiceContext, admin::Health, secret::Secret};
 use guichet_harness::Nats;
 use guichet_web::{FormConfig, Locator, RateLimit, WebConfig, signature};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 const CONCURRENCY: usize = 64;
@@ -177,14 +188,8 @@ fn report(name: &str, run: &Run) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let n: usize = std::env::var("GUICHET_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let nats = Nats::start().await;
-    let bus = nats.bus().await;
+/// The bench form: signed with [`SECRET`], mapped, no rate limit.
+fn bench_config() -> WebConfig {
     let form = FormConfig {
         secret: Some(Secret::Inline(SECRET.into())),
         email: Some(Locator::One("/usager/email".into())),
@@ -199,10 +204,20 @@ async fn main() {
         }),
         ..FormConfig::default()
     };
-    let config = WebConfig {
+    WebConfig {
         forms: BTreeMap::from([("bench".to_owned(), form)]),
         ..WebConfig::default()
-    };
+    }
+}
+
+/// The adapter, served on a loopback port until the token is cancelled.
+struct Served {
+    url: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), guichet_web::WebError>>,
+}
+
+async fn serve(bus: &guichet_core::Bus, config: WebConfig) -> Served {
     let ctx = ServiceContext {
         bus: bus.clone(),
         health: Health::default(),
@@ -211,7 +226,39 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/forms/bench/submissions", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(guichet_web::run(ctx, config, listener, shutdown.clone()));
+    let task = tokio::spawn(guichet_web::run(ctx, config, listener, shutdown.clone()));
+    Served { url, shutdown, task }
+}
+
+impl Served {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; a bare word picks one part.
+    let part = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let all = part.is_none();
+    if all || part.as_deref() == Some("throughput") {
+        throughput().await;
+    }
+    if all || part.as_deref() == Some("hostile") {
+        hostile::run().await;
+    }
+}
+
+async fn throughput() {
+    let n: usize = std::env::var("GUICHET_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let served = serve(&bus, bench_config()).await;
+    let url = served.url.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
@@ -237,7 +284,334 @@ async fn main() {
         web.rate() / raw.rate(),
         web.percentile(0.99).as_secs_f64() * 1e3
     );
+    served.stop().await;
+}
 
-    shutdown.cancel();
-    let _ = server.await;
+/// Signed submissions at a steady rate beside hostile clients.
+mod hostile {
+    use super::*;
+
+    /// Signed submissions per second.
+    const RATE: u64 = 100;
+    /// Slow unauthenticated connections, each trickling 1 byte a second.
+    const SLOW: usize = 300;
+    /// Connections sending chunked 20 MiB bodies whose signature does not match.
+    const CHUNKED: usize = 20;
+    const CHUNKED_BYTES: usize = 20 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+
+    /// This process's resident memory, in KiB (`VmRSS`).
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Samples VmRSS every 50 ms and keeps the peak until stopped.
+    struct Peak {
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<u64>,
+    }
+
+    impl Peak {
+        fn start() -> Self {
+            let stop = CancellationToken::new();
+            let token = stop.clone();
+            let task = tokio::spawn(async move {
+                let mut peak = rss_kib();
+                // Bounded: a phase lasts minutes at most.
+                for _ in 0..20 * 60 * 10 {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                    peak = peak.max(rss_kib());
+                }
+                peak
+            });
+            Self { stop, task }
+        }
+
+        async fn finish(self) -> u64 {
+            self.stop.cancel();
+            self.task.await.unwrap()
+        }
+    }
+
+    /// One phase's signed submissions.
+    struct Paced {
+        sent: usize,
+        accepted: usize,
+        statuses: BTreeMap<String, usize>,
+        latencies: Vec<Duration>,
+        peak_kib: u64,
+        after_kib: u64,
+    }
+
+    /// `seconds * RATE` signed submissions, one every 1/RATE s whatever
+    /// the answers (an open loop: a slow answer does not slow the load).
+    async fn paced(
+        client: &reqwest::Client,
+        url: &str,
+        seconds: u64,
+        offset: usize,
+    ) -> Vec<(Result<u16, String>, Duration)> {
+        let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = Vec::new();
+        for i in 0..(seconds * RATE) as usize {
+            ticks.tick().await;
+            let (client, url) = (client.clone(), url.to_owned());
+            sent.push(tokio::spawn(async move {
+                let body = payload(offset + i);
+                let t = chrono::Utc::now().timestamp();
+                let started = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(
+                        "x-guichet-signature",
+                        signature::header_value(SECRET.as_bytes(), t, &body),
+                    )
+                    .timeout(Duration::from_secs(10))
+                    .body(body)
+                    .send()
+                    .await;
+                let status = match answer {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        Ok(status)
+                    }
+                    Err(e) => Err(if e.is_timeout() {
+                        "timeout".to_owned()
+                    } else {
+                        "error".to_owned()
+                    }),
+                };
+                (status, started.elapsed())
+            }));
+        }
+        let mut out = Vec::with_capacity(sent.len());
+        for task in sent {
+            out.push(task.await.unwrap());
+        }
+        out
+    }
+
+    fn summarize(answers: Vec<(Result<u16, String>, Duration)>, peak_kib: u64, after_kib: u64) -> Paced {
+        let mut statuses = BTreeMap::new();
+        let mut latencies = Vec::with_capacity(answers.len());
+        for (status, latency) in &answers {
+            let label = match status {
+                Ok(code) => code.to_string(),
+                Err(e) => e.clone(),
+            };
+            *statuses.entry(label).or_insert(0) += 1;
+            latencies.push(*latency);
+        }
+        latencies.sort();
+        Paced {
+            sent: answers.len(),
+            accepted: statuses.get("202").copied().unwrap_or(0),
+            statuses,
+            latencies,
+            peak_kib,
+            after_kib,
+        }
+    }
+
+    impl Paced {
+        fn share(&self) -> f64 {
+            100.0 * self.accepted as f64 / self.sent.max(1) as f64
+        }
+
+        fn percentile(&self, p: f64) -> Duration {
+            let at = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
+            self.latencies.get(at).copied().unwrap_or_default()
+        }
+
+        fn row(&self, name: &str) {
+            println!(
+                "{name:<30} {:>5} sent {:>7.2} % 202   p50 {:>7.2} ms   p99 {:>8.2} ms   RSS peak {:>6.1} MB, after {:>6.1} MB   {:?}",
+                self.sent,
+                self.share(),
+                self.percentile(0.50).as_secs_f64() * 1e3,
+                self.percentile(0.99).as_secs_f64() * 1e3,
+                self.peak_kib as f64 / 1024.0,
+                self.after_kib as f64 / 1024.0,
+                self.statuses,
+            );
+        }
+    }
+
+    /// A client that opens a connection, sends headers announcing a
+    /// 10,000-byte body with a well-formed signature that cannot match,
+    /// then one byte a second; reconnects when the adapter closes it.
+    async fn slow_client(addr: String, stop: CancellationToken, opened: Arc<AtomicUsize>) {
+        // Bounded: each connection lasts at least until the idle or total
+        // timeout, so a few hundred at most in any run.
+        for _ in 0..1000 {
+            if stop.is_cancelled() {
+                return;
+            }
+            let Ok(mut tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                return;
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            let head = format!(
+                "POST /v1/forms/bench/submissions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                 x-guichet-signature: t={},v1={}\r\ncontent-length: 10000\r\n\r\n",
+                chrono::Utc::now().timestamp(),
+                "00".repeat(32)
+            );
+            if tcp.write_all(head.as_bytes()).await.is_err() {
+                continue;
+            }
+            for _ in 0..10_000 {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if tcp.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A client that sends chunked 20 MiB bodies (no Content-Length) with
+    /// a signature that does not match, one after the other.
+    async fn chunked_client(
+        url: String,
+        stop: CancellationToken,
+        outcomes: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    ) {
+        let client = reqwest::Client::new();
+        let chunk = Bytes::from(vec![b' '; CHUNK]);
+        // Bounded: each body takes a fraction of a second at least.
+        for _ in 0..10_000 {
+            if stop.is_cancelled() {
+                return;
+            }
+            let chunk = chunk.clone();
+            let body =
+                futures::stream::iter((0..CHUNKED_BYTES / CHUNK).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            let answer = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header(
+                    "x-guichet-signature",
+                    format!("t={},v1={}", chrono::Utc::now().timestamp(), "00".repeat(32)),
+                )
+                .timeout(Duration::from_secs(60))
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await;
+            let label = match answer {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            *outcomes.lock().unwrap().entry(label).or_insert(0) += 1;
+        }
+    }
+
+    /// The settle time before "after" is read: mimalloc returns freed
+    /// memory after its purge delay (10 ms by default).
+    const SETTLE: Duration = Duration::from_secs(5);
+
+    pub async fn run() {
+        let seconds: u64 = std::env::var("GUICHET_BENCH_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20)
+            .clamp(1, 600);
+        let nats = Nats::start().await;
+        let bus = nats.bus().await;
+        let served = serve(&bus, bench_config()).await;
+        let url = served.url.clone();
+        let addr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        println!(
+            "\nweb under hostile load: signed {PAYLOAD} B submissions at {RATE}/s for {seconds} s; hostile: {SLOW} \
+             connections trickling 1 B/s, {CHUNKED} sending chunked {} MiB bodies (bad signature); default [web] limits",
+            CHUNKED_BYTES >> 20
+        );
+        // Warm-up: the connection pool, the stream's first blocks.
+        let _ = paced(&client, &url, 2, 60_000_000).await;
+        tokio::time::sleep(SETTLE).await;
+        let start_kib = rss_kib();
+
+        let peak = Peak::start();
+        let answers = paced(&client, &url, seconds, 61_000_000).await;
+        let base_peak = peak.finish().await;
+        tokio::time::sleep(SETTLE).await;
+        let baseline = summarize(answers, base_peak, rss_kib());
+
+        let stop = CancellationToken::new();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let outcomes = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let peak = Peak::start();
+        let mut hostile = Vec::new();
+        for _ in 0..SLOW {
+            hostile.push(tokio::spawn(slow_client(addr.clone(), stop.clone(), opened.clone())));
+        }
+        for _ in 0..CHUNKED {
+            hostile.push(tokio::spawn(chunked_client(
+                url.clone(),
+                stop.clone(),
+                outcomes.clone(),
+            )));
+        }
+        // The hostile clients are all connected and sending within a
+        // second; the measured submissions start then.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let answers = paced(&client, &url, seconds, 62_000_000).await;
+        stop.cancel();
+        for task in hostile {
+            let _ = task.await;
+        }
+        let hostile_peak = peak.finish().await;
+        tokio::time::sleep(SETTLE).await;
+        let under = summarize(answers, hostile_peak, rss_kib());
+        // Later still: tokio's idle blocking threads (the spool's file
+        // writes) exit after 10 s, and their allocator caches with them.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let later_kib = rss_kib();
+
+        println!("RSS at start (after warm-up): {:.1} MB", start_kib as f64 / 1024.0);
+        baseline.row("baseline: no hostile load");
+        under.row("under hostile load");
+        println!(
+            "RSS {:.1} MB {} s after the hostile load stopped",
+            later_kib as f64 / 1024.0,
+            (SETTLE + Duration::from_secs(10)).as_secs()
+        );
+        let chunked = outcomes.lock().unwrap().clone();
+        let bodies: usize = chunked.values().sum();
+        println!(
+            "hostile: {} slow connections opened, {bodies} chunked bodies ({} MiB) answered {chunked:?}",
+            opened.load(Ordering::Relaxed),
+            bodies * (CHUNKED_BYTES >> 20)
+        );
+        println!(
+            "targets: >= 99 % 202 under hostile load: {}; p99 < 100 ms: {} (p99 ratio hostile / baseline {:.2})",
+            if under.share() >= 99.0 { "met" } else { "NOT met" },
+            if under.percentile(0.99) < Duration::from_millis(100) {
+                "met"
+            } else {
+                "NOT met"
+            },
+            under.percentile(0.99).as_secs_f64() / baseline.percentile(0.99).as_secs_f64().max(1e-9)
+        );
+        served.stop().await;
+    }
 }

@@ -60,6 +60,10 @@ pub struct WebConfig {
     /// Body bytes spooled to disk by all requests together; past it 503
     /// (`Retry-After`) at once.
     pub max_spooled_bytes: usize,
+    /// How fast bodies past `spool_threshold_bytes` are read, all together
+    /// (bytes per second; a second's worth may go at once): large bodies
+    /// cannot take the CPU from small ones. Small bodies are not paced.
+    pub spool_bytes_per_second: usize,
     /// Where spooled bodies go (default: the system's temporary directory).
     /// Files there have no name (`O_TMPFILE`): nothing is left behind, even
     /// after a crash.
@@ -88,8 +92,9 @@ impl Default for WebConfig {
             max_concurrent: 256,
             max_reading_bodies: 4096,
             max_buffered_bytes: 64 * 1024 * 1024,
-            spool_threshold_bytes: 1024 * 1024,
+            spool_threshold_bytes: 256 * 1024,
             max_spooled_bytes: 1024 * 1024 * 1024,
+            spool_bytes_per_second: 32 * 1024 * 1024,
             spool_dir: None,
             rate_limit: RateLimit::default(),
             catch_all: None,
@@ -433,6 +438,9 @@ impl Validate for WebConfig {
                 "must be at least `web.max_request_bytes` (else a large body could never be accepted)",
             ));
         }
+        if self.spool_bytes_per_second < 65536 {
+            return Err(Error::config("web.spool_bytes_per_second", "must be at least 65536"));
+        }
         if let Some(dir) = &self.spool_dir
             && !dir.is_dir()
         {
@@ -553,6 +561,7 @@ mod tests {
             ("[web]\nspool_threshold_bytes = 10", "web.spool_threshold_bytes"),
             ("[web]\nmax_buffered_bytes = 4096", "web.max_buffered_bytes"),
             ("[web]\nmax_spooled_bytes = 4096", "web.max_spooled_bytes"),
+            ("[web]\nspool_bytes_per_second = 1000", "web.spool_bytes_per_second"),
             ("[web]\nspool_dir = \"/surely/not/a/dir\"", "web.spool_dir"),
         ];
         for (text, key) in cases {

@@ -12,11 +12,21 @@
 //!   memory, `web.max_spooled_bytes` on disk. A reservation that does not
 //!   fit is a 503 with `Retry-After` at once: never more memory.
 //! - A body past `web.spool_threshold_bytes` goes to an unnamed temporary
-//!   file in `web.spool_dir` (the MAC and the hash are computed as it
-//!   arrives, so nothing needs it whole); the file vanishes when dropped,
-//!   on every path, and even if the process is killed.
+//!   file in `web.spool_dir` (the MAC is computed as it arrives, so nothing
+//!   needs it whole); the file vanishes when dropped, on every path, and
+//!   even if the process is killed.
+//! - Bodies past the threshold are read, all together, at most at
+//!   `web.spool_bytes_per_second`: a reader waits for its turn before it
+//!   reads on, so TCP flow control slows the senders down. Without it, a
+//!   few clients streaming large bodies as fast as loopback allows take
+//!   the CPU (MAC, copies, disk) from authentic submissions; small bodies
+//!   are never paced.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -24,7 +34,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::{
     fs::File,
-    io::{AsyncSeekExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
     sync::{Semaphore, SemaphorePermit},
     time::Instant,
 };
@@ -40,6 +50,8 @@ pub struct Gate {
     memory: Semaphore,
     /// Body bytes spooled to disk (`web.max_spooled_bytes`).
     spool: Semaphore,
+    /// The pace of spooled bodies (`web.spool_bytes_per_second`).
+    pace: Pace,
     max_bytes: usize,
     threshold: usize,
     idle: Duration,
@@ -53,6 +65,58 @@ pub enum Content {
     Memory(Bytes),
     /// The file is positioned at its start.
     File(File),
+}
+
+impl Content {
+    /// The SHA-256 of the body. Computed only for authentic submissions
+    /// that need it (no `Idempotency-Key`), not for every byte received.
+    pub async fn sha256(&mut self) -> Result<[u8; 32], Problem> {
+        match self {
+            Content::Memory(bytes) => Ok(Sha256::digest(bytes).into()),
+            Content::File(file) => {
+                let mut hasher = Sha256::new();
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file.read(&mut buffer).await.map_err(|e| disk_problem(&e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buffer[..n]);
+                }
+                file.rewind().await.map_err(|e| disk_problem(&e))?;
+                Ok(hasher.finalize().into())
+            }
+        }
+    }
+}
+
+/// A shared pace in bytes per second (GCRA: each reservation moves a
+/// theoretical time forward; one second's worth may go at once).
+#[derive(Debug)]
+struct Pace {
+    next: Mutex<Option<Instant>>,
+    per_second: f64,
+    burst: Duration,
+}
+
+impl Pace {
+    fn new(per_second: usize) -> Self {
+        Self {
+            next: Mutex::new(None),
+            per_second: per_second.max(1) as f64,
+            burst: Duration::from_secs(1),
+        }
+    }
+
+    /// Takes `bytes`; returns when the reader may read on, if later than now.
+    fn take(&self, bytes: usize) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = next.map_or(now, |n| n.max(now));
+        let until = from + Duration::from_secs_f64(bytes as f64 / self.per_second);
+        *next = Some(until);
+        until.checked_sub(self.burst).filter(|&at| at > now)
+    }
 }
 
 /// A spooled temporary file that has no name: removed by the system when
@@ -82,8 +146,6 @@ pub struct Received<'a> {
     pub content: Content,
     /// Its length in bytes.
     pub len: u64,
-    /// The SHA-256 of the body, when asked for.
-    pub sha256: Option<[u8; 32]>,
     /// What the body holds of the budgets, until dropped.
     pub held: Reservation<'a>,
 }
@@ -150,6 +212,7 @@ impl Gate {
             readers: Semaphore::new(config.max_reading_bodies),
             memory: Semaphore::new(config.max_buffered_bytes),
             spool: Semaphore::new(config.max_spooled_bytes),
+            pace: Pace::new(config.spool_bytes_per_second),
             max_bytes: config.max_request_bytes,
             threshold: config.spool_threshold_bytes,
             idle: config.body_idle_timeout,
@@ -169,13 +232,12 @@ impl Gate {
     }
 
     /// Reads `body` (`declared` bytes if the client said), feeding
-    /// `verifier` and, with `hash`, a SHA-256 as bytes arrive.
+    /// `verifier` as bytes arrive.
     pub async fn receive(
         &self,
         body: Body,
         declared: Option<u64>,
         mut verifier: Option<&mut Verifier>,
-        hash: bool,
     ) -> Result<Received<'_>, Problem> {
         let Ok(_reader) = self.readers.try_acquire() else {
             metrics::counter!("guichet_web_budget_exhausted_total", "budget" => "web.max_reading_bodies").increment(1);
@@ -201,7 +263,6 @@ impl Gate {
             }
             None => Sink::Memory(BytesMut::new()),
         };
-        let mut hasher = hash.then(Sha256::new);
         let mut len = 0usize;
         let deadline = Instant::now() + self.total;
         let mut stream = body.into_data_stream();
@@ -218,9 +279,6 @@ impl Gate {
             }
             if let Some(v) = verifier.as_deref_mut() {
                 v.update(&chunk);
-            }
-            if let Some(h) = &mut hasher {
-                h.update(&chunk);
             }
             match &mut sink {
                 Sink::Memory(buffer) if len <= self.threshold => {
@@ -241,6 +299,13 @@ impl Gate {
                     write(file, &chunk).await?;
                 }
             }
+            if matches!(sink, Sink::File(_))
+                && let Some(at) = self.pace.take(chunk.len())
+            {
+                // Waiting for the pace is not idleness: only the total
+                // deadline bounds it.
+                tokio::time::sleep_until(at.min(deadline)).await;
+            }
         }
         let content = match sink {
             Sink::Memory(buffer) => Content::Memory(buffer.freeze()),
@@ -253,7 +318,6 @@ impl Gate {
         Ok(Received {
             content,
             len: len as u64,
-            sha256: hasher.map(|h| h.finalize().into()),
             held: Reservation(held),
         })
     }
@@ -266,4 +330,20 @@ async fn write(file: &mut File, bytes: &[u8]) -> Result<(), Problem> {
 /// The body is over `limit` bytes.
 pub fn too_large(limit: usize) -> Problem {
     Problem::too_large(format!("the body is larger than the limit of {limit} bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_lets_a_second_through_then_makes_readers_wait() {
+        let pace = Pace::new(1_000_000);
+        assert_eq!(pace.take(500_000), None);
+        assert_eq!(pace.take(400_000), None);
+        // Two seconds' worth taken: the reader waits about one second.
+        let at = pace.take(1_100_000).expect("a wait");
+        let wait = at - Instant::now();
+        assert!(wait > Duration::from_millis(800) && wait <= Duration::from_secs(1), "{wait:?}");
+    }
 }

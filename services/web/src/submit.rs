@@ -139,14 +139,10 @@ async fn handle(
         None => None,
     };
     let Received {
-        content,
-        sha256,
+        mut content,
         held: _held,
         ..
-    } = app
-        .gate
-        .receive(body, declared, verifier.as_mut(), idempotency.is_none())
-        .await?;
+    } = app.gate.receive(body, declared, verifier.as_mut()).await?;
     if let Some(verifier) = verifier {
         verifier
             .finish(Utc::now().timestamp(), config.signature_window)
@@ -166,17 +162,13 @@ async fn handle(
         max_json_depth: config.max_json_depth,
         max_file_bytes: config.max_file_bytes,
     };
+    let idempotency_key = match idempotency {
+        Some(key) => format!("web:{requested}:{key}"),
+        None => format!("web:{requested}:{}", hex::encode(content.sha256().await?)),
+    };
     let mut submission = body::parse(&kind, content, limits, &app.gate).await?;
     let mapped = mapping::map(&form.config, &submission.payload)?;
 
-    let idempotency_key = match (idempotency, sha256) {
-        (Some(key), _) => format!("web:{requested}:{key}"),
-        (None, Some(sha256)) => format!("web:{requested}:{}", hex::encode(sha256)),
-        (None, None) => {
-            tracing::error!("no body hash for a submission without Idempotency-Key");
-            return Err(Problem::internal());
-        }
-    };
     if !app.bus.is_connected() {
         tracing::warn!("submission not stored: NATS is disconnected");
         return Err(Problem::unavailable());
