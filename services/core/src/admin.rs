@@ -25,6 +25,9 @@ pub struct Health {
 struct HealthState {
     bus: Option<Bus>,
     components: BTreeMap<String, bool>,
+    /// What an operator should know without it being unready (a mailbox
+    /// standing by while another process watches it).
+    notes: BTreeMap<String, String>,
 }
 
 impl Health {
@@ -40,6 +43,25 @@ impl Health {
         if let Ok(mut s) = self.inner.lock() {
             s.components.insert(component.to_owned(), ready);
         }
+    }
+
+    /// Sets (or with `None` clears) a note about `component` that
+    /// `/readyz` shows without turning unready.
+    pub fn set_note(&self, component: &str, note: Option<String>) {
+        if let Ok(mut s) = self.inner.lock() {
+            match note {
+                Some(note) => s.notes.insert(component.to_owned(), note),
+                None => s.notes.remove(component),
+            };
+        }
+    }
+
+    /// The notes set, as `component: note`.
+    pub fn notes(&self) -> Vec<String> {
+        self.inner.lock().map_or_else(
+            |_| Vec::new(),
+            |s| s.notes.iter().map(|(c, n)| format!("{c}: {n}")).collect(),
+        )
     }
 
     /// Ready, and if not, what is not.
@@ -96,5 +118,8 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready, "waiting_for": waiting })))
+    (
+        status,
+        Json(json!({ "ready": ready, "waiting_for": waiting, "notes": health.notes() })),
+    )
 }

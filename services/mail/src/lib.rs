@@ -93,6 +93,7 @@ fn spawn(
         bus: ctx.bus.clone(),
         instance: ctx.instance.clone(),
         holder: holder.clone(),
+        health: ctx.health.clone(),
         hooks: hooks.clone(),
     };
     tasks.spawn(w.watch(shutdown.clone()));

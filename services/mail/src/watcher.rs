@@ -61,6 +61,8 @@ pub struct Watcher {
     pub instance: String,
     /// This run's identity in the lease.
     pub holder: lease::Holder,
+    /// Where a mailbox standing by is shown (`/readyz`).
+    pub health: guichet_core::admin::Health,
     pub hooks: Hooks,
 }
 
@@ -107,6 +109,10 @@ impl Watcher {
                         Err(reason) => tracing::warn!(mailbox = %name, %reason, "lease unavailable"),
                         _ if !standby_logged => {
                             tracing::info!(mailbox = %name, "another process watches this mailbox; standing by");
+                            self.health.set_note(
+                                &format!("mail.{name}"),
+                                Some("standing by: another process holds the mailbox's lease".into()),
+                            );
                             standby_logged = true;
                         }
                         _ => {}
@@ -118,6 +124,7 @@ impl Watcher {
                 }
             };
             standby_logged = false;
+            self.health.set_note(&format!("mail.{name}"), None);
             tracing::info!(mailbox = %name, instance = %self.instance, "lease taken; watching");
             metrics::gauge!("guichet_mail_lease_held", &labels).set(1.0);
             let stop = cancel.child_token();
@@ -220,7 +227,17 @@ impl Run<'_> {
         let uidvalidity = selected
             .uid_validity
             .ok_or_else(|| MailError::imap(&name, "SELECT", "the server gave no UIDVALIDITY"))?;
-        let uid_next = selected.uid_next.unwrap_or(u32::MAX);
+        let uid_next = match selected.uid_next {
+            Some(uid_next) => uid_next,
+            // UIDNEXT is optional in RFC 3501's SELECT answer. Taking it as
+            // "the end of UID space" made a first `flag_seen` start skip
+            // every later message: the highest UID in the folder + 1 is
+            // what it stands for.
+            None => {
+                let all = within(&name, "SEARCH", limit, session.uid_search("ALL")).await?;
+                all.into_iter().max().map_or(1, |highest| highest.saturating_add(1))
+            }
+        };
         let stores = self.w.bus.stores().clone();
         let loaded = state::load(&stores.checkpoints, &name)
             .await

@@ -270,6 +270,18 @@ async fn two_gateways_on_one_mailbox_watch_it_one_at_a_time_and_the_other_takes_
         .collect();
     assert_eq!(instances.len(), 1, "one watcher at a time: {instances:?}");
     let holder = instances.into_iter().next().unwrap();
+    // `/readyz` of the other one names the mailbox standing by.
+    let standby = if holder == "gw-a" { &b } else { &a };
+    wait_until("the standby names its mailbox", Duration::from_secs(10), || async {
+        standby
+            .health
+            .notes()
+            .iter()
+            .any(|n| n.starts_with("mail.contact: standing by"))
+    })
+    .await;
+    let active = if holder == "gw-a" { &a } else { &b };
+    assert!(active.health.notes().is_empty(), "{:?}", active.health.notes());
 
     // The holder crashes (no release): the other takes over once its
     // lease expires (30 s).
