@@ -79,6 +79,8 @@ pub async fn consume(
         .await
         .map_err(|e| RouterError::jetstream("pulling from INTAKE", e))?;
     on_ready();
+    let lag_stop = shutdown.child_token();
+    let lag_task = tokio::spawn(report_lag(consumer, lag_stop.clone()));
     let mut in_flight = FuturesUnordered::new();
     let mut errors_in_a_row = 0u32;
     let outcome = loop {
@@ -107,7 +109,33 @@ pub async fn consume(
     // started are not acked: the server gives them to another router.
     drop(messages);
     while in_flight.next().await.is_some() {}
+    lag_stop.cancel();
+    let _ = lag_task.await;
     outcome
+}
+
+/// How often the router's lag is read from the server.
+const LAG_EVERY: Duration = Duration::from_secs(15);
+
+/// Exports the INTAKE consumer's lag, `guichet_router_pending`: contacts
+/// not yet delivered to any router plus those delivered and not yet acked.
+/// Read from the server (one consumer-info request every 15 s, whichever
+/// router asks), so every router process reports the same shared figure.
+async fn report_lag(mut consumer: PullConsumer, stop: CancellationToken) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), consumer.info()).await {
+            Ok(Ok(info)) => {
+                let pending = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                metrics::gauge!("guichet_router_pending").set(pending as f64);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "reading the INTAKE consumer's lag failed"),
+            Err(_) => tracing::debug!("reading the INTAKE consumer's lag timed out"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LAG_EVERY) => {}
+        }
+    }
 }
 
 async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Message) {
