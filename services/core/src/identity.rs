@@ -3,10 +3,10 @@
 //!
 //! E-mails are trimmed and lower-cased; phone numbers become E.164 with
 //! France as the default region; verified account ids are kept as issued,
-//! prefixed by their issuer. The KV key of an identifier is a hash, so the
-//! identity bucket never lists citizens' addresses in clear.
-
-use sha2::{Digest, Sha256};
+//! prefixed by their issuer. The KV key of an identifier is a keyed hash
+//! ([`crate::privacy::Pseudonymizer::identity_key`]), so the identity
+//! bucket never lists citizens' addresses, and cannot be matched against
+//! a dictionary of them without the key.
 
 use crate::Error;
 
@@ -34,14 +34,6 @@ impl IdentifierKind {
 pub struct Identifier {
     pub kind: IdentifierKind,
     pub value: String,
-}
-
-impl Identifier {
-    /// The identity-bucket key: `<kind>.<sha256 hex>`.
-    pub fn key(&self) -> String {
-        let digest = Sha256::digest(format!("{}:{}", self.kind.as_str(), self.value).as_bytes());
-        format!("{}.{}", self.kind.as_str(), hex::encode(digest))
-    }
 }
 
 /// The longest address accepted, in octets (RFC 5321 §4.5.3.1.3: a path
@@ -314,6 +306,6 @@ mod tests {
     fn accounts_are_scoped_by_issuer() {
         let a = normalize_account("FranceConnect", "abc").unwrap();
         assert_eq!(a.value, "franceconnect:abc");
-        assert_ne!(a.key(), normalize_account("portail", "abc").unwrap().key());
+        assert_ne!(a, normalize_account("portail", "abc").unwrap());
     }
 }

@@ -8,6 +8,7 @@
 //!   publish path that every adapter uses;
 //! - [`ids`] and [`identity`]: contact ids, request references, and the
 //!   normalization of the identifiers that make one usager;
+//! - [`privacy`]: the keyed pseudonyms of logs and identity keys;
 //! - [`admin`]: health, readiness and Prometheus metrics over HTTP;
 //! - [`nats_server`]: a `nats-server` child process (embedded mode, tests).
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod nats_server;
+pub mod privacy;
 pub mod proto;
 pub mod secret;
 pub mod service;

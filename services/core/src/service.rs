@@ -1,6 +1,6 @@
 //! What the `guichet` binary hands to every service it starts.
 
-use crate::{Bus, admin::Health};
+use crate::{Bus, admin::Health, privacy::Pseudonymizer};
 
 /// The shared handles of a running service.
 #[derive(Clone, Debug)]
@@ -12,4 +12,6 @@ pub struct ServiceContext {
     /// This process's name in traces and `Source.adapter_instance`
     /// (the host name unless configured).
     pub instance: String,
+    /// Identity keys and log pseudonyms under `privacy.pseudonym_key`.
+    pub privacy: Pseudonymizer,
 }

@@ -1,16 +1,20 @@
 //! Logs and metrics, and the rule that personal data never reaches them.
 //!
 //! Log an e-mail address, phone number or name only through
-//! [`pseudonym`]: a short keyed-free hash that lets an operator correlate
-//! log lines about the same person without reading who it is.
+//! [`pseudonym`]: a short keyed hash (see [`crate::privacy`]) that lets an
+//! operator correlate log lines about the same person without reading who
+//! it is, and that a dictionary of addresses cannot reverse without the
+//! key.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sha2::{Digest, Sha256};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::{
+    config::{LogConfig, LogFormat},
+    privacy::Pseudonymizer,
+};
 
 /// Installs the global tracing subscriber. A second call (tests) is a no-op.
 pub fn init_tracing(config: &LogConfig) {
@@ -45,11 +49,21 @@ pub fn metrics() -> Option<PrometheusHandle> {
         .clone()
 }
 
+static PSEUDONYMS: OnceLock<Pseudonymizer> = OnceLock::new();
+
+/// Makes [`pseudonym`] use the configured key; called once at start, before
+/// services log. A later call with another key is refused (`false`): log
+/// pseudonyms must not change meaning within one process.
+pub fn install_pseudonym_key(pseudonymizer: &Pseudonymizer) -> bool {
+    PSEUDONYMS.get_or_init(|| pseudonymizer.clone()) == pseudonymizer
+}
+
 /// A stable, non-reversible short form of a personal datum for logs:
-/// `~` and 10 hex digits of its SHA-256.
+/// `~` and 10 hex digits of its keyed hash. Before a key is installed
+/// (tools, tests) a key drawn at random is used: stable within the
+/// process, meaningless outside it, never the plain hash.
 pub fn pseudonym(value: &str) -> String {
-    let digest = Sha256::digest(value.trim().to_lowercase().as_bytes());
-    format!("~{}", &hex::encode(digest)[..10])
+    PSEUDONYMS.get_or_init(Pseudonymizer::random).pseudonym(value)
 }
 
 #[cfg(test)]

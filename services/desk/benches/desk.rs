@@ -191,6 +191,7 @@ async fn bench() {
         bus: bus.clone(),
         health: Health::default(),
         instance: "bench".into(),
+        privacy: guichet_harness::pseudonymizer().clone(),
     };
     let config = DeskConfig {
         sites: [(

@@ -52,7 +52,7 @@ pub async fn history(
     let read = async {
         let usager_id = match who {
             Who::Id(id) => id,
-            Who::Identifier(identifier, field) => match state.bus.usager_of(&identifier).await {
+            Who::Identifier(identifier, field) => match state.bus.usager_of(&state.privacy, &identifier).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
                     return Err(Status::not_found(format!(

@@ -14,6 +14,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use guichet_core::{
     Bus, ServiceContext,
+    privacy::Pseudonymizer,
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
@@ -52,6 +53,8 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 pub struct State {
     pub bus: Bus,
     pub instance: String,
+    /// Identity keys, to look usagers up by e-mail or phone.
+    pub privacy: Pseudonymizer,
     pub config: DeskConfig,
     /// Request bytes being processed (`desk.max_buffered_bytes`), one
     /// permit a byte.
@@ -59,11 +62,12 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(bus: Bus, instance: String, config: DeskConfig) -> Self {
+    pub fn new(bus: Bus, instance: String, privacy: Pseudonymizer, config: DeskConfig) -> Self {
         Self {
             budget: Semaphore::new(config.max_buffered_bytes),
             bus,
             instance,
+            privacy,
             config,
         }
     }
@@ -235,7 +239,7 @@ pub async fn serve(
 
     let max_message_size = config.max_message_size;
     let tls = prepared.tls.is_some();
-    let state = State::new(ctx.bus.clone(), ctx.instance.clone(), config);
+    let state = State::new(ctx.bus.clone(), ctx.instance.clone(), ctx.privacy.clone(), config);
     let desk = InterceptedService::new(
         DeskServer::new(DeskService::new(state)).max_decoding_message_size(max_message_size),
         prepared.sites.interceptor(),

@@ -107,8 +107,18 @@ async fn a_usager_seen_through_three_channels_has_one_history_newest_first() {
     publish_routed(bus, &routed("U9", ContactChannel::Web, "urbanisme", "autre usager")).await;
     publish_routed(bus, &routed("U1", ContactChannel::Web, "dechets", "formulaire")).await;
     publish_routed(bus, &routed("U1", ContactChannel::Counter, "etat-civil", "guichet")).await;
-    identity_put(bus, &normalize_email("jeanne@example.fr").unwrap().key(), "U1").await;
-    identity_put(bus, &normalize_phone("+33612345678").unwrap().key(), "U0").await;
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_email("jeanne@example.fr").unwrap()),
+        "U1",
+    )
+    .await;
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_phone("+33612345678").unwrap()),
+        "U0",
+    )
+    .await;
     identity_put(bus, &alias_key("U0"), "U1").await;
     identity_put(bus, &merged_key("U1"), r#"["U0"]"#).await;
 
@@ -232,7 +242,8 @@ async fn a_contact_recorded_at_the_desk_shows_in_the_history_once_routed() {
     let (_, _, contact) = intake(&js).await.remove(0);
     identity_put(
         &desk.bus,
-        &normalize_email(&contact.claims.as_ref().unwrap().email).unwrap().key(),
+        &guichet_harness::pseudonymizer()
+            .identity_key(&normalize_email(&contact.claims.as_ref().unwrap().email).unwrap()),
         "U7",
     )
     .await;

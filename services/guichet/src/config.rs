@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use guichet_core::privacy::{self, PrivacyConfig, Pseudonymizer};
 use guichet_core::{
     Error,
     config::{AdminConfig, LogConfig, NatsConfig, TopologyConfig, Validate},
@@ -21,6 +22,9 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[privacy]`: the key of log pseudonyms and identity keys, required
+    /// by `guichet run` and the commands that compute identity keys.
+    pub privacy: PrivacyConfig,
     /// `[web]`: the web-form intake adapter.
     pub web: guichet_web::WebConfig,
     /// `[router]`: routing contacts from INTAKE to the service queues.
@@ -41,6 +45,7 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            privacy: PrivacyConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
             mail: guichet_mail::MailConfig::default(),
             router: guichet_router::RouterConfig::default(),
@@ -53,6 +58,19 @@ impl Config {
     /// Loads and validates `path` with `GUICHET__…` overrides.
     pub fn load(path: &std::path::Path) -> Result<Self, Error> {
         guichet_core::config::load(path)
+    }
+
+    /// The pseudonymizer of `privacy.pseudonym_key`: read and checked
+    /// (at least 32 bytes). Required: without it identity keys and log
+    /// pseudonyms would be plain hashes, reversible with a dictionary.
+    pub fn pseudonymizer(&self) -> Result<Pseudonymizer, Error> {
+        Pseudonymizer::from_config(&self.privacy)?.ok_or_else(|| {
+            Error::config(
+                privacy::KEY_NAME,
+                "required: a secret of at least 32 bytes, e.g. `pseudonym_key = { file = \"/etc/guichet/pseudonym.key\" }` \
+                 with `head -c 32 /dev/urandom | base64 > /etc/guichet/pseudonym.key` (scripts/run generates one into data/)",
+            )
+        })
     }
 
     pub fn instance_name(&self) -> String {

@@ -99,6 +99,12 @@ async fn run_with_admin(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
+    // Checked before anything starts: without it identity keys and log
+    // pseudonyms cannot be computed.
+    let privacy = config.pseudonymizer()?;
+    if !guichet_core::telemetry::install_pseudonym_key(&privacy) {
+        tracing::warn!("log pseudonyms keep the key installed first in this process");
+    }
     let (urls, embedded) = match &config.nats.url {
         Some(urls) => (urls.to_vec(), None),
         None => {
@@ -122,6 +128,7 @@ async fn run_with_admin(
             bus: bus.clone(),
             health: health.clone(),
             instance: config.instance_name(),
+            privacy,
         };
         let supervisor = supervisor::Supervisor::start(config, context, &services, listeners, shutdown)?;
         shutdown.cancelled().await;

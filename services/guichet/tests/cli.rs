@@ -29,6 +29,11 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// A configuration `guichet run` accepts: `text` and the test key.
+fn run_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    write_config(dir, &format!("{text}{}", guichet_harness::privacy_toml()))
+}
+
 /// The one error line on stderr.
 fn error_line(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "expected a failure");
@@ -146,6 +151,23 @@ fn server_lists_check_from_the_file_or_the_environment_and_a_bad_url_is_named() 
     }
 }
 
+/// Issue 11: no key, or a short one, is refused before anything starts.
+#[test]
+fn a_missing_or_short_pseudonym_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port().unwrap();
+    let base = format!("[nats]\nurl = \"nats://127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let path = write_config(dir.path(), &base);
+    let line = error_line(&guichet(&path, &["run", "--services", "router"]));
+    assert!(
+        line.contains("privacy.pseudonym_key") && line.contains("required"),
+        "{line}"
+    );
+    let path = write_config(dir.path(), &format!("{base}[privacy]\npseudonym_key = \"short\"\n"));
+    let line = error_line(&guichet(&path, &["run", "--services", "router"]));
+    assert!(line.contains("privacy.pseudonym_key") && line.contains("32"), "{line}");
+}
+
 #[test]
 fn unknown_services_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +181,7 @@ fn an_unreachable_nats_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
     let admin = free_port().unwrap();
-    let path = write_config(
+    let path = run_config(
         dir.path(),
         &format!(
             "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
@@ -176,7 +198,7 @@ fn an_unreachable_nats_is_one_clear_error() {
 fn a_missing_nats_server_binary_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port().unwrap();
-    let path = write_config(
+    let path = run_config(
         dir.path(),
         &format!(
             "[nats.embedded]\nbinary = \"/nonexistent/nats-server\"\nstore_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
@@ -192,7 +214,7 @@ async fn a_server_without_jetstream_is_one_clear_error() {
     let nats = Nats::start_without_jetstream().await;
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port().unwrap();
-    let path = write_config(
+    let path = run_config(
         dir.path(),
         &format!(
             "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
@@ -213,7 +235,7 @@ async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() 
     let dir = tempfile::tempdir().unwrap();
     let nats_port = free_port().unwrap();
     let admin = free_port().unwrap();
-    let path = write_config(
+    let path = run_config(
         dir.path(),
         &format!(
             "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",

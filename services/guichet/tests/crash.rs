@@ -85,10 +85,11 @@ async fn a_process_killed_mid_burst_loses_nothing_and_stores_nothing_twice() {
     std::fs::write(
         &config,
         format!(
-            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n{}",
+            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n{}{}",
             nats.url(),
             free_port().unwrap(),
-            dovecot.mailbox_toml(&secret)
+            dovecot.mailbox_toml(&secret),
+            guichet_harness::privacy_toml()
         ),
     )
     .unwrap();

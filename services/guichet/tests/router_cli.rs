@@ -28,7 +28,11 @@ async fn rules_push_history_rollback_and_the_other_router_commands() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("guichet.toml");
-    std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n", nats.url())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
+    )
+    .unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
     let example = example.to_str().unwrap();
 

@@ -169,6 +169,7 @@ async fn main() {
         bus: bus.clone(),
         health,
         instance: "bench".into(),
+        privacy: guichet_harness::pseudonymizer().clone(),
     };
     let cancel = CancellationToken::new();
     let started = Instant::now();

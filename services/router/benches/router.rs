@@ -143,6 +143,7 @@ async fn router_case(contacts: &[Contact], rules: usize) -> f64 {
         bus,
         health: health.clone(),
         instance: "bench".into(),
+        privacy: guichet_harness::pseudonymizer().clone(),
     };
     let stop = CancellationToken::new();
     let loading = Instant::now();

@@ -18,6 +18,7 @@ use guichet_core::{
         subjects::{self, is_token},
         usagers::{alias_key, merged_key, record_key},
     },
+    privacy::Pseudonymizer,
     proto::v1::{Channel, Contact, DeadLetter, Routed},
 };
 use prost::Message;
@@ -173,8 +174,9 @@ pub struct ForgetReport {
 
 /// Erases a usager (RGPD): their routed messages (journal and queues),
 /// the same contacts as received (INTAKE), their dead letters, identity
-/// keys and records, and the requests they opened.
-pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterError> {
+/// keys and records, and the requests they opened. `keys` recognizes
+/// their identifiers in dead letters.
+pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
     let ids = bus.usager_history_ids(usager_id).await?;
     let kv = &bus.stores().identity;
@@ -304,7 +306,7 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
         report.index_entries_removed += 1;
     }
 
-    report.dead_letters_removed = purge_dead_letters(bus, &person_keys, &contacts).await?;
+    report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
 
     let event = serde_json::json!({
         "kind": "usager_forgotten", "usager_ids": ids,
@@ -327,6 +329,7 @@ pub async fn forget(bus: &Bus, usager_id: &str) -> Result<ForgetReport, RouterEr
 /// theirs all the same: removed one by one from DEADLETTER.
 async fn purge_dead_letters(
     bus: &Bus,
+    keys: &Pseudonymizer,
     person_keys: &BTreeSet<String>,
     contacts: &BTreeSet<String>,
 ) -> Result<u64, RouterError> {
@@ -346,7 +349,7 @@ async fn purge_dead_letters(
         let theirs = contacts.contains(&contact.id)
             || identity::identifiers(&contact)
                 .iter()
-                .any(|id| person_keys.contains(&id.key()));
+                .any(|id| person_keys.contains(&keys.identity_key(id)));
         if theirs {
             stream
                 .delete_message(sequence)

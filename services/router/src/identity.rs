@@ -1,7 +1,7 @@
 //! One usager id per person: resolving a contact's identity claims.
 //!
 //! Identifiers are normalized by [`guichet_core::identity`] and looked up
-//! in `guichet_identity` by hashed key (layout in
+//! in `guichet_identity` by keyed hash ([`Pseudonymizer::identity_key`]) (layout in
 //! [`guichet_core::bus::usagers`]). A new person gets a new id claimed
 //! with KV `create` on their strongest identifier, so two routers racing
 //! on the same new person end with one id: the loser sees the winner's
@@ -32,6 +32,7 @@ use guichet_core::{
         usagers::{alias_key, record_key},
     },
     identity::{Identifier, normalize_account, normalize_email, normalize_phone},
+    privacy::Pseudonymizer,
     proto::v1::{Contact, Flag, FlagKind, identity_resolution::Outcome},
 };
 use serde::{Deserialize, Serialize};
@@ -110,13 +111,14 @@ pub fn claims(contact: &Contact) -> (Vec<Identifier>, Vec<Flag>) {
 
 /// Resolves the contact's usager, claiming or attaching identifiers,
 /// reading the KV directly (no cache).
-pub async fn resolve(bus: &Bus, contact: &Contact) -> Result<Resolution, RouterError> {
-    resolve_with(bus, None, contact).await
+pub async fn resolve(bus: &Bus, keys: &Pseudonymizer, contact: &Contact) -> Result<Resolution, RouterError> {
+    resolve_with(bus, keys, None, contact).await
 }
 
 /// [`resolve`], answering lookups from `cache` when it can.
 pub async fn resolve_with(
     bus: &Bus,
+    keys: &Pseudonymizer,
     cache: Option<&IdentityCache>,
     contact: &Contact,
 ) -> Result<Resolution, RouterError> {
@@ -136,6 +138,7 @@ pub async fn resolve_with(
     for attempt in 0..4 {
         let reader = Reader {
             bus,
+            keys,
             cache,
             fresh: attempt > 0,
         };
@@ -171,6 +174,8 @@ enum Stored {
 /// what it read in the cache, under a [`crate::identity_cache::Ticket`]).
 struct Reader<'a> {
     bus: &'a Bus,
+    /// Computes identity keys (keyed: see [`guichet_core::privacy`]).
+    keys: &'a Pseudonymizer,
     cache: Option<&'a IdentityCache>,
     /// Read the KV even on a cache hit (after a lost race).
     fresh: bool,
@@ -225,7 +230,7 @@ impl Reader<'_> {
 
     /// The (canonical) usager an identifier points at, if any.
     async fn lookup(&self, id: &Identifier) -> Result<Option<String>, RouterError> {
-        let key = id.key();
+        let key = self.keys.identity_key(id);
         let raw = match self.read(&key, &format!("a {} key", id.kind.as_str())).await? {
             Stored::Absent => return Ok(None),
             Stored::Text(text) => text.trim().to_owned(),
@@ -286,11 +291,11 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
         let record = UsagerRecord {
             usager_id: usager_id.clone(),
             created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            identifiers: ids.iter().map(Identifier::key).collect(),
+            identifiers: ids.iter().map(|id| reader.keys.identity_key(id)).collect(),
         };
         put_record(kv, &record).await?;
         let first = &ids[0];
-        let first_key = first.key();
+        let first_key = reader.keys.identity_key(first);
         let ticket = reader.ticket(&first_key);
         match kv.create(first_key.as_str(), Bytes::from(usager_id.clone())).await {
             Ok(revision) => reader.wrote(ticket, &first_key, Some(&usager_id), revision),
@@ -334,7 +339,7 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
         }
     }
     if !unknown.is_empty() {
-        add_to_record(kv, &winner, unknown.iter().map(|id| id.key())).await?;
+        add_to_record(kv, &winner, unknown.iter().map(|id| reader.keys.identity_key(id))).await?;
         for id in unknown {
             if let Some(other) = claim(reader, id, &winner).await? {
                 conflicts.push((id.kind.as_str().to_owned(), other));
@@ -374,7 +379,7 @@ async fn classify<'i>(
 /// Points `id` at `usager_id` unless it exists; returns the other usager
 /// when it already points elsewhere.
 async fn claim(reader: &Reader<'_>, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
-    let key = id.key();
+    let key = reader.keys.identity_key(id);
     let ticket = reader.ticket(&key);
     match reader
         .kv()

@@ -1,7 +1,7 @@
 //! An in-process cache of the identity lookups, kept coherent by a watch
 //! on `guichet_identity`.
 //!
-//! Per contact the router reads an identifier key (`<kind>.<sha256>` →
+//! Per contact the router reads an identifier key (`<kind>.<key id>.<hmac>` →
 //! usager id) and the alias of that usager (`alias.<U>` → the id it was
 //! merged into, usually absent). Those reads dominated the broker's work
 //! per contact; this cache answers them from memory.
@@ -698,7 +698,7 @@ mod tests {
             normalize_phone("0612345678").unwrap(),
             normalize_account("franceconnect", "sub").unwrap(),
         ] {
-            let key = id.key();
+            let key = guichet_core::privacy::Pseudonymizer::random().identity_key(&id);
             let kind = key.split('.').next().unwrap();
             assert!(WATCHED_KEYS.contains(&format!("{kind}.>").as_str()), "{key}");
         }

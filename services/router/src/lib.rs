@@ -18,6 +18,7 @@ mod error;
 pub mod identity;
 pub mod identity_cache;
 pub mod live;
+pub mod rekey;
 pub mod requests;
 pub mod route;
 
@@ -79,7 +80,7 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
         }
     };
     let (identity_cache, cache_task) = cache.unzip();
-    let mut router = route::Router::new(bus.clone(), rules);
+    let mut router = route::Router::new(bus.clone(), rules, ctx.privacy.clone());
     if let Some(cache) = identity_cache {
         router = router.with_identity_cache(cache);
     }

@@ -13,6 +13,7 @@ use guichet_core::{
     Bus,
     bus::{Published, subjects},
     ids::parse_reference,
+    privacy::Pseudonymizer,
     proto::{
         self,
         v1::{Contact, IdentityResolution, Qualification, Routed},
@@ -35,6 +36,8 @@ use crate::{
 pub struct Router {
     bus: Bus,
     rules: LiveRules,
+    /// Identity keys (see [`guichet_core::privacy`]).
+    keys: Pseudonymizer,
     identities: Option<IdentityCache>,
 }
 
@@ -48,10 +51,11 @@ pub enum RouteOutcome {
 }
 
 impl Router {
-    pub fn new(bus: Bus, rules: LiveRules) -> Self {
+    pub fn new(bus: Bus, rules: LiveRules, keys: Pseudonymizer) -> Self {
         Self {
             bus,
             rules,
+            keys,
             identities: None,
         }
     }
@@ -89,7 +93,7 @@ impl Router {
         // One snapshot of the rules for the whole decision.
         let active = self.rules.current();
         let verdict = active.engine.evaluate(contact);
-        let resolution = identity::resolve_with(bus, self.identities.as_ref(), contact).await?;
+        let resolution = identity::resolve_with(bus, &self.keys, self.identities.as_ref(), contact).await?;
         let usager_id = resolution.usager_id.clone();
         let reference = own_reference(contact);
 

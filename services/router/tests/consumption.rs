@@ -69,7 +69,7 @@ async fn a_contact_that_makes_routing_fail_is_retried_then_dead_lettered() {
     let bus = nats.bus().await;
     // The identity bucket is damaged for this person: the key leads to
     // something that is not a usager id, so routing fails every time.
-    let key = normalize_email("broken@example.fr").unwrap().key();
+    let key = guichet_harness::pseudonymizer().identity_key(&normalize_email("broken@example.fr").unwrap());
     bus.stores()
         .identity
         .put(key, Bytes::from_static(b"not a usager id!"))

@@ -67,7 +67,10 @@ async fn usagers_are_created_reused_and_identifiers_attached() {
 
     // What adapters read: the identity bucket layout.
     let by_email = bus
-        .usager_of(&normalize_email("JEANNE.MARTIN@example.fr").unwrap())
+        .usager_of(
+            guichet_harness::pseudonymizer(),
+            &normalize_email("JEANNE.MARTIN@example.fr").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(by_email.as_deref(), Some(u.as_str()));
@@ -194,7 +197,10 @@ async fn two_routers_racing_on_the_same_new_person_end_with_one_id() {
             id: guichet_core::ids::contact_id(),
             ..person.clone()
         };
-        let (ra, rb) = tokio::join!(identity::resolve(&a, &person), identity::resolve(&b, &other_contact));
+        let (ra, rb) = tokio::join!(
+            identity::resolve(&a, guichet_harness::pseudonymizer(), &person),
+            identity::resolve(&b, guichet_harness::pseudonymizer(), &other_contact)
+        );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(ra.usager_id, rb.usager_id, "round {round}: {ra:?} {rb:?}");
         let outcomes: HashSet<_> = [ra.outcome, rb.outcome].into_iter().collect();
@@ -209,7 +215,10 @@ async fn two_routers_racing_on_the_same_new_person_end_with_one_id() {
         // And only one record exists for the person.
         let email = normalize_email(&format!("race{round}@example.fr")).unwrap();
         assert_eq!(
-            a.usager_of(&email).await.unwrap().as_deref(),
+            a.usager_of(guichet_harness::pseudonymizer(), &email)
+                .await
+                .unwrap()
+                .as_deref(),
             Some(ra.usager_id.as_str())
         );
     }

@@ -102,7 +102,9 @@ async fn a_forget_done_while_the_router_runs_is_honoured_by_the_next_contacts() 
     publish(&bus, &second).await;
     assert_eq!(routed(&bus, &second.id).await.usager_id, forgotten, "cached");
 
-    admin::forget(&bus, &forgotten).await.unwrap();
+    admin::forget(&bus, guichet_harness::pseudonymizer(), &forgotten)
+        .await
+        .unwrap();
 
     // The same person writes again: a new usager, not the erased id.
     let third = email_contact("oubli@example.fr", "c", "c");
@@ -142,8 +144,8 @@ async fn two_routers_with_caches_racing_on_the_same_new_person_end_with_one_id()
             ..person.clone()
         };
         let (ra, rb) = tokio::join!(
-            identity::resolve_with(&a, Some(&cache_a), &person),
-            identity::resolve_with(&b, Some(&cache_b), &other_contact)
+            identity::resolve_with(&a, guichet_harness::pseudonymizer(), Some(&cache_a), &person),
+            identity::resolve_with(&b, guichet_harness::pseudonymizer(), Some(&cache_b), &other_contact)
         );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(ra.usager_id, rb.usager_id, "round {round}: {ra:?} {rb:?}");
@@ -152,7 +154,10 @@ async fn two_routers_with_caches_racing_on_the_same_new_person_end_with_one_id()
         assert!(!outcomes.contains(&Outcome::Conflict), "round {round}: {ra:?} {rb:?}");
         let email = normalize_email(&format!("course{round}@example.fr")).unwrap();
         assert_eq!(
-            a.usager_of(&email).await.unwrap().as_deref(),
+            a.usager_of(guichet_harness::pseudonymizer(), &email)
+                .await
+                .unwrap()
+                .as_deref(),
             Some(ra.usager_id.as_str())
         );
         // Both caches now answer with that id, without reading the KV.
@@ -161,7 +166,9 @@ async fn two_routers_with_caches_racing_on_the_same_new_person_end_with_one_id()
             ..person.clone()
         };
         for (bus, cache) in [(&a, &cache_a), (&b, &cache_b)] {
-            let r = identity::resolve_with(bus, Some(cache), &again).await.unwrap();
+            let r = identity::resolve_with(bus, guichet_harness::pseudonymizer(), Some(cache), &again)
+                .await
+                .unwrap();
             assert_eq!(r.usager_id, ra.usager_id, "round {round}");
             assert_eq!(r.outcome, Outcome::Known, "round {round}");
         }
@@ -189,18 +196,22 @@ async fn a_router_starting_on_a_full_bucket_loads_it_and_knows_everyone() {
     let contacts: Vec<_> = (0..150)
         .map(|i| email_contact(&format!("ancien{i}@example.fr"), "a", "a"))
         .collect();
-    let ids: Vec<String> = futures::future::join_all(contacts.iter().map(|c| identity::resolve(&bus, c)))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().usager_id)
-        .collect();
+    let ids: Vec<String> = futures::future::join_all(
+        contacts
+            .iter()
+            .map(|c| identity::resolve(&bus, guichet_harness::pseudonymizer(), c)),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().usager_id)
+    .collect();
     let stop = CancellationToken::new();
     let (cache, task) = IdentityCache::start(&bus, 10_000, stop.clone()).await.unwrap();
     assert!(cache.usable() && cache.complete());
-    let key = normalize_email("ancien7@example.fr").unwrap().key();
+    let key = guichet_harness::pseudonymizer().identity_key(&normalize_email("ancien7@example.fr").unwrap());
     assert_eq!(cache.get(&key), Some(Some(ids[7].as_str().into())));
     assert_eq!(
-        cache.get(&normalize_email("personne@example.fr").unwrap().key()),
+        cache.get(&guichet_harness::pseudonymizer().identity_key(&normalize_email("personne@example.fr").unwrap())),
         Some(None)
     );
 
@@ -209,7 +220,9 @@ async fn a_router_starting_on_a_full_bucket_loads_it_and_knows_everyone() {
     assert!(small.usable() && !small.complete());
     assert_eq!(small.get(&key), None, "a miss: the resolver reads the KV");
     let contact = email_contact("ancien7@example.fr", "b", "b");
-    let r = identity::resolve_with(&bus, Some(&small), &contact).await.unwrap();
+    let r = identity::resolve_with(&bus, guichet_harness::pseudonymizer(), Some(&small), &contact)
+        .await
+        .unwrap();
     assert_eq!(r.usager_id, ids[7]);
     assert_eq!(
         small.get(&key),
@@ -232,7 +245,7 @@ async fn a_lost_connection_empties_the_cache_until_its_watch_is_back() {
     let first = email_contact("panne@example.fr", "a", "a");
     publish(&bus, &first).await;
     let u = routed(&bus, &first.id).await.usager_id;
-    let key = normalize_email("panne@example.fr").unwrap().key();
+    let key = guichet_harness::pseudonymizer().identity_key(&normalize_email("panne@example.fr").unwrap());
     eventually("the watch delivers the new key", || {
         let cached = cache.get(&key);
         async move { cached.is_some_and(|v| v.is_some()) }

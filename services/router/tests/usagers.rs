@@ -45,7 +45,13 @@ async fn merge_makes_one_usager_of_two_and_history_covers_both() {
     assert_eq!(bus.usager_history_ids(&b).await.unwrap(), vec![a.clone(), b.clone()]);
     assert_eq!(bus.canonical_usager(&b).await.unwrap(), a);
     let phone = normalize_phone("06 11 22 33 44").unwrap();
-    assert_eq!(bus.usager_of(&phone).await.unwrap().as_deref(), Some(a.as_str()));
+    assert_eq!(
+        bus.usager_of(guichet_harness::pseudonymizer(), &phone)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(a.as_str())
+    );
     // The router now files the phone under A, without conflict.
     let call = with_claims(
         email_contact("", "c", "c"),
@@ -127,7 +133,7 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
             .unwrap();
     }
 
-    let report = admin::forget(&bus, &u).await.unwrap();
+    let report = admin::forget(&bus, guichet_harness::pseudonymizer(), &u).await.unwrap();
     assert_eq!(report.dead_letters_removed, 1);
     let left = admin::read_subject(&bus, subjects::DEADLETTER_STREAM, subjects::DEADLETTER_ALL)
         .await
@@ -157,7 +163,12 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
         "only the other usager's contact"
     );
     let email = normalize_email("oublie@example.fr").unwrap();
-    assert!(bus.usager_of(&email).await.unwrap().is_none());
+    assert!(
+        bus.usager_of(guichet_harness::pseudonymizer(), &email)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(bus.stores().identity.get(record_key(&u)).await.unwrap().is_none());
     for r in &mine {
         assert!(requests::request(&bus, &r.reference).await.unwrap().is_none());
@@ -170,10 +181,13 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     }
     assert!(requests::request(&bus, &kept.reference).await.unwrap().is_some());
     assert_eq!(
-        bus.usager_of(&normalize_email("reste@example.fr").unwrap())
-            .await
-            .unwrap()
-            .as_deref(),
+        bus.usager_of(
+            guichet_harness::pseudonymizer(),
+            &normalize_email("reste@example.fr").unwrap()
+        )
+        .await
+        .unwrap()
+        .as_deref(),
         Some(kept.usager_id.as_str())
     );
     let forgotten = events(&bus, "usager_forgotten").await;
@@ -185,7 +199,9 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     assert_ne!(routed(&bus, &again.id).await.usager_id, u);
     // Unknown ids are refused.
     assert!(matches!(
-        admin::forget(&bus, "U-nobody").await.unwrap_err(),
+        admin::forget(&bus, guichet_harness::pseudonymizer(), "U-nobody")
+            .await
+            .unwrap_err(),
         RouterError::NotFound(_)
     ));
     router.shutdown().await;
@@ -202,7 +218,9 @@ async fn forget_after_merge_erases_both_ids() {
     publish(&bus, &y).await;
     let (ux, uy) = (routed(&bus, &x.id).await.usager_id, routed(&bus, &y.id).await.usager_id);
     admin::merge(&bus, &ux, &uy).await.unwrap();
-    let report = admin::forget(&bus, &uy).await.unwrap();
+    let report = admin::forget(&bus, guichet_harness::pseudonymizer(), &uy)
+        .await
+        .unwrap();
     assert_eq!(report.usager_ids, vec![ux.clone(), uy.clone()]);
     assert_eq!(report.routed_messages_purged, 2);
     assert!(routed_all(&bus).await.is_empty());
@@ -248,7 +266,7 @@ async fn forget_keeps_a_key_listed_in_the_record_that_belongs_to_someone_else() 
     assert_ne!(m, n);
     // What a new usager that lost the race for its phone leaves behind:
     // its record lists the phone key, which designates M.
-    let phone_key = normalize_phone("06 11 22 33 44").unwrap().key();
+    let phone_key = guichet_harness::pseudonymizer().identity_key(&normalize_phone("06 11 22 33 44").unwrap());
     let (mut record, _) = identity::read_record(&bus, &n).await.unwrap().unwrap();
     record.identifiers.push(phone_key.clone());
     bus.stores()
@@ -257,12 +275,23 @@ async fn forget_keeps_a_key_listed_in_the_record_that_belongs_to_someone_else() 
         .await
         .unwrap();
 
-    let report = admin::forget(&bus, &n).await.unwrap();
+    let report = admin::forget(&bus, guichet_harness::pseudonymizer(), &n).await.unwrap();
     assert_eq!(report.identity_keys_removed, 1, "N's own e-mail key");
     assert_eq!(report.identity_keys_kept, 1, "M's phone key");
     let phone = normalize_phone("06 11 22 33 44").unwrap();
-    assert_eq!(bus.usager_of(&phone).await.unwrap().as_deref(), Some(m.as_str()));
+    assert_eq!(
+        bus.usager_of(guichet_harness::pseudonymizer(), &phone)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(m.as_str())
+    );
     let email = normalize_email("nouvelle@example.fr").unwrap();
-    assert!(bus.usager_of(&email).await.unwrap().is_none());
+    assert!(
+        bus.usager_of(guichet_harness::pseudonymizer(), &email)
+            .await
+            .unwrap()
+            .is_none()
+    );
     router.shutdown().await;
 }

@@ -222,6 +222,7 @@ async fn serve(bus: &guichet_core::Bus, config: WebConfig) -> Served {
         bus: bus.clone(),
         health: Health::default(),
         instance: "bench".into(),
+        privacy: guichet_harness::pseudonymizer().clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/forms/bench/submissions", listener.local_addr().unwrap());

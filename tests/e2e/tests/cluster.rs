@@ -101,6 +101,7 @@ async fn guichet_starts_with_the_first_listed_node_down_and_readiness_follows_in
             )]),
             ..DeskConfig::default()
         },
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     assert!(config.nats.url.as_ref().unwrap()[0].ends_with(&cluster.nodes[0].port().to_string()));

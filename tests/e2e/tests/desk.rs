@@ -37,6 +37,7 @@ async fn a_counter_contact_recorded_through_the_gateway_is_on_intake() {
     let config = Config {
         nats: nats.nats_config(),
         desk: desk_config(TOKEN),
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     let grpc = loopback();
@@ -87,6 +88,7 @@ async fn a_bad_site_token_stops_the_start_naming_the_key() {
     let config = Config {
         nats: nats.nats_config(),
         desk: desk_config("short"),
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     let listeners = Listeners {

@@ -26,6 +26,7 @@ async fn readiness_follows_the_broker_and_shutdown_is_clean() {
     let mut nats = Nats::start().await;
     let config = Config {
         nats: nats.nats_config(),
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -27,7 +27,12 @@ async fn an_email_in_a_configured_mailbox_becomes_one_contact_through_guichet_ru
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("imap-password");
     std::fs::write(&secret, format!("{IMAP_PASSWORD}\n")).unwrap();
-    let toml = format!("[nats]\nurl = \"{}\"\n{}", nats.url(), dovecot.mailbox_toml(&secret));
+    let toml = format!(
+        "[nats]\nurl = \"{}\"\n{}{}",
+        nats.url(),
+        dovecot.mailbox_toml(&secret),
+        guichet_harness::privacy_toml()
+    );
     let path = dir.path().join("guichet.toml");
     std::fs::write(&path, toml).unwrap();
     let config = Config::load(&path).unwrap();

@@ -47,6 +47,7 @@ async fn a_contact_is_routed_to_its_service_queue_and_the_decision_is_announced(
 
     let config = Config {
         nats: nats.nats_config(),
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     let gateway = Gateway::start(config, vec![ServiceName::Router], Listeners::default()).await;

@@ -34,6 +34,7 @@ async fn a_signed_submission_goes_through_the_gateway() {
     let mut config = Config {
         nats: nats.nats_config(),
         web: web_config(),
+        privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
     config.admin.listen = "127.0.0.1:0".parse().unwrap();

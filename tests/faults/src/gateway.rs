@@ -211,7 +211,8 @@ rate_limit = {{ per_second = 100000.0, burst = 100000 }}
 
 [router]
 ack_wait = "5s"
-{extra}"#,
+{privacy}{extra}"#,
+        privacy = guichet_harness::privacy_toml(),
         extra = config.extra,
     )
 }

@@ -20,8 +20,34 @@ use guichet_core::{
     Bus,
     config::{NatsConfig, TopologyConfig},
     nats_server::{NatsServer, NatsServerOptions, free_port},
+    privacy::{PrivacyConfig, Pseudonymizer},
 };
 use tokio_util::sync::CancellationToken;
+
+/// The `privacy.pseudonym_key` of tests (32 bytes; never a real key).
+pub const TEST_PSEUDONYM_KEY: &str = "guichet-tests-pseudonym-key-0001";
+
+/// The [`Pseudonymizer`] of [`TEST_PSEUDONYM_KEY`], for a test's
+/// `ServiceContext` and for computing the identity keys it expects.
+pub fn pseudonymizer() -> &'static Pseudonymizer {
+    static KEYS: std::sync::OnceLock<Pseudonymizer> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| match Pseudonymizer::new(TEST_PSEUDONYM_KEY.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => panic!("the test pseudonym key: {e}"),
+    })
+}
+
+/// The `[privacy]` section of a test's configuration file.
+pub fn privacy_toml() -> String {
+    format!("\n[privacy]\npseudonym_key = \"{TEST_PSEUDONYM_KEY}\"\n")
+}
+
+/// The `[privacy]` section of a test's `guichet::Config`.
+pub fn privacy_config() -> PrivacyConfig {
+    PrivacyConfig {
+        pseudonym_key: Some(guichet_core::secret::Secret::Inline(TEST_PSEUDONYM_KEY.to_owned())),
+    }
+}
 
 /// The repository root (this crate lives in `tests/harness`).
 pub fn repo_root() -> PathBuf {

@@ -2,13 +2,13 @@
 //! and whose history a usager id covers after merges.
 //!
 //! Layout of `guichet_identity` (the router writes it, adapters read it):
-//! - `<kind>.<sha256>` (see [`Identifier::key`]) → usager id, UTF-8;
+//! - `<kind>.<keyed hash>` (see [`Pseudonymizer::identity_key`]) → usager id, UTF-8;
 //! - `alias.<B>` → `A` when usager B was merged into A;
 //! - `merged.<A>` → JSON array of the ids merged into A;
 //! - `usager.<U>` → the usager's record (JSON, owned by the router).
 
 use super::Bus;
-use crate::{Error, bus::subjects::IDENTITY_BUCKET, identity::Identifier};
+use crate::{Error, bus::subjects::IDENTITY_BUCKET, identity::Identifier, privacy::Pseudonymizer};
 
 /// Key of the alias record of a merged usager.
 pub fn alias_key(usager_id: &str) -> String {
@@ -37,9 +37,10 @@ impl Bus {
         Ok(value.and_then(|v| String::from_utf8(v.to_vec()).ok()))
     }
 
-    /// The (canonical) usager an identifier points at, if any.
-    pub async fn usager_of(&self, identifier: &Identifier) -> Result<Option<String>, Error> {
-        match self.identity_get(&identifier.key()).await? {
+    /// The (canonical) usager an identifier points at, if any, its key
+    /// computed with `keys`.
+    pub async fn usager_of(&self, keys: &Pseudonymizer, identifier: &Identifier) -> Result<Option<String>, Error> {
+        match self.identity_get(&keys.identity_key(identifier)).await? {
             Some(id) => Ok(Some(self.canonical_usager(&id).await?)),
             None => Ok(None),
         }

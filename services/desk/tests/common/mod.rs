@@ -72,6 +72,7 @@ impl TestDesk {
             bus: bus.clone(),
             health: health.clone(),
             instance: "test-instance".into(),
+            privacy: guichet_harness::pseudonymizer().clone(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(guichet_desk::run(ctx, config, listener, shutdown.clone()));

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 
 mod explain;
+mod identity;
 mod queue;
 mod rules;
 mod rules_store;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Usager identities: merge two ids of one person, erase a usager.
     #[command(subcommand)]
     Usager(usager::UsagerCommand),
+    /// The identity bucket: migrate its keys to `privacy.pseudonym_key`.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
     /// Print why a contact was routed where it was.
     Explain(explain::ExplainArgs),
     /// Look at a service's queue as its back-office sees it.
@@ -59,6 +63,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Usager(command) => usager::run(&cli.config, command).await,
+        Command::Identity(command) => identity::run(&cli.config, command).await,
         Command::Explain(args) => explain::run(&cli.config, args).await,
         Command::Queue(command) => queue::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,

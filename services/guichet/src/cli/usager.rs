@@ -50,7 +50,8 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             if !yes {
                 anyhow::bail!("forgetting {id} erases their history for good: run again with --yes to confirm");
             }
-            let report = guichet_router::admin::forget(&bus, &id).await?;
+            let keys = super::load_config(config_path)?.pseudonymizer()?;
+            let report = guichet_router::admin::forget(&bus, &keys, &id).await?;
             println!("forgot usager {}", report.usager_ids.join(", "));
             println!("  routed messages purged: {}", report.routed_messages_purged);
             println!(

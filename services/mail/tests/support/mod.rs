@@ -96,6 +96,7 @@ impl Gateway {
             bus: bus.clone(),
             health: health.clone(),
             instance: instance.to_owned(),
+            privacy: guichet_harness::pseudonymizer().clone(),
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(guichet_mail::run_with_hooks(

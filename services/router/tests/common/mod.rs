@@ -45,6 +45,7 @@ impl RunningRouter {
             bus,
             health: health.clone(),
             instance: "test".into(),
+            privacy: guichet_harness::pseudonymizer().clone(),
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(guichet_router::run(ctx, config, stop.clone()));

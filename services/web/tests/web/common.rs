@@ -70,6 +70,7 @@ impl Web {
             bus: bus.clone(),
             health: health.clone(),
             instance: "test".into(),
+            privacy: guichet_harness::pseudonymizer().clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
