@@ -344,6 +344,9 @@ mod tests {
         // Two seconds' worth taken: the reader waits about one second.
         let at = pace.take(1_100_000).expect("a wait");
         let wait = at - Instant::now();
-        assert!(wait > Duration::from_millis(800) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(800) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
     }
 }
