@@ -18,6 +18,7 @@ use guichet_core::{
         subjects::{self, is_token},
         usagers::{alias_key, merged_key, record_key},
     },
+    ids::parse_reference,
     privacy::Pseudonymizer,
     proto::v1::{Channel, Contact, DeadLetter, Routed},
 };
@@ -201,6 +202,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     let mut contacts = BTreeSet::new();
     let mut references = BTreeSet::new();
     let mut message_ids = BTreeSet::new();
+    let mut other_keys = BTreeSet::new();
     let mut intake_subjects = BTreeSet::new();
     for id in &ids {
         for payload in read_subject(bus, subjects::ROUTED_STREAM, &subjects::usager_history(id)).await? {
@@ -214,6 +216,14 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
                     if let Some(m) = requests::own_message_id(contact) {
                         message_ids.insert(m.to_owned());
                     }
+                    // What a follow-up's or a copy's own reference and an
+                    // e-mail's first copy left in the requests bucket.
+                    if let Some(own) = parse_reference(&contact.reference)
+                        && own != routed.reference
+                    {
+                        other_keys.insert(requests::alias_key(&own));
+                    }
+                    other_keys.extend(requests::copy_key(contact));
                 }
                 references.insert(routed.reference.clone());
             }
@@ -299,6 +309,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
         .iter()
         .map(|c| requests::contact_key(c))
         .chain(message_ids.iter().map(|m| requests::msgid_key(m)))
+        .chain(other_keys.iter().cloned())
     {
         rkv.purge(key.as_str())
             .await

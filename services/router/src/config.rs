@@ -38,6 +38,11 @@ pub struct RouterConfig {
     /// At most this many identity keys in that cache (about 250 bytes
     /// each): the usagers seen recently stay, the others are read again.
     pub identity_cache_entries: usize,
+    /// The same e-mail (same Message-ID and content) received again within
+    /// this time, through another mailbox or twice, joins the first
+    /// copy's request as a copy instead of opening another one.
+    #[serde(with = "humantime_serde")]
+    pub crosspost_window: Duration,
 }
 
 impl Default for RouterConfig {
@@ -58,6 +63,7 @@ impl Default for RouterConfig {
             fallback_service: "qualification".into(),
             identity_cache: true,
             identity_cache_entries: 200_000,
+            crosspost_window: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

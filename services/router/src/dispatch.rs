@@ -7,7 +7,8 @@
 //! journaled under the reserved service token [`NOISE`]
 //! (`guichet.routed._noise.<usager>`): they stay in the usager's history
 //! and in the audit trail, but no consumer exists for them, so they never
-//! reach an agent.
+//! reach an agent. Copies of an e-mail already received (the same message
+//! through another mailbox) are journaled the same way under [`COPIES`].
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use crate::RouterError;
 
 /// The service token of discarded noise (no queue, journal only).
 pub const NOISE: &str = "_noise";
+
+/// The service token of copies of an e-mail already routed (journal only).
+pub const COPIES: &str = "_copy";
 
 /// The durable consumer name of a service's queue.
 pub fn queue_consumer(service: &str) -> String {
@@ -47,7 +51,7 @@ pub async fn ensure_queues(bus: &Bus, services: &[String]) -> Result<(), RouterE
         .await
         .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
     for service in services {
-        if service == NOISE || !subjects::is_token(service) {
+        if service == NOISE || service == COPIES || !subjects::is_token(service) {
             tracing::error!(service = %service.escape_default(), "not a usable service name; no queue created");
             continue;
         }

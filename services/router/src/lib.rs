@@ -80,7 +80,8 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
         }
     };
     let (identity_cache, cache_task) = cache.unzip();
-    let mut router = route::Router::new(bus.clone(), rules, ctx.privacy.clone());
+    let mut router =
+        route::Router::new(bus.clone(), rules, ctx.privacy.clone()).with_crosspost_window(config.crosspost_window);
     if let Some(cache) = identity_cache {
         router = router.with_identity_cache(cache);
     }

@@ -7,14 +7,27 @@
 //!   `In-Reply-To`/`References` cite a message of a request joins it;
 //! - `contact.<contact id>` → [`RoutedIndex`] (JSON): where the contact's
 //!   `Routed` is in ROUTED, for `guichet explain` and to recognize a
-//!   contact already routed when it comes back after the duplicate window.
+//!   contact already routed when it comes back after the duplicate window;
+//! - `alias.<reference>` → reference: the reference a follow-up contact
+//!   was given at intake (the one the platform or the counter showed the
+//!   usager) stands for the request it joined, so that citing either
+//!   finds the request;
+//! - `copy.<sha256 of Message-ID and content>` → [`CopyMark`] (JSON): the
+//!   first contact of an e-mail, so that the same message arriving again
+//!   (through another watched mailbox, in Cc, or appended twice) joins its
+//!   request as a copy instead of opening a second one.
+
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use guichet_core::{
     Bus,
     ids::parse_reference,
-    proto::v1::{Contact, contact::Details},
+    proto::{
+        self,
+        v1::{Contact, contact::Details},
+    },
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -127,7 +140,27 @@ fn candidate_at(b: &[u8]) -> Option<(String, usize)> {
     Some((out, pos))
 }
 
+pub fn alias_key(reference: &str) -> String {
+    format!("alias.{reference}")
+}
+
+/// The request `reference` stands for, directly or through the alias a
+/// follow-up's own reference became.
 async fn read_request(kv: &kv::Store, reference: &str) -> Result<Option<(RequestRecord, u64)>, RouterError> {
+    if let Some(found) = read_request_key(kv, reference).await? {
+        return Ok(Some(found));
+    }
+    let target = kv
+        .get(alias_key(reference))
+        .await
+        .map_err(|e| RouterError::requests_store("reading a reference alias", e))?;
+    match target {
+        Some(target) => read_request_key(kv, &String::from_utf8_lossy(&target)).await,
+        None => Ok(None),
+    }
+}
+
+async fn read_request_key(kv: &kv::Store, reference: &str) -> Result<Option<(RequestRecord, u64)>, RouterError> {
     let key = request_key(reference);
     let entry = kv
         .entry(key.as_str())
@@ -292,6 +325,114 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<(Requ
     ))
 }
 
+/// Makes `alias` (a follow-up contact's own reference) stand for the
+/// request `reference`. Created once: the first request an alias was
+/// given to keeps it.
+pub async fn add_alias(bus: &Bus, alias: &str, reference: &str) -> Result<(), RouterError> {
+    if alias == reference || alias.is_empty() {
+        return Ok(());
+    }
+    match bus
+        .stores()
+        .requests
+        .create(alias_key(alias), Bytes::from(reference.to_owned()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RouterError::requests_store("recording a reference alias", e)),
+    }
+}
+
+/// The first contact of an e-mail, under [`copy_key`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyMark {
+    pub contact_id: String,
+    /// When the first copy was received (RFC 3339).
+    pub received_at: String,
+}
+
+/// The key under which copies of this e-mail meet: its Message-ID **and**
+/// a digest of what it says (sender, subject, text, files), since
+/// different messages do share a Message-ID in the wild. The mailbox it
+/// came through is left out: that is what differs between copies.
+pub fn copy_key(contact: &Contact) -> Option<String> {
+    let message_id = own_message_id(contact)?;
+    let mut digest = Sha256::new();
+    let sender = contact.claims.as_ref().map(|c| c.email.as_str()).unwrap_or_default();
+    for part in [msgid_hash(message_id).as_str(), sender, &contact.subject, &contact.body] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    let mut files: Vec<&str> = contact.attachments.iter().map(|a| a.sha256.as_str()).collect();
+    files.sort_unstable();
+    for file in files {
+        digest.update(file.as_bytes());
+    }
+    Some(format!("copy.{}", hex::encode(digest.finalize())))
+}
+
+/// If `contact` is a copy of an e-mail received less than `window`
+/// before it, the id of the first copy's contact. Otherwise this contact
+/// becomes the first copy (a redelivery finds itself: `None`).
+pub async fn first_copy(bus: &Bus, contact: &Contact, window: Duration) -> Result<Option<String>, RouterError> {
+    let Some(key) = copy_key(contact) else {
+        return Ok(None);
+    };
+    let received = contact.received_at.as_ref().and_then(proto::to_datetime);
+    let mark = CopyMark {
+        contact_id: contact.id.clone(),
+        received_at: received
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default(),
+    };
+    let value = Bytes::from(
+        serde_json::to_vec(&mark).map_err(|e| RouterError::Requests(format!("encoding a copy mark: {e}")))?,
+    );
+    let kv = &bus.stores().requests;
+    for _ in 0..4 {
+        match kv.create(key.as_str(), value.clone()).await {
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RouterError::requests_store("marking an e-mail's first copy", e)),
+        }
+        let entry = kv
+            .entry(key.as_str())
+            .await
+            .map_err(|e| RouterError::requests_store("reading an e-mail's first copy", e))?;
+        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+            continue; // deleted meanwhile (an erasure): create again
+        };
+        let first: CopyMark = serde_json::from_slice(&entry.value)
+            .map_err(|e| RouterError::Requests(format!("{key} is not a copy mark ({e})")))?;
+        if first.contact_id == contact.id {
+            return Ok(None);
+        }
+        let first_at = chrono::DateTime::parse_from_rfc3339(&first.received_at).ok();
+        let within = match (first_at, received) {
+            (Some(first_at), Some(received)) => {
+                let window = chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+                received.signed_duration_since(first_at) <= window
+            }
+            _ => true,
+        };
+        if within {
+            return Ok(Some(first.contact_id));
+        }
+        // Older than the window: this one is a new message, and the
+        // first copy of what may come next.
+        match kv.update(key.as_str(), value.clone(), entry.revision).await {
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(RouterError::requests_store("marking an e-mail's first copy", e)),
+        }
+    }
+    Err(RouterError::requests_store(
+        "marking an e-mail's first copy",
+        "too many concurrent updates; retry",
+    ))
+}
+
 /// The contact's own Message-ID, if it is an e-mail with one.
 pub fn own_message_id(contact: &Contact) -> Option<&str> {
     match &contact.details {
@@ -301,14 +442,20 @@ pub fn own_message_id(contact: &Contact) -> Option<&str> {
 }
 
 /// Records that `message_id` belongs to `reference` (replies citing it
-/// will join the request).
+/// will join the request). Created once: the first message with an id
+/// keeps it, so that a forged Message-ID cannot re-point the replies of
+/// someone else's request to the forger's.
 pub async fn index_message_id(bus: &Bus, message_id: &str, reference: &str) -> Result<(), RouterError> {
-    bus.stores()
+    match bus
+        .stores()
         .requests
-        .put(msgid_key(message_id), Bytes::from(reference.to_owned()))
+        .create(msgid_key(message_id), Bytes::from(reference.to_owned()))
         .await
-        .map_err(|e| RouterError::requests_store("indexing a Message-ID", e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RouterError::requests_store("indexing a Message-ID", e)),
+    }
 }
 
 /// Where a contact's `Routed` is, if it was routed.

@@ -16,14 +16,14 @@ use guichet_core::{
     privacy::Pseudonymizer,
     proto::{
         self,
-        v1::{Contact, IdentityResolution, Qualification, Routed},
+        v1::{Contact, Flag, FlagKind, IdentityResolution, Qualification, Routed},
     },
 };
 use prost::Message;
 
 use crate::{
     RouterError,
-    dispatch::NOISE,
+    dispatch::{COPIES, NOISE},
     engine::Verdict,
     identity,
     identity_cache::IdentityCache,
@@ -39,6 +39,7 @@ pub struct Router {
     /// Identity keys (see [`guichet_core::privacy`]).
     keys: Pseudonymizer,
     identities: Option<IdentityCache>,
+    crosspost_window: std::time::Duration,
 }
 
 /// What routing one contact did.
@@ -57,7 +58,15 @@ impl Router {
             rules,
             keys,
             identities: None,
+            crosspost_window: crate::config::RouterConfig::default().crosspost_window,
         }
+    }
+
+    /// How long after an e-mail the same message is taken as a copy of it
+    /// (`router.crosspost_window`).
+    pub fn with_crosspost_window(mut self, window: std::time::Duration) -> Self {
+        self.crosspost_window = window;
+        self
     }
 
     /// Answers identity lookups from `cache` (see [`crate::identity_cache`]).
@@ -99,41 +108,39 @@ impl Router {
 
         let mut qualification = qualification(&verdict, active.revision);
         let mut follow_up_of = String::new();
+        let mut copy_of = None;
         let (service, reference, seen_before) = if verdict.discard {
             // Journal only: the rule's service stays in the qualification,
             // the subject keeps it out of every queue.
             qualification.discarded = true;
             (NOISE.to_owned(), reference, true)
+        } else if let Some(first) = requests::first_copy(bus, contact, self.crosspost_window).await? {
+            // The same e-mail again (another mailbox, Cc, appended twice):
+            // journaled with the first copy's request, queued for no one.
+            let index = requests::routed_index(bus, &first).await?.ok_or_else(|| {
+                RouterError::requests_store(
+                    "joining the first copy of an e-mail",
+                    format!("its first copy, contact {first}, is not routed yet; retry"),
+                )
+            })?;
+            let (request, seen_before) = requests::join(bus, &index.reference, contact).await?;
+            requests::add_alias(bus, &reference, &request.reference).await?;
+            follow_up_of = request.reference.clone();
+            let how = format!(
+                "copy of contact {first} (same Message-ID and content): joined request {}, not queued again",
+                request.reference
+            );
+            qualification = joined(qualification, &request, &verdict, how, "copy");
+            copy_of = Some(first);
+            (COPIES.to_owned(), request.reference, seen_before)
         } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
             let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
+            // The reference the follow-up was given at intake now finds
+            // the request too.
+            requests::add_alias(bus, &reference, &request.reference).await?;
             follow_up_of = request.reference.clone();
-            let rule_line = if verdict.rule_id.is_empty() {
-                "rules: no rule matched (not applied: a follow-up stays with its request)".to_owned()
-            } else {
-                format!(
-                    "rules: rule `{}` matched (not applied: a follow-up stays with its request)",
-                    verdict.rule_id
-                )
-            };
-            qualification = Qualification {
-                typology: request.typology.clone(),
-                service: request.service.clone(),
-                due_at: chrono::DateTime::parse_from_rfc3339(&request.due_at)
-                    .ok()
-                    .map(|t| proto::timestamp(t.with_timezone(&Utc))),
-                due_date: request.due_date.clone(),
-                rule_id: String::new(),
-                explanation: vec![
-                    format!("follow-up of request {}: {}", request.reference, follow.how),
-                    rule_line,
-                ],
-                tags: {
-                    let mut tags = verdict.tags.clone();
-                    tags.push("follow-up".into());
-                    tags
-                },
-                ..qualification
-            };
+            let how = format!("follow-up of request {}: {}", request.reference, follow.how);
+            qualification = joined(qualification, &request, &verdict, how, "follow-up");
             (request.service, request.reference, seen_before)
         } else {
             let record = RequestRecord {
@@ -173,6 +180,7 @@ impl Router {
             });
         }
         if !verdict.discard
+            && copy_of.is_none()
             && let Some(message_id) = requests::own_message_id(contact)
         {
             requests::index_message_id(bus, message_id, &reference).await?;
@@ -182,6 +190,12 @@ impl Router {
         // so that an agent sees why the usager was not recognized.
         let mut routed_contact = contact.clone();
         routed_contact.flags.extend(resolution.unusable.iter().cloned());
+        if let Some(first) = &copy_of {
+            routed_contact.flags.push(Flag {
+                kind: FlagKind::Copy.into(),
+                reason: format!("the same e-mail as contact {first}, received again"),
+            });
+        }
         let routed = Routed {
             contact: Some(routed_contact),
             usager_id: usager_id.clone(),
@@ -229,6 +243,40 @@ impl Router {
         {
             tracing::warn!(contact_id, error = %e, "decision event not published");
         }
+    }
+}
+
+/// The qualification of a contact that joins an existing request: the
+/// request's service, typology and deadline; the rules' verdict is only
+/// reported.
+fn joined(
+    qualification: Qualification,
+    request: &RequestRecord,
+    verdict: &Verdict,
+    how: String,
+    tag: &str,
+) -> Qualification {
+    let rule_line = if verdict.rule_id.is_empty() {
+        format!("rules: no rule matched (not applied: a {tag} stays with its request)")
+    } else {
+        format!(
+            "rules: rule `{}` matched (not applied: a {tag} stays with its request)",
+            verdict.rule_id
+        )
+    };
+    let mut tags = verdict.tags.clone();
+    tags.push(tag.to_owned());
+    Qualification {
+        typology: request.typology.clone(),
+        service: request.service.clone(),
+        due_at: chrono::DateTime::parse_from_rfc3339(&request.due_at)
+            .ok()
+            .map(|t| proto::timestamp(t.with_timezone(&Utc))),
+        due_date: request.due_date.clone(),
+        rule_id: String::new(),
+        explanation: vec![how, rule_line],
+        tags,
+        ..qualification
     }
 }
 

@@ -6,7 +6,13 @@
 mod common;
 
 use common::*;
-use guichet_core::proto::v1::{Channel, EmailDetails, contact::Details};
+use guichet_core::{
+    bus::subjects,
+    proto::{
+        self,
+        v1::{Channel, EmailDetails, FlagKind, contact::Details},
+    },
+};
 use guichet_harness::Nats;
 use guichet_router::{live, requests};
 
@@ -63,8 +69,18 @@ async fn a_reference_in_the_subject_or_body_joins_the_request_and_its_service() 
         request.contacts,
         vec![first.id.clone(), by_phone.id.clone(), in_subject.id.clone()]
     );
-    // Follow-ups open no request of their own.
-    assert!(requests::request(&bus, &by_phone.reference).await.unwrap().is_none());
+    // Follow-ups open no request of their own, but the reference each was
+    // given at intake (the one the counter told the caller) now stands for
+    // the request it joined...
+    let by_alias = requests::request(&bus, &by_phone.reference).await.unwrap().unwrap();
+    assert_eq!(by_alias.reference, first.reference);
+    assert_eq!(by_alias.opened_by, first.id);
+    // ... so that citing it later joins that request, not a new one.
+    let cites_alias = email_contact("a@example.fr", &format!("Re: {}", by_phone.reference), "toujours rien");
+    publish(&bus, &cites_alias).await;
+    let r = routed(&bus, &cites_alias.id).await;
+    assert_eq!(r.follow_up_of, first.reference);
+    assert_eq!(r.qualification.unwrap().service, "dechets");
 
     // An unknown reference is just text: a new request.
     let unknown = email_contact("b@example.fr", "Re: 2020-AAAA-BBBB", "encombrants");
@@ -153,5 +169,113 @@ async fn a_reference_taken_by_another_contact_moves_to_a_derived_one() {
         vec![first.id.clone()],
         "the first request is untouched"
     );
+    router.shutdown().await;
+}
+
+/// A copy of `original` as a second watched mailbox receives it: its own
+/// contact id, reference and intake key, the same Message-ID and content.
+fn crossposted(original: &guichet_core::proto::v1::Contact, mailbox: &str) -> guichet_core::proto::v1::Contact {
+    let mut copy = email_contact("", "", "");
+    copy.claims = original.claims.clone();
+    copy.subject = original.subject.clone();
+    copy.body = original.body.clone();
+    copy.details = original.details.clone();
+    copy.source.as_mut().unwrap().name = mailbox.into();
+    copy
+}
+
+#[tokio::test]
+async fn the_same_email_through_two_mailboxes_joins_the_first_request_as_a_copy_queued_once() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
+        .await
+        .unwrap();
+    let router = RunningRouter::start(&nats, config()).await;
+
+    // Written to contact@ with urbanisme@ in Cc: both mailboxes are watched.
+    let first = email_contact("a@example.fr", "Suite du PC 123", "pièces jointes");
+    publish(&bus, &first).await;
+    let opened = routed(&bus, &first.id).await;
+    let copy = crossposted(&first, "urbanisme@");
+    publish(&bus, &copy).await;
+    let r = routed(&bus, &copy.id).await;
+    assert_eq!(r.reference, first.reference);
+    assert_eq!(r.follow_up_of, first.reference);
+    assert_eq!(r.usager_id, opened.usager_id);
+    let q = r.qualification.clone().unwrap();
+    assert!(q.tags.contains(&"copy".to_owned()), "{q:?}");
+    assert!(q.explanation[0].contains(&first.id), "{:?}", q.explanation);
+    let flags = &r.contact.as_ref().unwrap().flags;
+    assert!(flags.iter().any(|f| f.kind == FlagKind::Copy as i32), "{flags:?}");
+    let request = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(
+        request.contacts,
+        vec![first.id.clone(), copy.id.clone()],
+        "kept in the journal"
+    );
+
+    // Queued once: the service's queue subject holds the first only, the
+    // copy is journaled under the usager's history, out of every queue.
+    let service = opened.qualification.unwrap().service;
+    let queued = read_all(&bus, subjects::ROUTED_STREAM, &subjects::service_queue(&service)).await;
+    assert_eq!(
+        queued.len(),
+        1,
+        "{:?}",
+        queued.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    let history = read_all(
+        &bus,
+        subjects::ROUTED_STREAM,
+        &subjects::usager_history(&opened.usager_id),
+    )
+    .await;
+    assert_eq!(history.len(), 2);
+
+    // A different message that shares the Message-ID (it happens) is not a copy.
+    let mut same_id = crossposted(&first, "contact@");
+    same_id.body = "une autre demande".into();
+    publish(&bus, &same_id).await;
+    let r = routed(&bus, &same_id.id).await;
+    assert_ne!(r.reference, first.reference);
+    assert!(r.follow_up_of.is_empty());
+
+    // The same message again past `router.crosspost_window` (7 days) is new.
+    let mut late = crossposted(&first, "contact@");
+    let eight_days = chrono::Utc::now() + chrono::Duration::days(8);
+    late.received_at = Some(proto::timestamp(eight_days));
+    publish(&bus, &late).await;
+    let r = routed(&bus, &late.id).await;
+    assert_ne!(r.reference, first.reference, "{r:?}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forged_message_id_does_not_re_point_the_replies_of_a_request() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let victim = email_contact("victime@example.fr", "Permis", "mon dossier");
+    publish(&bus, &victim).await;
+    routed(&bus, &victim.id).await;
+    // Another sender reuses the victim's Message-ID on a message of theirs.
+    let mut forged = email_contact("autre@example.fr", "Autre chose", "sans rapport");
+    forged.details = victim.details.clone();
+    publish(&bus, &forged).await;
+    let forged_routed = routed(&bus, &forged.id).await;
+    assert_ne!(forged_routed.reference, victim.reference);
+    // A genuine reply to the victim's message still joins the victim's request.
+    let mut reply = email_contact("victime@example.fr", "Re: Permis", "suite");
+    reply.details = Some(Details::Email(EmailDetails {
+        message_id: format!("{}@mail.example.fr", reply.id),
+        in_reply_to: match &victim.details {
+            Some(Details::Email(e)) => e.message_id.clone(),
+            _ => unreachable!(),
+        },
+        ..Default::default()
+    }));
+    publish(&bus, &reply).await;
+    assert_eq!(routed(&bus, &reply.id).await.follow_up_of, victim.reference);
     router.shutdown().await;
 }

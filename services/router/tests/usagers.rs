@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use futures::StreamExt;
 use guichet_core::{
     bus::{
         subjects,
@@ -101,9 +102,45 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
         mine.push(routed(&bus, &c.id).await);
     }
     let u = mine[0].usager_id.clone();
+    // A follow-up (its own reference becomes an alias of the request) and
+    // the same e-mail through a second mailbox (a copy, with its mark).
+    let follow_up = with_claims(
+        email_contact("", &format!("Re: {}", mine[0].reference), "suite"),
+        IdentityClaims {
+            email: "oublie@example.fr".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &follow_up).await;
+    assert_eq!(routed(&bus, &follow_up.id).await.follow_up_of, mine[0].reference);
+    let mut copy = email_contact("", "", "");
+    copy.claims.clone_from(&mine[1].contact.as_ref().unwrap().claims);
+    copy.subject.clone_from(&mine[1].contact.as_ref().unwrap().subject);
+    copy.body.clone_from(&mine[1].contact.as_ref().unwrap().body);
+    copy.details.clone_from(&mine[1].contact.as_ref().unwrap().details);
+    publish(&bus, &copy).await;
+    assert_eq!(routed(&bus, &copy.id).await.follow_up_of, mine[1].reference);
     let other = email_contact("reste@example.fr", "o", "o");
     publish(&bus, &other).await;
     let kept = routed(&bus, &other.id).await;
+    let keys_of_other: std::collections::BTreeSet<String> = bus
+        .stores()
+        .requests
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async move { k.ok() })
+        .collect::<Vec<String>>()
+        .await
+        .into_iter()
+        .filter(|k| {
+            k.contains(&other.id)
+                || k.contains(&kept.reference)
+                || requests::copy_key(&other).as_deref() == Some(k.as_str())
+                || *k == requests::msgid_key(requests::own_message_id(&other).unwrap())
+        })
+        .collect();
+    assert_eq!(keys_of_other.len(), 4, "{keys_of_other:?}");
     // Two contacts that could not be routed: one of theirs (by phone,
     // written another way), one of someone else's.
     for (key, claims) in [
@@ -143,8 +180,8 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let contact = guichet_core::proto::v1::Contact::decode(letter.payload.as_slice()).unwrap();
     assert_eq!(contact.claims.unwrap().email, "reste@example.fr");
     assert_eq!(report.usager_ids, vec![u.clone()]);
-    assert_eq!(report.routed_messages_purged, 3);
-    assert_eq!(report.intake_messages_purged, 3);
+    assert_eq!(report.routed_messages_purged, 5);
+    assert_eq!(report.intake_messages_purged, 5);
     assert_eq!(report.identity_keys_removed, 2);
     assert_eq!(report.requests_removed, 3);
 
@@ -180,6 +217,20 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
         );
     }
     assert!(requests::request(&bus, &kept.reference).await.unwrap().is_some());
+    // Nothing of theirs is left in the requests bucket: no request, index,
+    // alias or copy mark; the other usager's keys are all there.
+    let left: std::collections::BTreeSet<String> = bus
+        .stores()
+        .requests
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async move { k.ok() })
+        .collect::<Vec<String>>()
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(left, keys_of_other);
     assert_eq!(
         bus.usager_of(
             guichet_harness::pseudonymizer(),

@@ -31,13 +31,18 @@ pub async fn run(config_path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
         e.index.stream,
         e.index.sequence
     );
+    let own = &contact.reference;
     println!(
         "reference  {}{}",
         e.routed.reference,
-        if e.routed.follow_up_of.is_empty() {
-            String::new()
-        } else {
-            " (follow-up)".into()
+        match (
+            e.routed.follow_up_of.is_empty(),
+            own.is_empty() || *own == e.routed.reference
+        ) {
+            (true, _) => String::new(),
+            (false, true) => " (follow-up)".into(),
+            // Given at intake; now an alias that finds this request.
+            (false, false) => format!(" (follow-up; its own reference {own} is an alias of it)"),
         }
     );
     println!("usager     {} ({})", e.routed.usager_id, identity(&e.routed));
