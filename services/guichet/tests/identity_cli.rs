@@ -43,7 +43,10 @@ async fn rekey_migrates_plain_keys_and_is_safe_to_run_again() {
     .unwrap();
 
     let (ok, _, err) = guichet(&config, &["identity", "rekey", "--from-key", "/etc/old.key"]);
-    assert!(!ok && err.contains("plain-hash"), "{err}");
+    assert!(
+        !ok && err.contains("--from-key") && err.contains("/etc/old.key"),
+        "{err}"
+    );
 
     let (ok, out, err) = guichet(&config, &["identity", "rekey", "--from-key", "plain-hash"]);
     assert!(ok, "{err}");

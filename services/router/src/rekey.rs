@@ -1,9 +1,18 @@
-//! `guichet identity rekey`: moving an identity bucket written with plain
-//! (unkeyed) identity keys to keyed ones (see [`guichet_core::privacy`]).
+//! `guichet identity rekey`: moving an identity bucket to the configured
+//! key (see [`guichet_core::privacy`]), from plain (unkeyed) identity keys
+//! or from a previous key (rotation).
 //!
 //! A plain key is `<kind>.<sha256("<kind>:<value>")>`; its keyed successor
 //! is HMAC(key, that digest), computed from the old key alone: no address
 //! or phone number is needed, none is read.
+//!
+//! A key written with a previous secret cannot be undone (that is the
+//! point of a keyed hash): the successor of each is found from the
+//! identifiers in clear that the journal (`ROUTED`) holds, every key of a
+//! person having been created while routing one of their contacts. A key
+//! whose contacts have all left the journal (`topology.routed_max_age`,
+//! or erased) cannot be migrated: it is counted, left in place, and that
+//! person is a new usager at their next contact.
 //!
 //! Two passes, each step safe to repeat, so that the command can be
 //! interrupted anywhere and run again to the same final state:
@@ -20,22 +29,69 @@
 //! it, and reports the pair to review (`guichet usager merge`). Stop the
 //! routers during a rekey to avoid this.
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use bytes::Bytes;
-use futures::TryStreamExt;
-use guichet_core::{Bus, privacy::Pseudonymizer};
+use std::{collections::HashMap, time::Duration};
 
-use crate::{RouterError, identity::UsagerRecord};
+use async_nats::jetstream::{
+    consumer::{DeliverPolicy, pull},
+    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use guichet_core::{Bus, bus::subjects, privacy::Pseudonymizer, proto::v1::Routed};
+use prost::Message;
+
+use crate::{
+    RouterError,
+    identity::{self, UsagerRecord},
+};
+
+/// What the bucket's keys were written with.
+#[derive(Debug, Clone)]
+pub enum OldKeys {
+    /// Plain SHA-256 (before keyed pseudonyms existed).
+    PlainHash,
+    /// A previous `privacy.pseudonym_key`.
+    Key(Pseudonymizer),
+}
+
+/// Old key → its successor under the configured key.
+enum Successors<'a> {
+    Plain(&'a Pseudonymizer),
+    Known {
+        old: &'a Pseudonymizer,
+        map: HashMap<String, String>,
+    },
+}
+
+impl Successors<'_> {
+    /// Whether `key` was written with the old keys.
+    fn is_old(&self, key: &str) -> bool {
+        match self {
+            Successors::Plain(new) => new.rekey_plain(key).is_some(),
+            Successors::Known { old, .. } => old.is_current(key),
+        }
+    }
+
+    fn of(&self, key: &str) -> Option<String> {
+        match self {
+            Successors::Plain(new) => new.rekey_plain(key),
+            Successors::Known { map, .. } => map.get(key).cloned(),
+        }
+    }
+}
 
 /// What a rekey did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RekeyReport {
-    /// Plain keys replaced by keyed ones in this run.
+    /// Old keys replaced by keys under the configured key in this run.
     pub keys_migrated: usize,
     /// Records whose list of keys was rewritten.
     pub records_updated: usize,
-    /// Plain keys left (changed meanwhile, or past `limit`): run again.
+    /// Old keys left (changed meanwhile, or past `limit`): run again.
     pub keys_left: usize,
+    /// Old keys whose identifier is in no routed contact any more
+    /// (rotation only): left in place, cannot be migrated.
+    pub keys_unknown: usize,
     /// `(usager of the plain key, usager of the keyed key)` when the keyed
     /// key already pointed elsewhere: one person under two ids, to review.
     pub conflicts: Vec<(String, String)>,
@@ -44,6 +100,29 @@ pub struct RekeyReport {
 /// Migrates plain identity keys to `keys`. `limit` stops after that many
 /// keys (before the records pass): what an interrupted run leaves.
 pub async fn rekey_plain(bus: &Bus, keys: &Pseudonymizer, limit: Option<usize>) -> Result<RekeyReport, RouterError> {
+    rekey(bus, keys, &OldKeys::PlainHash, limit).await
+}
+
+/// Migrates the identity keys written with `from` to `keys`; `limit` as
+/// for [`rekey_plain`].
+pub async fn rekey(
+    bus: &Bus,
+    keys: &Pseudonymizer,
+    from: &OldKeys,
+    limit: Option<usize>,
+) -> Result<RekeyReport, RouterError> {
+    let successors = match from {
+        OldKeys::PlainHash => Successors::Plain(keys),
+        OldKeys::Key(old) if old == keys => {
+            return Err(RouterError::Identity(
+                "the previous key is the configured key: nothing to rotate".into(),
+            ));
+        }
+        OldKeys::Key(old) => Successors::Known {
+            old,
+            map: journal_successors(bus, old, keys).await?,
+        },
+    };
     let kv = &bus.stores().identity;
     let all: Vec<String> = kv
         .keys()
@@ -53,8 +132,9 @@ pub async fn rekey_plain(bus: &Bus, keys: &Pseudonymizer, limit: Option<usize>) 
         .await
         .map_err(|e| RouterError::identity_store("listing identity keys", e))?;
     let mut report = RekeyReport::default();
-    for old in &all {
-        let Some(new) = keys.rekey_plain(old) else {
+    for old in all.iter().filter(|k| successors.is_old(k)) {
+        let Some(new) = successors.of(old) else {
+            report.keys_unknown += 1;
             continue;
         };
         if limit.is_some_and(|limit| report.keys_migrated >= limit) {
@@ -71,7 +151,7 @@ pub async fn rekey_plain(bus: &Bus, keys: &Pseudonymizer, limit: Option<usize>) 
         return Ok(report);
     }
     for key in all.iter().filter(|k| k.starts_with("usager.")) {
-        if rewrite_record(kv, keys, key).await? {
+        if rewrite_record(kv, &successors, key).await? {
             report.records_updated += 1;
         }
     }
@@ -115,7 +195,7 @@ async fn migrate_key(kv: &kv::Store, old: &str, new: &str, report: &mut RekeyRep
 }
 
 /// Replaces the plain keys a record lists; `true` when it was rewritten.
-async fn rewrite_record(kv: &kv::Store, keys: &Pseudonymizer, key: &str) -> Result<bool, RouterError> {
+async fn rewrite_record(kv: &kv::Store, successors: &Successors<'_>, key: &str) -> Result<bool, RouterError> {
     // Bounded: a record updated this often meanwhile is left for the next run.
     for _ in 0..8 {
         let Some(entry) = kv
@@ -133,8 +213,8 @@ async fn rewrite_record(kv: &kv::Store, keys: &Pseudonymizer, key: &str) -> Resu
         let mut changed = false;
         let mut identifiers = Vec::with_capacity(record.identifiers.len());
         for id in &record.identifiers {
-            let id = keys
-                .rekey_plain(id)
+            let id = successors
+                .of(id)
                 .inspect(|_| changed = true)
                 .unwrap_or_else(|| id.clone());
             if !identifiers.contains(&id) {
@@ -157,4 +237,63 @@ async fn rewrite_record(kv: &kv::Store, keys: &Pseudonymizer, key: &str) -> Resu
         "updating a usager record",
         "too many concurrent updates; run the rekey again",
     ))
+}
+
+/// The successor of every old key whose identifier a routed contact of
+/// the journal carries, read with an ordered consumer (nothing kept but
+/// the map: about 200 bytes per identifier).
+async fn journal_successors(
+    bus: &Bus,
+    old: &Pseudonymizer,
+    new: &Pseudonymizer,
+) -> Result<HashMap<String, String>, RouterError> {
+    let mut map = HashMap::new();
+    let mut stream = bus
+        .jetstream()
+        .get_stream(subjects::ROUTED_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
+    if info.state.messages == 0 {
+        return Ok(map);
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subjects::ROUTED_ALL.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| RouterError::jetstream("reading ROUTED", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| RouterError::jetstream("reading ROUTED", e))?;
+    // Bounded: each message says how many are left, and a journal that
+    // stops answering for 30 s ends the run (run it again).
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .map_err(|_| RouterError::jetstream("reading ROUTED", "no message for 30 s; run the rekey again"))?;
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(RouterError::jetstream("reading ROUTED", e)),
+            None => break,
+        };
+        let left = message.info().map(|info| info.pending).unwrap_or(0);
+        if let Ok(routed) = Routed::decode(message.payload.clone())
+            && let Some(contact) = routed.contact
+        {
+            for id in identity::claims(&contact).0 {
+                map.insert(old.identity_key(&id), new.identity_key(&id));
+            }
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(map)
 }

@@ -16,7 +16,10 @@ use guichet_core::{
     proto::v1::{IdentityClaims, identity_resolution::Outcome},
 };
 use guichet_harness::{Nats, pseudonymizer};
-use guichet_router::{identity::UsagerRecord, rekey};
+use guichet_router::{
+    identity::UsagerRecord,
+    rekey::{self, OldKeys},
+};
 
 /// What the bucket held before keys existed: Jeanne by e-mail and phone.
 async fn old_bucket(bus: &Bus) {
@@ -120,4 +123,70 @@ async fn a_plain_bucket_rekeyed_still_recognizes_its_usagers_and_an_interrupted_
     }
     router.shutdown().await;
     drop(whole);
+}
+
+/// Rotation: keys written by the router under the test key move to a new
+/// key, found from the routed contacts in the journal; the person is still
+/// known by e-mail and phone, a key whose contacts left the journal is
+/// counted and left, and a second run changes nothing.
+#[tokio::test]
+async fn a_rotated_key_finds_successors_in_the_journal() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let old = pseudonymizer();
+    let router = RunningRouter::start(&nats, config()).await;
+    let first = with_claims(
+        email_contact("", "Voirie", "un trou"),
+        IdentityClaims {
+            email: "jeanne@example.fr".into(),
+            phone: "06 12 34 56 78".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &first).await;
+    let jeanne = routed(&bus, &first.id).await.usager_id;
+    router.shutdown().await;
+    // A key whose contacts are no longer in the journal.
+    let gone = normalize_email("parti@example.fr").unwrap();
+    bus.stores()
+        .identity
+        .put(old.identity_key(&gone), Bytes::from("UPARTI"))
+        .await
+        .unwrap();
+
+    let new = guichet_core::privacy::Pseudonymizer::new(b"another-32-byte-key-for-rotation").unwrap();
+    let report = rekey::rekey(&bus, &new, &OldKeys::Key(old.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.keys_migrated, report.keys_unknown, report.records_updated),
+        (2, 1, 1)
+    );
+    for id in [
+        normalize_email("Jeanne@example.fr").unwrap(),
+        normalize_phone("+33612345678").unwrap(),
+    ] {
+        assert_eq!(
+            bus.usager_of(&new, &id).await.unwrap().as_deref(),
+            Some(jeanne.as_str())
+        );
+        assert_eq!(bus.usager_of(old, &id).await.unwrap(), None, "old key purged");
+    }
+    let (record, _) = guichet_router::identity::read_record(&bus, &jeanne)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.identifiers.iter().all(|k| new.is_current(k)), "{record:?}");
+    let before = state(&bus).await;
+    let again = rekey::rekey(&bus, &new, &OldKeys::Key(old.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!((again.keys_migrated, again.keys_unknown), (0, 1));
+    assert_eq!(state(&bus).await, before);
+    // The configured key as the previous one is refused.
+    assert!(
+        rekey::rekey(&bus, &new, &OldKeys::Key(new.clone()), None)
+            .await
+            .is_err()
+    );
 }

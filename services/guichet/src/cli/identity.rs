@@ -1,9 +1,12 @@
 //! `guichet identity rekey`: moves the identity bucket to the configured
 //! `privacy.pseudonym_key` (see `guichet_router::rekey`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Subcommand;
+use guichet_core::{privacy::Pseudonymizer, secret::Secret};
+use guichet_router::rekey::OldKeys;
 
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
@@ -11,7 +14,9 @@ pub enum IdentityCommand {
     /// Safe to interrupt and to run again; stop the routers meanwhile.
     Rekey {
         /// What the existing keys were written with: `plain-hash` (plain
-        /// SHA-256, before keyed pseudonyms existed).
+        /// SHA-256, before keyed pseudonyms existed), or the file holding
+        /// the previous `privacy.pseudonym_key` (rotation: successors are
+        /// found from the identifiers of the routed contacts in the journal).
         #[arg(long)]
         from_key: String,
         /// Stop after migrating this many keys (the records pass then
@@ -24,21 +29,29 @@ pub enum IdentityCommand {
 pub async fn run(config_path: &Path, command: IdentityCommand) -> anyhow::Result<()> {
     match command {
         IdentityCommand::Rekey { from_key, limit } => {
-            if from_key != "plain-hash" {
-                // A previous HMAC key cannot be undone from the bucket
-                // alone (that is the point of a keyed hash): rotation
-                // would need the identifiers in clear, from the streams.
-                anyhow::bail!(
-                    "--from-key {from_key}: only `plain-hash` is supported; rotating from a previous key is not implemented"
-                );
-            }
+            let from = if from_key == "plain-hash" {
+                OldKeys::PlainHash
+            } else {
+                let secret = Secret::File {
+                    file: PathBuf::from(&from_key),
+                }
+                .resolve("--from-key")?;
+                OldKeys::Key(Pseudonymizer::new(secret.as_bytes()).context("--from-key: the previous key")?)
+            };
             let keys = super::load_config(config_path)?.pseudonymizer()?;
             let bus = super::connect_bus(config_path).await?;
-            let report = guichet_router::rekey::rekey_plain(&bus, &keys, limit).await?;
+            let report = guichet_router::rekey::rekey(&bus, &keys, &from, limit).await?;
             println!("identity keys migrated: {}", report.keys_migrated);
             println!("usager records updated: {}", report.records_updated);
             if report.keys_left > 0 {
-                println!("plain keys left: {} (run the command again)", report.keys_left);
+                println!("old keys left: {} (run the command again)", report.keys_left);
+            }
+            if report.keys_unknown > 0 {
+                println!(
+                    "old keys not migrated: {} (no routed contact of theirs left in the journal; \
+                     those people will be new usagers at their next contact)",
+                    report.keys_unknown
+                );
             }
             for (plain, keyed) in &report.conflicts {
                 println!(
