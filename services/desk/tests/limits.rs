@@ -47,7 +47,7 @@ async fn past_the_byte_budget_a_request_is_unavailable_at_once() {
     // it holds its bytes of the budget for the whole wait.
     let mut holder = letter("budget-holder", 90 * 1024);
     holder.wait_for_routing = true;
-    holder.routing_timeout = Some(pbjson_types::Duration { seconds: 8, nanos: 0 });
+    holder.routing_timeout = Some(pbjson_types::Duration { seconds: 10, nanos: 0 });
     let mut client = desk.client().await;
     let holding = tokio::spawn(async move { client.record_contact(authed(holder, NORD_TOKEN)).await });
     // It is recorded before it waits.
