@@ -202,6 +202,13 @@ async fn a_bus_reconnects_to_another_listed_node_when_its_node_is_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(!published.duplicate);
-    assert_ne!(bus.client().server_info().port, port, "on another node");
+    let now = bus.client().server_info();
+    let nodes: Vec<(u16, bool)> = cluster.nodes.iter().map(|n| (n.port(), n.is_running())).collect();
+    assert!(
+        now.port != port && nodes.contains(&(now.port, true)),
+        "killed {port}, now on {} ({}), nodes (port, running): {nodes:?}",
+        now.port,
+        now.server_name
+    );
     cluster.stop().await;
 }

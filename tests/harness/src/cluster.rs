@@ -190,11 +190,12 @@ impl Cluster {
     }
 
     /// A bus on the cluster with [`Self::topology`] in place. The meta
-    /// group needs a moment to elect a leader after start: tried again
-    /// for up to 30 s.
+    /// group needs a moment to elect a leader after start: `Bus::start`
+    /// waits for JetStream up to `nats.connect_timeout` (20 s), and is
+    /// tried again a few times on a loaded machine.
     pub async fn bus(&self) -> Bus {
         let mut last = String::new();
-        for _ in 0..60 {
+        for _ in 0..4 {
             match Bus::start(
                 &self.urls(),
                 &self.nats_config(),
