@@ -47,7 +47,13 @@ async fn a_publish_waiting_for_its_puback_fails_at_once_when_the_connection_is_l
     // answers: the publish waits for a PubAck that will not come.
     let listener = nats.client().await;
     let mut received = listener.subscribe("test.no-ack").await.unwrap();
-    listener.flush().await.unwrap();
+    // The subscription is in place once the server has delivered one of
+    // the listener's own messages back (`flush` only writes it out).
+    listener.publish("test.no-ack", "listening".into()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), received.next())
+        .await
+        .expect("the listener's own message came back")
+        .unwrap();
 
     let publishing = bus.clone();
     let publish = tokio::spawn(async move {
@@ -57,10 +63,17 @@ async fn a_publish_waiting_for_its_puback_fails_at_once_when_the_connection_is_l
         (outcome, Instant::now())
     });
     // Positive evidence that the publish is out and waiting.
-    tokio::time::timeout(Duration::from_secs(10), received.next())
+    if tokio::time::timeout(Duration::from_secs(10), received.next())
         .await
-        .expect("the publish reached the server")
-        .unwrap();
+        .is_err()
+    {
+        let outcome = if publish.is_finished() {
+            format!("{:?}", publish.await.map(|(outcome, _)| outcome))
+        } else {
+            "still waiting".to_owned()
+        };
+        panic!("the publish did not reach the server within 10 s; the publish: {outcome}");
+    }
     let killed = Instant::now();
     nats.kill().await;
 
