@@ -332,15 +332,21 @@ pub async fn add_alias(bus: &Bus, alias: &str, reference: &str) -> Result<(), Ro
     if alias == reference || alias.is_empty() {
         return Ok(());
     }
+    create_once(bus, alias_key(alias), reference, "recording a reference alias").await
+}
+
+/// Writes `key` → `reference` unless the key exists: the first writer
+/// keeps it (a redelivery finds its own value there).
+async fn create_once(bus: &Bus, key: String, reference: &str, what: &str) -> Result<(), RouterError> {
     match bus
         .stores()
         .requests
-        .create(alias_key(alias), Bytes::from(reference.to_owned()))
+        .create(key, Bytes::from(reference.to_owned()))
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(RouterError::requests_store("recording a reference alias", e)),
+        Err(e) => Err(RouterError::requests_store(what, e)),
     }
 }
 
@@ -446,16 +452,7 @@ pub fn own_message_id(contact: &Contact) -> Option<&str> {
 /// keeps it, so that a forged Message-ID cannot re-point the replies of
 /// someone else's request to the forger's.
 pub async fn index_message_id(bus: &Bus, message_id: &str, reference: &str) -> Result<(), RouterError> {
-    match bus
-        .stores()
-        .requests
-        .create(msgid_key(message_id), Bytes::from(reference.to_owned()))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(RouterError::requests_store("indexing a Message-ID", e)),
-    }
+    create_once(bus, msgid_key(message_id), reference, "indexing a Message-ID").await
 }
 
 /// Where a contact's `Routed` is, if it was routed.

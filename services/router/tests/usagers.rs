@@ -5,8 +5,9 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::*;
-use futures::StreamExt;
 use guichet_core::{
     bus::{
         subjects,
@@ -123,14 +124,7 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let other = email_contact("reste@example.fr", "o", "o");
     publish(&bus, &other).await;
     let kept = routed(&bus, &other.id).await;
-    let keys_of_other: std::collections::BTreeSet<String> = bus
-        .stores()
-        .requests
-        .keys()
-        .await
-        .unwrap()
-        .filter_map(|k| async move { k.ok() })
-        .collect::<Vec<String>>()
+    let keys_of_other: BTreeSet<String> = requests_keys(&bus)
         .await
         .into_iter()
         .filter(|k| {
@@ -219,18 +213,7 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     assert!(requests::request(&bus, &kept.reference).await.unwrap().is_some());
     // Nothing of theirs is left in the requests bucket: no request, index,
     // alias or copy mark; the other usager's keys are all there.
-    let left: std::collections::BTreeSet<String> = bus
-        .stores()
-        .requests
-        .keys()
-        .await
-        .unwrap()
-        .filter_map(|k| async move { k.ok() })
-        .collect::<Vec<String>>()
-        .await
-        .into_iter()
-        .collect();
-    assert_eq!(left, keys_of_other);
+    assert_eq!(requests_keys(&bus).await, keys_of_other);
     assert_eq!(
         bus.usager_of(
             guichet_harness::pseudonymizer(),
@@ -345,4 +328,11 @@ async fn forget_keeps_a_key_listed_in_the_record_that_belongs_to_someone_else() 
             .is_none()
     );
     router.shutdown().await;
+}
+
+/// Every key of the requests bucket.
+async fn requests_keys(bus: &guichet_core::Bus) -> BTreeSet<String> {
+    use futures::StreamExt;
+    let keys = bus.stores().requests.keys().await.unwrap();
+    keys.filter_map(|k| async move { k.ok() }).collect().await
 }
