@@ -19,14 +19,19 @@ use guichet_router::{live, requests};
 #[path = "common/rules.rs"]
 mod rules_text;
 
-#[tokio::test]
-async fn a_reference_in_the_subject_or_body_joins_the_request_and_its_service() {
-    let nats = Nats::start().await;
+/// A bus, the rules of `common/rules.rs` pushed, and a router using them.
+async fn with_rules(nats: &Nats) -> (guichet_core::Bus, RunningRouter) {
     let bus = nats.bus().await;
     live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
         .await
         .unwrap();
-    let router = RunningRouter::start(&nats, config()).await;
+    (bus, RunningRouter::start(nats, config()).await)
+}
+
+#[tokio::test]
+async fn a_reference_in_the_subject_or_body_joins_the_request_and_its_service() {
+    let nats = Nats::start().await;
+    let (bus, router) = with_rules(&nats).await;
 
     let first = email_contact("a@example.fr", "Encombrants", "passage des encombrants ?");
     publish(&bus, &first).await;
@@ -94,11 +99,7 @@ async fn a_reference_in_the_subject_or_body_joins_the_request_and_its_service() 
 #[tokio::test]
 async fn a_reply_citing_a_message_of_the_request_joins_it() {
     let nats = Nats::start().await;
-    let bus = nats.bus().await;
-    live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
-        .await
-        .unwrap();
-    let router = RunningRouter::start(&nats, config()).await;
+    let (bus, router) = with_rules(&nats).await;
 
     let first = email_contact("a@example.fr", "Suite du PC 123", "pièces");
     publish(&bus, &first).await;
@@ -172,26 +173,10 @@ async fn a_reference_taken_by_another_contact_moves_to_a_derived_one() {
     router.shutdown().await;
 }
 
-/// A copy of `original` as a second watched mailbox receives it: its own
-/// contact id, reference and intake key, the same Message-ID and content.
-fn crossposted(original: &guichet_core::proto::v1::Contact, mailbox: &str) -> guichet_core::proto::v1::Contact {
-    let mut copy = email_contact("", "", "");
-    copy.claims = original.claims.clone();
-    copy.subject = original.subject.clone();
-    copy.body = original.body.clone();
-    copy.details = original.details.clone();
-    copy.source.as_mut().unwrap().name = mailbox.into();
-    copy
-}
-
 #[tokio::test]
 async fn the_same_email_through_two_mailboxes_joins_the_first_request_as_a_copy_queued_once() {
     let nats = Nats::start().await;
-    let bus = nats.bus().await;
-    live::push(&bus, "rules", rules_text::ALL_CONDITIONS, "t.toml", "t")
-        .await
-        .unwrap();
-    let router = RunningRouter::start(&nats, config()).await;
+    let (bus, router) = with_rules(&nats).await;
 
     // Written to contact@ with urbanisme@ in Cc: both mailboxes are watched.
     let first = email_contact("a@example.fr", "Suite du PC 123", "pièces jointes");

@@ -114,11 +114,7 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     );
     publish(&bus, &follow_up).await;
     assert_eq!(routed(&bus, &follow_up.id).await.follow_up_of, mine[0].reference);
-    let mut copy = email_contact("", "", "");
-    copy.claims.clone_from(&mine[1].contact.as_ref().unwrap().claims);
-    copy.subject.clone_from(&mine[1].contact.as_ref().unwrap().subject);
-    copy.body.clone_from(&mine[1].contact.as_ref().unwrap().body);
-    copy.details.clone_from(&mine[1].contact.as_ref().unwrap().details);
+    let copy = crossposted(mine[1].contact.as_ref().unwrap(), "urbanisme@");
     publish(&bus, &copy).await;
     assert_eq!(routed(&bus, &copy.id).await.follow_up_of, mine[1].reference);
     let other = email_contact("reste@example.fr", "o", "o");

@@ -101,6 +101,20 @@ pub fn email_contact(email: &str, subject: &str, body: &str) -> Contact {
     }
 }
 
+/// A copy of `original` as a second watched mailbox receives it: its own
+/// contact id, reference and intake key, the same Message-ID and content.
+pub fn crossposted(original: &Contact, mailbox: &str) -> Contact {
+    let mut copy = email_contact("", "", "");
+    copy.claims.clone_from(&original.claims);
+    copy.subject.clone_from(&original.subject);
+    copy.body.clone_from(&original.body);
+    copy.details.clone_from(&original.details);
+    if let Some(source) = copy.source.as_mut() {
+        source.name = mailbox.into();
+    }
+    copy
+}
+
 pub fn with_claims(mut contact: Contact, claims: IdentityClaims) -> Contact {
     contact.claims = Some(claims);
     contact
