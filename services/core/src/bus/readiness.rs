@@ -134,13 +134,10 @@ impl Readiness {
         if !connected {
             self.disconnects.send_modify(|n| *n = n.wrapping_add(1));
         }
-        self.update(|s| {
-            s.connected = connected;
-            // What the probe saw before the disconnection is stale.
-            if connected {
-                s.probe = None;
-            }
-        });
+        // The probe's last finding stands until the next probe (within a
+        // second): after a reconnection to a node without a leader for
+        // INTAKE, ready at once would be a lie for that second.
+        self.update(|s| s.connected = connected);
     }
 
     /// The outcome of a publish to INTAKE: `Err` only for a transient failure.
@@ -277,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_comes_first_and_a_reconnection_forgets_the_old_probe() {
+    fn the_connection_comes_first_and_the_probe_stands_until_the_next_one() {
         let readiness = Readiness::new();
         let mut disconnects = readiness.disconnects();
         readiness.probe_outcome(Some(NotReady::NoLeader));
@@ -288,11 +285,13 @@ mod tests {
         assert!(disconnects.has_changed().unwrap_or(false), "waiting publishes are told");
         disconnects.mark_unchanged();
         readiness.connection(true);
-        assert_eq!(readiness.current(), Ok(()));
+        assert_eq!(readiness.current(), Err(NotReady::NoLeader), "not probed since");
         assert!(
             !disconnects.has_changed().unwrap_or(true),
             "a reconnection is no disconnection"
         );
+        readiness.probe_outcome(None);
+        assert_eq!(readiness.current(), Ok(()));
         readiness.probe_outcome(Some(NotReady::NoStream));
         assert!(readiness.intake_missing());
         assert!(
