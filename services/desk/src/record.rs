@@ -507,7 +507,7 @@ fn is_media_type(s: &str) -> bool {
 mod tests {
     use guichet_core::proto::v1::{GetUsagerHistoryRequest, RecordContactRequest, get_usager_history_request::Usager};
 
-    /// The proto3 JSON of the README's grpcurl examples is valid.
+    /// The proto3 JSON of the grpcurl examples of docs/desk.md is valid.
     #[test]
     fn readme_json_examples_parse() {
         let r: RecordContactRequest = serde_json::from_str(

@@ -8,7 +8,7 @@ mod cli;
 
 /// glibc's malloc costs about a sixth of the CPU of a request on the
 /// intake paths (many small allocations across tasks and threads);
-/// mimalloc cuts that: see README, Performance.
+/// mimalloc cuts that: see docs/performance.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
