@@ -155,7 +155,11 @@ fn every_link_resolves_and_every_page_is_reachable_from_the_readme() {
 fn the_readme_is_a_front_page() {
     let text = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     // Two screens: what, the two commands, the architecture, where next.
-    assert!(text.lines().count() <= 150, "README.md has {} lines", text.lines().count());
+    assert!(
+        text.lines().count() <= 150,
+        "README.md has {} lines",
+        text.lines().count()
+    );
     for heading in ["## Two commands", "## Architecture", "## Documentation"] {
         assert!(text.contains(heading), "README.md lacks {heading}");
     }
