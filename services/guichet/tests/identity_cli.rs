@@ -4,25 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command};
+mod common;
+
+use common::guichet;
 
 use guichet_core::{identity::normalize_email, privacy::plain_identity_key};
 use guichet_harness::{Nats, pseudonymizer};
-
-fn guichet(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_guichet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("guichet runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn rekey_migrates_plain_keys_and_is_safe_to_run_again() {

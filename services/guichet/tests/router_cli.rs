@@ -4,24 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command};
+mod common;
+
+use common::guichet;
 
 use guichet_harness::Nats;
-
-fn guichet(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_guichet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("guichet runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn rules_push_history_rollback_and_the_other_router_commands() {
@@ -33,7 +20,7 @@ async fn rules_push_history_rollback_and_the_other_router_commands() {
         format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
     )
     .unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
     let example = example.to_str().unwrap();
 
     let (ok, out, err) = guichet(&config, &["rules", "history"]);
