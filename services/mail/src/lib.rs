@@ -19,7 +19,7 @@ pub mod repair;
 pub mod state;
 mod watcher;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use guichet_core::{ServiceContext, config::Validate};
 use tokio::task::JoinSet;
@@ -56,8 +56,19 @@ pub async fn run_with_hooks(
     // leases back at once; another instance waits for their expiry.
     let holder = lease::Holder::new(&ctx.instance);
     let mut tasks = JoinSet::new();
+    // Which mailbox each task watches, and how often it panicked in a row.
+    let mut watched: HashMap<tokio::task::Id, (MailboxConfig, u32)> = HashMap::new();
     for mailbox in &config.mailboxes {
-        spawn(&mut tasks, &ctx, &holder, mailbox.clone(), &hooks, &shutdown);
+        let id = spawn(
+            &mut tasks,
+            &ctx,
+            &holder,
+            mailbox.clone(),
+            &hooks,
+            &shutdown,
+            Duration::ZERO,
+        );
+        watched.insert(id, (mailbox.clone(), 0u32));
     }
     if config.mailboxes.is_empty() {
         tracing::info!("no mailbox configured (`[[mail.mailboxes]]`); the mail service idles");
@@ -68,10 +79,25 @@ pub async fn run_with_hooks(
             () = shutdown.cancelled() => break,
             joined = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 // A watcher only ends on shutdown; one that panicked is
-                // started again without touching the other mailboxes.
-                if let Some(Err(e)) = joined && e.is_panic() {
-                    tracing::error!(task = %e.id(), "a mailbox watcher panicked; restarting the mail service");
-                    return Err(MailError::imap("*", "watcher", "a mailbox watcher panicked"));
+                // started again, after a growing delay, without touching
+                // the other mailboxes. Its lease names this run, so the
+                // new watcher takes it over at once.
+                if let Some(Err(e)) = joined
+                    && e.is_panic()
+                    && let Some((mailbox, panics)) = watched.remove(&e.id())
+                {
+                    let panics = panics.saturating_add(1);
+                    let delay = PANIC_BACKOFF_FIRST
+                        .saturating_mul(1 << panics.saturating_sub(1).min(6))
+                        .min(PANIC_BACKOFF_MAX);
+                    tracing::error!(
+                        mailbox = %mailbox.name, panics, retry_in = ?delay,
+                        "the mailbox watcher panicked; restarting it (the other mailboxes go on)"
+                    );
+                    metrics::counter!("guichet_mail_errors_total", "mailbox" => mailbox.name.clone(), "kind" => "panic")
+                        .increment(1);
+                    let id = spawn(&mut tasks, &ctx, &holder, mailbox.clone(), &hooks, &shutdown, delay);
+                    watched.insert(id, (mailbox, panics));
                 }
             }
         }
@@ -80,6 +106,12 @@ pub async fn run_with_hooks(
     Ok(())
 }
 
+/// The delay before a panicked watcher is started again, doubling with
+/// each panic in a row up to [`PANIC_BACKOFF_MAX`].
+const PANIC_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const PANIC_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Starts a watcher of `config` after `delay`; returns its task's id.
 fn spawn(
     tasks: &mut JoinSet<()>,
     ctx: &ServiceContext,
@@ -87,7 +119,8 @@ fn spawn(
     config: MailboxConfig,
     hooks: &Hooks,
     shutdown: &CancellationToken,
-) {
+    delay: Duration,
+) -> tokio::task::Id {
     let w = watcher::Watcher {
         config,
         bus: ctx.bus.clone(),
@@ -96,5 +129,14 @@ fn spawn(
         health: ctx.health.clone(),
         hooks: hooks.clone(),
     };
-    tasks.spawn(w.watch(shutdown.clone()));
+    let shutdown = shutdown.clone();
+    tasks
+        .spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            w.watch(shutdown).await;
+        })
+        .id()
 }

@@ -520,3 +520,56 @@ async fn utf8_text_with_a_stray_byte_or_a_nul_keeps_its_accents_and_is_flagged()
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_panicking_watcher_is_restarted_alone_and_the_other_mailboxes_go_on() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    let mut urbanisme = contact_mailbox(&dovecot);
+    urbanisme.name = "urbanisme".into();
+    urbanisme.folder = "Urbanisme".into();
+    let inbox: Vec<Vec<u8>> = (0..4).map(simple).collect();
+    let other: Vec<Vec<u8>> = (10..13).map(simple).collect();
+    dovecot
+        .append_all(IMAP_USER, "INBOX", &inbox.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        .await;
+    dovecot
+        .append_all(
+            IMAP_USER,
+            "Urbanisme",
+            &other.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        )
+        .await;
+    // The `contact` watcher panics once, right after its second PubAck
+    // (before the move): it used to take the whole mail service down.
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = panicked.clone();
+    let hooks = Hooks {
+        after_puback: Some(Arc::new(move |mailbox, uid| {
+            let flag = flag.clone();
+            Box::pin(async move {
+                if mailbox == "contact" && uid == 2 && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug in one mailbox's watcher");
+                }
+            })
+        })),
+    };
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot), urbanisme], "gw-1", hooks).await;
+    wait_until("both folders emptied", Duration::from_secs(40), || async {
+        dovecot.count(IMAP_USER, "INBOX").await == 0 && dovecot.count(IMAP_USER, "Urbanisme").await == 0
+    })
+    .await;
+    assert!(
+        panicked.load(std::sync::atomic::Ordering::SeqCst),
+        "the watcher did panic"
+    );
+    let messages = intake(&nats).await;
+    assert_eq!(
+        messages.len(),
+        7,
+        "every message once, the one stored before the panic included"
+    );
+    assert_unique(&messages);
+    // Still running, and stops cleanly (it used to have returned an error).
+    gateway.stop().await;
+}
