@@ -12,14 +12,24 @@ use crate::{
     receive::Gate,
 };
 
-/// One configured form, ready to take submissions.
-#[derive(Debug)]
+/// One configured form, ready to take submissions. Its `Debug` never
+/// shows the key (App's `Debug` prints the forms).
 pub struct Form {
     pub id: String,
     pub config: FormConfig,
     /// The HMAC key; `None` only with `insecure_no_signature = true`.
     pub key: Option<Vec<u8>>,
     pub limiter: TokenBucket,
+}
+
+impl std::fmt::Debug for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Form")
+            .field("id", &self.id)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared by every request.
@@ -96,5 +106,26 @@ impl App {
         guichet_core::bus::subjects::is_token(form_id)
             .then(|| self.forms.get(catch_all).cloned())
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_never_shows_its_key() {
+        let form = Form {
+            id: "voirie".into(),
+            config: FormConfig::default(),
+            key: Some(b"the-hmac-key-of-the-platform".to_vec()),
+            limiter: TokenBucket::new(crate::config::RateLimit::default()),
+        };
+        let shown = format!("{form:?}");
+        assert!(shown.contains("voirie") && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            !shown.contains("the-hmac-key") && !shown.contains("116, 104, 101"),
+            "{shown}"
+        );
     }
 }
