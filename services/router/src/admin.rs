@@ -94,18 +94,10 @@ pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, Ro
 
     // History first (so that no message is ever out of every history),
     // then the alias (lookups now land on KEEP), then the keys.
-    let mut history: Vec<String> = read_json_list(bus, &merged_key(keep)).await?;
-    for id in std::iter::once(other.to_owned()).chain(read_json_list(bus, &merged_key(other)).await?) {
-        if id != keep && !history.contains(&id) {
-            history.push(id);
-        }
-    }
-    kv.put(
-        merged_key(keep),
-        Bytes::from(serde_json::to_vec(&history).map_err(|e| RouterError::Invalid(e.to_string()))?),
-    )
-    .await
-    .map_err(|e| RouterError::identity_store("writing the merged list", e))?;
+    let joining: Vec<String> = std::iter::once(other.to_owned())
+        .chain(read_json_list(bus, &merged_key(other)).await?)
+        .collect();
+    let history = add_to_merged_list(bus, keep, &joining).await?;
     kv.put(alias_key(other), Bytes::from(keep.to_owned()))
         .await
         .map_err(|e| RouterError::identity_store("writing the alias", e))?;
@@ -140,6 +132,56 @@ pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, Ro
         history_ids,
         already_merged,
     })
+}
+
+/// Adds `ids` to `merged.<keep>`, revision-checked: two merges into the
+/// same usager at once both land (a plain put lost one, which a later
+/// `forget` then missed). Returns the list as written.
+async fn add_to_merged_list(bus: &Bus, keep: &str, ids: &[String]) -> Result<Vec<String>, RouterError> {
+    let kv = &bus.stores().identity;
+    let key = merged_key(keep);
+    for _ in 0..16 {
+        let entry = kv
+            .entry(key.as_str())
+            .await
+            .map_err(|e| RouterError::identity_store(format!("reading {key}"), e))?;
+        let (mut list, revision): (Vec<String>, Option<u64>) = match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => (
+                serde_json::from_slice(&entry.value)
+                    .map_err(|e| RouterError::Identity(format!("{key} is not a JSON list of usager ids ({e})")))?,
+                Some(entry.revision),
+            ),
+            Some(entry) => (Vec::new(), Some(entry.revision)),
+            None => (Vec::new(), None),
+        };
+        for id in ids {
+            if id != keep && !list.contains(id) {
+                list.push(id.clone());
+            }
+        }
+        let value = Bytes::from(serde_json::to_vec(&list).map_err(|e| RouterError::Invalid(e.to_string()))?);
+        let written_list = list;
+        // `Err(None)`: another merge wrote it meanwhile, read it again.
+        let written: Result<u64, Option<String>> = match revision {
+            Some(revision) => kv
+                .update(key.as_str(), value, revision)
+                .await
+                .map_err(|e| (e.kind() != kv::UpdateErrorKind::WrongLastRevision).then(|| e.to_string())),
+            None => kv
+                .create(key.as_str(), value)
+                .await
+                .map_err(|e| (e.kind() != kv::CreateErrorKind::AlreadyExists).then(|| e.to_string())),
+        };
+        match written {
+            Ok(_) => return Ok(written_list),
+            Err(None) => continue,
+            Err(Some(e)) => return Err(RouterError::identity_store("writing the merged list", e)),
+        }
+    }
+    Err(RouterError::identity_store(
+        "writing the merged list",
+        "too many concurrent merges; retry",
+    ))
 }
 
 async fn read_json_list(bus: &Bus, key: &str) -> Result<Vec<String>, RouterError> {

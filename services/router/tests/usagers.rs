@@ -332,3 +332,28 @@ async fn requests_keys(bus: &guichet_core::Bus) -> BTreeSet<String> {
     let keys = bus.stores().requests.keys().await.unwrap();
     keys.filter_map(|k| async move { k.ok() }).collect().await
 }
+
+#[tokio::test]
+async fn concurrent_merges_into_one_usager_all_land_in_its_history() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let mut people = Vec::new();
+    for i in 0..9 {
+        let c = email_contact(&format!("personne{i}@example.fr"), "a", "a");
+        publish(&bus, &c).await;
+        people.push(routed(&bus, &c.id).await.usager_id);
+    }
+    let keep = people[0].clone();
+    // Eight merges into the same usager at once: each must be in the
+    // merged list (a plain put kept only the last writer's list).
+    let merges = people[1..].iter().map(|other| admin::merge(&bus, &keep, other));
+    for outcome in futures::future::join_all(merges).await {
+        outcome.unwrap();
+    }
+    let history = bus.usager_history_ids(&keep).await.unwrap();
+    for other in &people[1..] {
+        assert!(history.contains(other), "{other} missing from {history:?}");
+    }
+    router.shutdown().await;
+}
