@@ -37,6 +37,10 @@ pub struct Hooks {
     /// contact, before anything is written to the guard or the server.
     #[allow(clippy::type_complexity)]
     pub after_puback: Option<Arc<dyn Fn(String, u32) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>>,
+    /// Called with (mailbox, UID) each time a message's publish fails
+    /// (before the watcher decides between retrying and the error folder).
+    #[allow(clippy::type_complexity)]
+    pub publish_failed: Option<Arc<dyn Fn(String, u32) + Send + Sync>>,
 }
 
 /// Runs the mail service until `shutdown`: one watcher per mailbox.

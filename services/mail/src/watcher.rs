@@ -42,9 +42,16 @@ use crate::{
     state::{self, Checkpoint},
 };
 
-/// A message that keeps failing for a reason that is not an outage is
-/// moved to the error folder after this many attempts.
+/// A message whose publish keeps failing for a reason that may be the
+/// broker's is moved to the error folder after at least this many attempts
+/// (one failing for a reason of its own, refused by the stream, at once).
 const MAX_ATTEMPTS: u32 = 3;
+/// A failure that may be the broker's (a timeout, no responders, a store
+/// write) makes a message poison only once it has lasted this long with
+/// the connection up: a slow or electing JetStream fails every message
+/// for a while, and the mailbox, not the error folder, is where they must
+/// wait for it.
+const TRANSIENT_POISON_AFTER: Duration = Duration::from_secs(300);
 /// Ingested messages are marked handled (MOVE / STORE) this many at a time:
 /// on a large maildir each expunge costs the server a pass over its index,
 /// so one MOVE per message makes a backlog quadratic. A batch is also
@@ -72,7 +79,30 @@ struct Run<'a> {
     tls: Option<Arc<ClientConfig>>,
     limits: Limits,
     /// Failed attempts per (UIDVALIDITY, UID), for poison messages.
-    attempts: HashMap<(u32, u32), u32>,
+    attempts: HashMap<(u32, u32), Attempts>,
+}
+
+/// How a message's publish has failed so far.
+struct Attempts {
+    count: u32,
+    first_failed: tokio::time::Instant,
+}
+
+impl Attempts {
+    fn new() -> Self {
+        Attempts {
+            count: 0,
+            first_failed: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether the message goes to the error folder after this failure.
+    fn poison(&self, transient: bool, connected: bool) -> bool {
+        if !transient {
+            return true;
+        }
+        connected && self.count >= MAX_ATTEMPTS && self.first_failed.elapsed() >= TRANSIENT_POISON_AFTER
+    }
 }
 
 impl Watcher {
@@ -468,10 +498,12 @@ impl Run<'_> {
         let receipt = match self.publish(&key, uidvalidity, uid, &raw, &normalized).await {
             Ok(receipt) => receipt,
             Err(e) => {
-                let attempts = self.attempts.entry((uidvalidity, uid)).or_default();
-                *attempts += 1;
-                let poison = !e.is_transient() || (bus.is_connected() && *attempts >= MAX_ATTEMPTS);
-                if !poison {
+                if let Some(hook) = &self.w.hooks.publish_failed {
+                    hook(name.to_owned(), uid);
+                }
+                let attempts = self.attempts.entry((uidvalidity, uid)).or_insert_with(Attempts::new);
+                attempts.count += 1;
+                if !attempts.poison(e.is_transient(), bus.is_connected()) {
                     return Err(MailError::bus(name, e));
                 }
                 tracing::error!(

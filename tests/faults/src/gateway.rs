@@ -158,6 +158,18 @@ impl Gateway {
         }
     }
 
+    /// The first `most` warnings and errors of guichet's log, for a failed
+    /// run's report: what guichet saw while the problems arose.
+    pub fn warnings(&self, most: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(most)
+            .collect();
+        lines.join("\n")
+    }
+
     /// The end of guichet's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -524,6 +524,14 @@ async fn mail_run(
     if let Err(e) = gateway.check_alive() {
         report.problems.push(e);
     }
+    // A message the watcher gave up on is in the error folder: a fault of
+    // the servers must never put one there.
+    let refused = dovecot.count(IMAP_USER, "Guichet-erreurs").await;
+    if refused > 0 {
+        report
+            .problems
+            .push(format!("{refused} message(s) in the error folder Guichet-erreurs"));
+    }
     let moved: Vec<String> = dovecot
         .messages(IMAP_USER, "Traites")
         .await
@@ -572,6 +580,11 @@ async fn mail_run(
         load_start + pace.load,
         holdings.stored_at(appended.iter().map(|a| a.message_id.as_str())),
     );
+    if !report.passed() {
+        report
+            .notes
+            .push(format!("guichet's warnings:\n{}", gateway.warnings(30)));
+    }
     if let Err(e) = gateway.stop().await {
         report.notes.push(format!("clean stop: {e}"));
     }
