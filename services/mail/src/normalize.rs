@@ -140,6 +140,19 @@ impl Normalized {
 
 /// Normalizes `raw`. Never panics, never fails: damage becomes flags.
 pub fn normalize(raw: &[u8], limits: &Limits) -> Normalized {
+    normalize_fetched(raw, None, limits)
+}
+
+/// Normalizes what was fetched of a message the server declared to be
+/// `declared_size` bytes: when that is more than `raw` (the watcher
+/// fetched only the first `max_message_size` bytes of an oversized
+/// message), the headers and the text as far as it goes, flagged
+/// truncated.
+pub fn normalize_fetched(raw: &[u8], declared_size: Option<u64>, limits: &Limits) -> Normalized {
+    let declared = declared_size.and_then(|d| usize::try_from(d).ok());
+    if let Some(declared) = declared.filter(|d| *d > raw.len()) {
+        return normalize_prefix(raw, declared, limits);
+    }
     let oversize = raw.len() > limits.max_message_size;
     let repaired = (!oversize).then(|| repair::repair(raw)).flatten();
     let raw = repaired.as_ref().map_or(raw, |r| r.bytes.as_slice());
@@ -192,6 +205,34 @@ pub fn normalize(raw: &[u8], limits: &Limits) -> Normalized {
     } else if out.body.is_empty() {
         out.flag(FlagKind::EmptyBody, "no readable text body");
     }
+    out
+}
+
+/// A message's first bytes: parsed as a whole (mail-parser reads a cut
+/// MIME structure as far as it goes), flagged truncated with both sizes.
+fn normalize_prefix(raw: &[u8], declared: usize, limits: &Limits) -> Normalized {
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        MessageParser::default()
+            .parse(raw)
+            .map(|m| from_message(&m, limits, false))
+    }));
+    let mut out = match parsed {
+        Ok(Some(n)) => n,
+        Ok(None) => unreadable(raw, limits, "no header could be read; the raw message's start is kept"),
+        Err(_) => unreadable(
+            raw,
+            limits,
+            "the parser failed on this message; the raw message's start is kept",
+        ),
+    };
+    out.flag(
+        FlagKind::Truncated,
+        format!(
+            "message of {declared} bytes is over the {} bytes limit: only its first {} bytes were fetched and kept",
+            limits.max_message_size,
+            raw.len()
+        ),
+    );
     out
 }
 

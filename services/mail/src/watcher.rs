@@ -451,12 +451,28 @@ impl Run<'_> {
         let stores = bus.stores().clone();
         let uidvalidity = checkpoint.uidvalidity;
 
-        let fetched: Vec<Fetch> = within(name, "FETCH", limit, async {
+        // The size first: an oversized message is fetched only up to the
+        // limit, so that one huge message costs neither memory nor the
+        // time to download it all.
+        let sized: Vec<Fetch> = within(name, "FETCH", limit, async {
             session
-                .uid_fetch(uid.to_string(), "(UID INTERNALDATE BODY.PEEK[])")
+                .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
                 .await?
                 .try_collect()
                 .await
+        })
+        .await?;
+        let declared_size = sized.iter().find(|f| f.uid == Some(uid)).and_then(|f| f.size);
+        drop(sized);
+        let cap = self.limits.max_message_size;
+        let items = match declared_size {
+            Some(size) if usize::try_from(size).ok().is_none_or(|size| size > cap) => {
+                format!("(UID INTERNALDATE BODY.PEEK[]<0.{cap}>)")
+            }
+            _ => "(UID INTERNALDATE BODY.PEEK[])".to_owned(),
+        };
+        let fetched: Vec<Fetch> = within(name, "FETCH", limit, async {
+            session.uid_fetch(uid.to_string(), &items).await?.try_collect().await
         })
         .await?;
         let Some(message) = fetched.iter().find(|f| f.uid == Some(uid)) else {
@@ -470,16 +486,18 @@ impl Run<'_> {
 
         let limits = self.limits;
         let raw_for_parse = raw.clone();
-        let normalized = tokio::task::spawn_blocking(move || normalize::normalize(&raw_for_parse, &limits))
-            .await
-            .unwrap_or_else(|_| {
-                let mut n = Normalized::default();
-                n.flags.push(normalize::Flag {
-                    kind: proto::v1::FlagKind::ParseError,
-                    reason: "the parser failed on this message; the raw message is kept".into(),
-                });
-                n
+        let normalized = tokio::task::spawn_blocking(move || {
+            normalize::normalize_fetched(&raw_for_parse, declared_size.map(u64::from), &limits)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            let mut n = Normalized::default();
+            n.flags.push(normalize::Flag {
+                kind: proto::v1::FlagKind::ParseError,
+                reason: "the parser failed on this message; the raw message is kept".into(),
             });
+            n
+        });
         let normalized = checked_sender(normalized);
         let identity = state::identity(&normalized.message_id, &raw);
 
