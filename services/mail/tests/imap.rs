@@ -513,7 +513,18 @@ async fn implicit_tls_and_starttls_work_with_the_ca_file_and_an_untrusted_certif
         .collect();
     sources.sort();
     assert_eq!(sources, ["implicit", "starttls"]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Positive evidence that the watcher met the untrusted certificate and
+    // refused it: the server saw the client's "unknown CA" alert, twice
+    // (the first attempt and a reconnection), and no login.
+    wait_until(
+        "the untrusted certificate refused twice",
+        Duration::from_secs(30),
+        || async { dovecot.log().matches("alert unknown ca").count() >= 2 },
+    )
+    .await;
+    // (The harness's own APPEND logs in over plain TCP, "secured".)
+    let tls_login = |l: &str| l.contains("Login: user=<untrusted>") && l.contains(", TLS,");
+    assert!(!dovecot.log().lines().any(tls_login), "no login as untrusted over TLS");
     assert_eq!(intake(&nats).await.len(), 2, "the untrusted server got nothing through");
     assert_eq!(dovecot.count("untrusted", "INBOX").await, 1);
     gateway.stop().await;
