@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 /// contacts in hand, and returns.
 pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
     let bus = ctx.bus.clone();
-    let (rules, last_seen) = live::load(&bus, &config.rules_key, &config.fallback_service).await?;
+    let (rules, last_seen) = live::load(&bus, &config.rules_key, &config.fallback_service, &ctx.health).await?;
     let active = rules.current();
     metrics::gauge!("guichet_router_rules_revision").set(active.revision as f64);
     dispatch::ensure_queues(&bus, &live::with_manual(active.engine.as_ref())).await?;
@@ -55,6 +55,7 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
                     }
                 }
             },
+            ctx.health.clone(),
             watch_stop.clone(),
         ))
     };

@@ -15,7 +15,7 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use guichet_core::{Bus, bus::subjects};
+use guichet_core::{Bus, admin::Health, bus::subjects};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -116,7 +116,12 @@ fn compile_entry(entry: &Entry) -> Result<Arc<dyn Engine>, String> {
 
 /// Loads the newest valid revision, or the fallback when there is none.
 /// Returns the rules and the last revision looked at (to watch after it).
-pub async fn load(bus: &Bus, key: &str, fallback_service: &str) -> Result<(LiveRules, u64), RouterError> {
+pub async fn load(
+    bus: &Bus,
+    key: &str,
+    fallback_service: &str,
+    health: &Health,
+) -> Result<(LiveRules, u64), RouterError> {
     let kv = &bus.stores().config;
     let fallback = || Active {
         revision: BUILTIN_REVISION,
@@ -156,6 +161,9 @@ pub async fn load(bus: &Bus, key: &str, fallback_service: &str) -> Result<(LiveR
             ),
         }
     }
+    let refused = |kept: u64| {
+        health.set_note(HEALTH_NOTE, Some(refused_note(latest.revision, kept)));
+    };
     // The newest valid revision in the history, newest first.
     let mut history = kv
         .history(key)
@@ -172,6 +180,7 @@ pub async fn load(bus: &Bus, key: &str, fallback_service: &str) -> Result<(LiveR
         }
         if let Ok(engine) = compile_entry(entry) {
             tracing::warn!(revision = entry.revision, "rules loaded from an older valid revision");
+            refused(entry.revision);
             return Ok((
                 LiveRules::new(Active {
                     revision: entry.revision,
@@ -185,17 +194,24 @@ pub async fn load(bus: &Bus, key: &str, fallback_service: &str) -> Result<(LiveR
         key,
         "no valid rules revision: every contact goes to manual qualification"
     );
+    refused(BUILTIN_REVISION);
     Ok((LiveRules::new(fallback()), last_seen))
 }
 
+/// What `/readyz` notes while the latest revision is refused.
+const HEALTH_NOTE: &str = "router.rules";
+
 /// Watches the rules key after `after` and activates each valid revision;
-/// `on_activate` runs with the services of each activated rule set.
+/// `on_activate` runs with the services of each activated rule set. A
+/// refused revision is noted on `health` (shown by `/readyz`, without
+/// turning unready: the previous rules route) until a valid one comes.
 pub async fn watch<F, Fut>(
     bus: Bus,
     key: String,
     live: LiveRules,
     mut after: u64,
     on_activate: F,
+    health: Health,
     shutdown: CancellationToken,
 ) where
     F: Fn(Vec<String>) -> Fut,
@@ -250,11 +266,13 @@ pub async fn watch<F, Fut>(
                         engine,
                     });
                     metrics::gauge!("guichet_router_rules_revision").set(entry.revision as f64);
+                    health.set_note(HEALTH_NOTE, None);
                     tracing::info!(revision = entry.revision, "rules revision activated");
                     on_activate(services).await;
                 }
                 Err(e) => {
                     metrics::counter!("guichet_router_rules_refused_total").increment(1);
+                    health.set_note(HEALTH_NOTE, Some(refused_note(entry.revision, live.current().revision)));
                     tracing::error!(
                         revision = entry.revision,
                         kept = live.current().revision,
@@ -265,6 +283,16 @@ pub async fn watch<F, Fut>(
             }
         }
     }
+}
+
+/// What `/readyz` says while revision `refused` is not in force.
+fn refused_note(refused: u64, kept: u64) -> String {
+    let kept = if kept == BUILTIN_REVISION {
+        "no valid revision: every contact goes to manual qualification".to_owned()
+    } else {
+        format!("revision {kept} stays in force")
+    };
+    format!("rules revision {refused} refused (it does not validate: `guichet rules history` says why); {kept}")
 }
 
 /// The services of a rule set, its manual-qualification service included.

@@ -298,7 +298,14 @@ async fn a_bad_revision_is_never_activated() {
         .put("rules", Bytes::from_static(b"[[rules]]\nid = 3\n"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Positive evidence that the router saw the bad revision and refused it.
+    let refused = format!("rules revision {bad} refused");
+    eventually("the bad revision refused", || {
+        let notes = router.health.notes();
+        let refused = refused.clone();
+        async move { notes.iter().any(|n| n.contains(&refused)) }
+    })
+    .await;
     let c = email_contact("a@example.fr", "alpha", "alpha");
     publish(&bus, &c).await;
     let r = routed(&bus, &c.id).await;
@@ -328,6 +335,11 @@ async fn a_bad_revision_is_never_activated() {
         }
     })
     .await;
+    assert!(
+        router.health.notes().iter().all(|n| !n.contains("refused")),
+        "the note goes once a valid revision is in force: {:?}",
+        router.health.notes()
+    );
     router.shutdown().await;
 }
 
