@@ -177,9 +177,26 @@ impl Nats {
     }
 
     /// Starts the server again on the same port and store.
+    ///
+    /// The clients under test know this port, so it cannot change: while
+    /// it is taken (another test's outgoing connection may have been given
+    /// it as its local port while the server was down), the start is tried
+    /// again for up to 15 s.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.server = Some(NatsServer::start(&self.options).await.expect("nats-server restarts"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match NatsServer::start(&self.options).await {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(e) if port_taken(&e.to_string()) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("nats-server restarts on port {}: {e}", self.options.port),
+            }
+        }
     }
 
     pub fn log_file(&self) -> PathBuf {
