@@ -186,11 +186,12 @@ async fn while_nats_is_stopped_nothing_is_marked_handled_and_all_is_ingested_onc
         dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
     }
     // Positive evidence first: the watcher tried to publish a new message
-    // and failed, so it had every chance to mark it handled.
+    // and failed, so it had every chance to mark it handled. (The store
+    // write before the publish waits out its timeouts: about 25 s here.)
     let after_failures = failures.load(Ordering::SeqCst);
     wait_until(
         "a publish failed while NATS is away",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || async { failures.load(Ordering::SeqCst) > after_failures },
     )
     .await;
