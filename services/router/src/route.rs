@@ -16,7 +16,7 @@ use guichet_core::{
     privacy::Pseudonymizer,
     proto::{
         self,
-        v1::{Contact, Flag, FlagKind, IdentityResolution, Qualification, Routed},
+        v1::{Channel, Contact, Flag, FlagKind, IdentityResolution, Qualification, Routed},
     },
 };
 use prost::Message;
@@ -75,6 +75,40 @@ impl Router {
         self
     }
 
+    /// The request `contact` continues, if it cites one it may join; one
+    /// it cites but may not join is put in `cited_elsewhere`.
+    async fn follow_up(
+        &self,
+        contact: &Contact,
+        usager_id: &str,
+        cited_elsewhere: &mut Option<requests::FollowUp>,
+    ) -> Result<Option<requests::FollowUp>, RouterError> {
+        let Some(follow) = requests::find_follow_up(&self.bus, contact).await? else {
+            return Ok(None);
+        };
+        if self.may_join(contact, &follow.request, usager_id).await? {
+            return Ok(Some(follow));
+        }
+        *cited_elsewhere = Some(follow);
+        Ok(None)
+    }
+
+    /// Whether `contact` may join `request`, which it cites. A reference
+    /// or a Message-ID can be written by anyone: an e-mail or a web form
+    /// joins only a request of its own usager (merges followed). Phone,
+    /// counter and post contacts are recorded by an agent who chose the
+    /// request, and join it.
+    async fn may_join(&self, contact: &Contact, request: &RequestRecord, usager_id: &str) -> Result<bool, RouterError> {
+        let by_agent = matches!(
+            Channel::try_from(contact.channel),
+            Ok(Channel::Phone | Channel::Counter | Channel::Postal)
+        );
+        if by_agent || request.usager_id == usager_id {
+            return Ok(true);
+        }
+        Ok(self.bus.canonical_usager(&request.usager_id).await? == usager_id)
+    }
+
     pub fn rules(&self) -> &LiveRules {
         &self.rules
     }
@@ -109,6 +143,7 @@ impl Router {
         let mut qualification = qualification(&verdict, active.revision);
         let mut follow_up_of = String::new();
         let mut copy_of = None;
+        let mut cited_elsewhere = None;
         let (service, reference, seen_before) = if verdict.discard {
             // Journal only: the rule's service stays in the qualification,
             // the subject keeps it out of every queue.
@@ -133,7 +168,7 @@ impl Router {
             qualification = joined(qualification, &request, &verdict, how, "copy");
             copy_of = Some(first);
             (COPIES.to_owned(), request.reference, seen_before)
-        } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
+        } else if let Some(follow) = self.follow_up(contact, &usager_id, &mut cited_elsewhere).await? {
             let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
             // The reference the follow-up was given at intake now finds
             // the request too.
@@ -190,6 +225,15 @@ impl Router {
         // so that an agent sees why the usager was not recognized.
         let mut routed_contact = contact.clone();
         routed_contact.flags.extend(resolution.unusable.iter().cloned());
+        if let Some(cited) = &cited_elsewhere {
+            routed_contact.flags.push(Flag {
+                kind: FlagKind::CitesAnotherUsagersRequest.into(),
+                reason: format!(
+                    "cites request {} ({}), which is another usager's: opened as a new request",
+                    cited.request.reference, cited.how
+                ),
+            });
+        }
         if let Some(first) = &copy_of {
             routed_contact.flags.push(Flag {
                 kind: FlagKind::Copy.into(),

@@ -264,3 +264,59 @@ async fn a_forged_message_id_does_not_re_point_the_replies_of_a_request() {
     assert_eq!(routed(&bus, &reply.id).await.follow_up_of, victim.reference);
     router.shutdown().await;
 }
+
+/// Issue 12: anyone can write a reference or copy a Message-ID into
+/// In-Reply-To. An e-mail from someone else citing a request opens a new
+/// request, flagged with the cited reference; the request's own usager
+/// still joins it.
+#[tokio::test]
+async fn another_usager_citing_a_request_opens_a_new_one_flagged_with_it() {
+    let nats = Nats::start().await;
+    let (bus, router) = with_rules(&nats).await;
+
+    let first = email_contact("a@example.fr", "Encombrants", "passage des encombrants ?");
+    publish(&bus, &first).await;
+    let opened = routed(&bus, &first.id).await;
+    let first_msgid = match &first.details {
+        Some(Details::Email(e)) => e.message_id.clone(),
+        _ => unreachable!(),
+    };
+
+    let mut forged = email_contact("intrus@example.org", "Re: Encombrants", "je prends la suite");
+    forged.details = Some(Details::Email(EmailDetails {
+        message_id: format!("{}@mail.example.org", forged.id),
+        in_reply_to: first_msgid.clone(),
+        ..Default::default()
+    }));
+    let cites = email_contact("intrus@example.org", &format!("Re: {}", first.reference), "encombrants");
+    for contact in [&forged, &cites] {
+        publish(&bus, contact).await;
+        let r = routed(&bus, &contact.id).await;
+        assert!(r.follow_up_of.is_empty(), "{:?}", r.qualification);
+        assert_eq!(r.reference, contact.reference, "a request of its own");
+        assert_ne!(r.usager_id, opened.usager_id);
+        let flag = r
+            .contact
+            .as_ref()
+            .unwrap()
+            .flags
+            .iter()
+            .find(|f| f.kind == FlagKind::CitesAnotherUsagersRequest as i32)
+            .unwrap_or_else(|| panic!("flagged: {:?}", r.contact.as_ref().unwrap().flags))
+            .clone();
+        assert!(flag.reason.contains(&first.reference), "{}", flag.reason);
+    }
+
+    // The request's own usager still joins it, by either way.
+    let mut reply = email_contact("a@example.fr", "Re: Encombrants", "et alors ?");
+    reply.details = Some(Details::Email(EmailDetails {
+        message_id: format!("{}@mail.example.fr", reply.id),
+        in_reply_to: first_msgid,
+        ..Default::default()
+    }));
+    publish(&bus, &reply).await;
+    assert_eq!(routed(&bus, &reply.id).await.follow_up_of, first.reference);
+    let request = requests::request(&bus, &first.reference).await.unwrap().unwrap();
+    assert_eq!(request.contacts, vec![first.id.clone(), reply.id.clone()]);
+    router.shutdown().await;
+}
