@@ -221,10 +221,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), DeskError> {
     let prepared = prepare(&config)?;
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| config.listen.to_string());
+    let local = listener.local_addr().ok();
+    // The address actually bound counts too (a listener handed over by
+    // the caller need not be `desk.listen`).
+    if let Some(local) = local {
+        config.check_plaintext(local)?;
+    }
+    let exposed = config.plaintext_exposed(config.listen) || local.is_some_and(|a| config.plaintext_exposed(a));
+    metrics::gauge!("guichet_desk_insecure_plaintext").set(if exposed { 1.0 } else { 0.0 });
+    if exposed {
+        tracing::warn!(
+            listen = %config.listen,
+            "desk serves plaintext gRPC on a non-loopback address (`desk.insecure_plaintext = true`): \
+             bearer tokens and usagers' personal data cross the network unencrypted, and anyone on the \
+             path can read them and reuse a token to read histories; configure `[desk.tls]`"
+        );
+    }
+    let addr = local.map_or_else(|| config.listen.to_string(), |a| a.to_string());
     let serve_error = |reason: String| DeskError::Serve {
         addr: addr.clone(),
         reason,
