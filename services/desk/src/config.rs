@@ -79,6 +79,49 @@ pub struct DeskTlsConfig {
 pub struct SiteConfig {
     /// The site's bearer token (`{ file = … }` or `{ env = … }` in production).
     pub token: Secret,
+    /// Which usagers' histories the site's token may read.
+    #[serde(default)]
+    pub history: HistoryScope,
+}
+
+impl SiteConfig {
+    /// A site with `token` and the default history scope.
+    pub fn new(token: Secret) -> Self {
+        Self {
+            token,
+            history: HistoryScope::default(),
+        }
+    }
+}
+
+/// `desk.sites.<site>.history`: what `GetUsagerHistory` returns to a site.
+///
+/// The default is `own_site`, least privilege: a counter sees what it
+/// recorded itself, so one leaked or sniffed token exposes the usagers of
+/// one site, not every citizen's history. A cross-channel view (the phone
+/// platform, a back-office) is granted deliberately with `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryScope {
+    /// Every contact of the usager, from every channel and site.
+    All,
+    /// Only the contacts recorded at this site (desk channels, `source.name`
+    /// = the site).
+    #[default]
+    OwnSite,
+    /// No history at all (a site that only records contacts).
+    None,
+}
+
+impl HistoryScope {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryScope::All => "all",
+            HistoryScope::OwnSite => "own_site",
+            HistoryScope::None => "none",
+        }
+    }
 }
 
 /// Shortest token accepted: a guessable token is no authentication.
@@ -230,12 +273,7 @@ mod tests {
             ),
             (
                 DeskConfig {
-                    sites: BTreeMap::from([(
-                        "a.b".to_owned(),
-                        SiteConfig {
-                            token: Secret::Inline("x".repeat(32)),
-                        },
-                    )]),
+                    sites: BTreeMap::from([("a.b".to_owned(), SiteConfig::new(Secret::Inline("x".repeat(32))))]),
                     ..DeskConfig::default()
                 },
                 "desk.sites.a.b",

@@ -6,6 +6,10 @@
 //! keeps only the last `page_size` below the page bound, so memory stays
 //! bounded whatever the history's length. A page token is the stream
 //! sequence the next (older) page must stay below.
+//!
+//! What a site may read is its history scope
+//! (`desk.sites.<site>.history`): `all`, `own_site` (only the contacts
+//! recorded at that site, filtered before paging) or `none`.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -15,7 +19,7 @@ use guichet_core::{
     bus::subjects::{self, ROUTED_STREAM},
     identity::{Identifier, normalize_email, normalize_phone},
     proto::v1::{
-        GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
+        Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
         get_usager_history_request::Usager, get_usager_history_response::Item,
     },
 };
@@ -25,6 +29,7 @@ use tonic::Status;
 
 use crate::{
     auth::Site,
+    config::HistoryScope,
     server::State,
     status::{Violations, bus_status},
 };
@@ -41,7 +46,25 @@ pub async fn history(
     deadline: Option<Instant>,
 ) -> Result<Vec<GetUsagerHistoryResponse>, Status> {
     crate::auth::check_site(site, &request.site)?;
-    let (who, page_size, before) = validate(state, &request)?;
+    let scope = scope_of(state, site);
+    if scope == HistoryScope::None {
+        return Err(Status::permission_denied(format!(
+            "site `{}` may not read histories (`desk.sites.{}.history = \"none\"`)",
+            site.0, site.0
+        )));
+    }
+    let Valid { who, page_size, before } = validate(state, &request)?;
+    // `own_site`: only contacts recorded at this site; an unknown
+    // identifier gets the same answer as a usager with none here, so that
+    // the answer does not tell whether the town hall knows the person.
+    let only_site = (scope == HistoryScope::OwnSite).then_some(site.0.as_str());
+    let denied_here = || {
+        Status::permission_denied(format!(
+            "site `{}` may read only the contacts recorded at it (`desk.sites.{}.history = \"own_site\"`), \
+             and no contact of this usager was recorded here",
+            site.0, site.0
+        ))
+    };
     if !state.bus.is_connected() {
         return Err(bus_status(
             &guichet_core::Error::Unavailable("not connected".into()),
@@ -54,6 +77,7 @@ pub async fn history(
             Who::Id(id) => id,
             Who::Identifier(identifier, field) => match state.bus.usager_of(&state.privacy, &identifier).await {
                 Ok(Some(id)) => id,
+                Ok(None) if only_site.is_some() => return Err(denied_here()),
                 Ok(None) => {
                     return Err(Status::not_found(format!(
                         "no usager is known by this {field} (it may not have been routed yet)"
@@ -67,7 +91,7 @@ pub async fn history(
             .usager_history_ids(&usager_id)
             .await
             .map_err(|e| bus_status(&e, "looking up the usager"))?;
-        let (entries, more) = read_page(state, &ids, page_size, before).await?;
+        let (entries, more) = read_page(state, &ids, only_site, page_size, before).await?;
         Ok((ids, entries, more))
     };
     let (ids, entries, more) = tokio::time::timeout_at(until, read).await.map_err(|_| {
@@ -75,6 +99,11 @@ pub async fn history(
             "the message broker did not give the history in time; retry, or ask for a smaller page",
         )
     })??;
+    // A page a site may see is never empty: a next page exists only when
+    // older entries of this site do.
+    if only_site.is_some() && entries.is_empty() {
+        return Err(denied_here());
+    }
     let next_page_token = match (more, entries.last()) {
         (true, Some(oldest)) => format!("{TOKEN_PREFIX}{}", oldest.sequence),
         _ => String::new(),
@@ -98,12 +127,28 @@ pub async fn history(
     Ok(out)
 }
 
+/// The site's `desk.sites.<site>.history`; `none` for a site not
+/// configured (which cannot authenticate anyway).
+fn scope_of(state: &State, site: &Site) -> HistoryScope {
+    state
+        .config
+        .sites
+        .get(&site.0)
+        .map_or(HistoryScope::None, |s| s.history)
+}
+
 enum Who {
     Id(String),
     Identifier(Identifier, &'static str),
 }
 
-fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, Option<u64>), Status> {
+struct Valid {
+    who: Who,
+    page_size: usize,
+    before: Option<u64>,
+}
+
+fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status> {
     let mut v = Violations::default();
     let who = match &r.usager {
         None => {
@@ -163,7 +208,11 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, O
     };
     v.into_result()?;
     match who {
-        Some(who) => Ok((who, page_size as usize, before)),
+        Some(who) => Ok(Valid {
+            who,
+            page_size: page_size as usize,
+            before,
+        }),
         None => Err(Violations::single("usager", "required")),
     }
 }
@@ -175,11 +224,23 @@ fn reason(e: &guichet_core::Error) -> String {
     }
 }
 
-/// The newest `page_size` entries below `before`, newest first, and
-/// whether older ones exist.
+/// Whether `routed` was recorded at `site` by desk (a desk channel and
+/// the site as its source; a web form or mailbox of the same name is not).
+fn recorded_at(routed: &Routed, site: &str) -> bool {
+    routed.contact.as_ref().is_some_and(|c| {
+        matches!(
+            Channel::try_from(c.channel),
+            Ok(Channel::Counter | Channel::Phone | Channel::Postal)
+        ) && c.source.as_ref().is_some_and(|s| s.name == site)
+    })
+}
+
+/// The newest `page_size` entries below `before` (recorded at
+/// `only_site`, when given), newest first, and whether older ones exist.
 async fn read_page(
     state: &State,
     ids: &[String],
+    only_site: Option<&str>,
     page_size: usize,
     before: Option<u64>,
 ) -> Result<(Vec<HistoryEntry>, bool), Status> {
@@ -220,6 +281,7 @@ async fn read_page(
                 break;
             }
             match Routed::decode(message.payload.clone()) {
+                Ok(routed) if only_site.is_some_and(|site| !recorded_at(&routed, site)) => {}
                 Ok(routed) => {
                     window.push_back(HistoryEntry {
                         routed: Some(routed),

@@ -8,8 +8,8 @@
 //!   per `client_request_id`, and answers only after JetStream's PubAck;
 //!   with `wait_for_routing` it also waits, bounded, for the router's
 //!   decision so the agent can say who handles the request and by when;
-//! - `GetUsagerHistory` streams a usager's routed contacts from every
-//!   channel, newest first, paged, from the ROUTED stream.
+//! - `GetUsagerHistory` streams a usager's routed contacts, newest first,
+//!   paged, from the ROUTED stream, within the site's history scope.
 //!
 //! Modules: [`config`] (`[desk]`), [`auth`] (bearer token per site),
 //! [`record`] and [`history`] (the two calls), [`status`] (status codes
@@ -26,7 +26,7 @@ pub mod status;
 use guichet_core::ServiceContext;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DeskConfig, DeskTlsConfig, SiteConfig};
+pub use config::{DeskConfig, DeskTlsConfig, HistoryScope, SiteConfig};
 pub use error::DeskError;
 
 /// Checks what the service needs before it starts: limits, site tokens

@@ -58,14 +58,25 @@ async fn page(
     page_size: u32,
     token: &str,
 ) -> Result<(Vec<HistoryEntry>, HistoryEnd), tonic::Status> {
+    page_as(client, (NORD, NORD_TOKEN), usager, page_size, token).await
+}
+
+/// A page read by `site` with its token.
+async fn page_as(
+    client: &mut DeskClient<Channel>,
+    (site, site_token): (&str, &str),
+    usager: Usager,
+    page_size: u32,
+    token: &str,
+) -> Result<(Vec<HistoryEntry>, HistoryEnd), tonic::Status> {
     let request = GetUsagerHistoryRequest {
-        site: NORD.into(),
+        site: site.into(),
         usager: Some(usager),
         page_size,
         page_token: token.into(),
     };
     let mut stream = client
-        .get_usager_history(authed(request, NORD_TOKEN))
+        .get_usager_history(authed(request, site_token))
         .await?
         .into_inner();
     let mut entries = Vec::new();
@@ -259,4 +270,105 @@ async fn a_contact_recorded_at_the_desk_shows_in_the_history_once_routed() {
     let shown = entries[0].routed.as_ref().unwrap();
     assert_eq!(shown.reference, receipt.reference);
     assert_eq!(shown.contact.as_ref().unwrap().id, receipt.contact_id);
+}
+
+/// A contact of `usager` taken through `channel` whose source is `source`
+/// (a desk site, a form id, a mailbox).
+fn routed_from(usager: &str, channel: ContactChannel, source: &str, subject: &str) -> Routed {
+    let mut r = routed(usager, channel, "etat-civil", subject);
+    if let Some(contact) = r.contact.as_mut() {
+        contact.source = Some(proto::v1::Source {
+            name: source.into(),
+            agent_id: "agent-1".into(),
+            ..Default::default()
+        });
+    }
+    r
+}
+
+#[tokio::test]
+async fn each_site_reads_within_its_history_scope() {
+    let nats = Nats::start().await;
+    let mut config = config();
+    config.sites.insert(
+        "accueil-rdv".into(),
+        guichet_desk::SiteConfig {
+            history: guichet_desk::HistoryScope::None,
+            ..guichet_desk::SiteConfig::new(guichet_core::secret::Secret::Inline(
+                "rdv-0123456789abcdef0123456789".into(),
+            ))
+        },
+    );
+    let desk = TestDesk::start(&nats, config).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+    let sud = (SUD, SUD_TOKEN);
+
+    // U1 came to SUD three times (counter, phone, a letter), to NORD once,
+    // and wrote through a web form that happens to be named like SUD.
+    for r in [
+        routed_from("U1", ContactChannel::Counter, SUD, "sud 1"),
+        routed_from("U1", ContactChannel::Counter, NORD, "nord"),
+        routed_from("U1", ContactChannel::Web, SUD, "formulaire nommé mairie-sud"),
+        routed_from("U1", ContactChannel::Phone, SUD, "sud 2"),
+        routed_from("U1", ContactChannel::Postal, SUD, "sud 3"),
+        routed_from("U2", ContactChannel::Counter, NORD, "U2 à nord seulement"),
+    ] {
+        publish_routed(bus, &r).await;
+    }
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_email("u2@example.fr").unwrap()),
+        "U2",
+    )
+    .await;
+
+    // `all` (NORD): everything, every channel and site.
+    let (all, _) = page(&mut client, Usager::UsagerId("U1".into()), 0, "").await.unwrap();
+    assert_eq!(all.len(), 5);
+
+    // `own_site` (SUD, the default): only what SUD recorded, paged within it.
+    let (first, end) = page_as(&mut client, sud, Usager::UsagerId("U1".into()), 2, "")
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&first), ["sud 3", "sud 2"]);
+    assert_eq!(end.entries, 2);
+    let (rest, end) = page_as(&mut client, sud, Usager::UsagerId("U1".into()), 2, &end.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&rest), ["sud 1"]);
+    assert!(end.next_page_token.is_empty(), "{end:?}");
+
+    // A usager with nothing at SUD, by id or by e-mail, and an e-mail no
+    // one has: the same refusal, which tells nothing about who is known.
+    let mut refusals = Vec::new();
+    for usager in [
+        Usager::UsagerId("U2".into()),
+        Usager::Email("u2@example.fr".into()),
+        Usager::Email("personne@example.fr".into()),
+        Usager::UsagerId("U404".into()),
+    ] {
+        let status = page_as(&mut client, sud, usager.clone(), 0, "").await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{usager:?}: {status:?}");
+        assert!(status.message().contains("own_site"), "{}", status.message());
+        assert!(!status.message().contains("U2") && !status.message().contains("example.fr"));
+        refusals.push(status.message().to_owned());
+    }
+    refusals.dedup();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+
+    // `none`: no history at all.
+    let status = page_as(
+        &mut client,
+        ("accueil-rdv", "rdv-0123456789abcdef0123456789"),
+        Usager::UsagerId("U1".into()),
+        0,
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("\"none\""), "{}", status.message());
+
+    desk.stop().await;
 }
