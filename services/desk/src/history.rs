@@ -9,7 +9,9 @@
 //!
 //! What a site may read is its history scope
 //! (`desk.sites.<site>.history`): `all`, `own_site` (only the contacts
-//! recorded at that site, filtered before paging) or `none`.
+//! recorded at that site, filtered before paging) or `none`. Every page is
+//! recorded in the access journal ([`crate::access`]) before it is
+//! returned.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -28,8 +30,10 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::{
+    access::{self, HistoryRead},
     auth::Site,
     config::HistoryScope,
+    record::MAX_ID_LEN,
     server::State,
     status::{Violations, bus_status},
 };
@@ -53,7 +57,13 @@ pub async fn history(
             site.0, site.0
         )));
     }
-    let Valid { who, page_size, before } = validate(state, &request)?;
+    let Valid {
+        who,
+        page_size,
+        before,
+        agent_id,
+    } = validate(state, &request)?;
+    let looked_up_by = who.field();
     // `own_site`: only contacts recorded at this site; an unknown
     // identifier gets the same answer as a usager with none here, so that
     // the answer does not tell whether the town hall knows the person.
@@ -104,6 +114,19 @@ pub async fn history(
     if only_site.is_some() && entries.is_empty() {
         return Err(denied_here());
     }
+    access::record(
+        state,
+        &HistoryRead {
+            site,
+            agent_id: &agent_id,
+            usager_ids: &ids,
+            looked_up_by,
+            scope,
+            contacts: entries.len(),
+            first_page: before.is_none(),
+        },
+    )
+    .await?;
     let next_page_token = match (more, entries.last()) {
         (true, Some(oldest)) => format!("{TOKEN_PREFIX}{}", oldest.sequence),
         _ => String::new(),
@@ -142,14 +165,33 @@ enum Who {
     Identifier(Identifier, &'static str),
 }
 
+impl Who {
+    /// The request field that designated the usager.
+    fn field(&self) -> &'static str {
+        match self {
+            Who::Id(_) => "usager_id",
+            Who::Identifier(_, "e-mail") => "email",
+            Who::Identifier(..) => "phone",
+        }
+    }
+}
+
 struct Valid {
     who: Who,
     page_size: usize,
     before: Option<u64>,
+    agent_id: String,
 }
 
 fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status> {
     let mut v = Violations::default();
+    let agent_id = r.agent_id.trim();
+    if agent_id.len() > MAX_ID_LEN || agent_id.chars().any(char::is_control) {
+        v.add(
+            "agent_id",
+            format!("at most {MAX_ID_LEN} characters, no control characters"),
+        );
+    }
     let who = match &r.usager {
         None => {
             v.add("usager", "required: one of usager_id, email or phone");
@@ -212,6 +254,7 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status>
             who,
             page_size: page_size as usize,
             before,
+            agent_id: agent_id.to_owned(),
         }),
         None => Err(Violations::single("usager", "required")),
     }

@@ -9,12 +9,15 @@
 //!   with `wait_for_routing` it also waits, bounded, for the router's
 //!   decision so the agent can say who handles the request and by when;
 //! - `GetUsagerHistory` streams a usager's routed contacts, newest first,
-//!   paged, from the ROUTED stream, within the site's history scope.
+//!   paged, from the ROUTED stream, within the site's history scope, each
+//!   page recorded in the access journal before it is returned.
 //!
 //! Modules: [`config`] (`[desk]`), [`auth`] (bearer token per site),
-//! [`record`] and [`history`] (the two calls), [`status`] (status codes
+//! [`record`] and [`history`] (the two calls), [`access`] (the journal of
+//! history reads), [`status`] (status codes
 //! and field details), [`server`] (tonic, TLS, health, reflection).
 
+pub mod access;
 pub mod auth;
 pub mod config;
 mod error;

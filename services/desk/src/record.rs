@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Longest `client_request_id`, `agent_id`.
-const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 /// Longest subject, in characters.
 const MAX_SUBJECT_CHARS: usize = 300;
 /// Largest notes, in bytes.
@@ -521,10 +521,12 @@ mod tests {
         .unwrap();
         assert_eq!(r.channel, super::Channel::Counter as i32);
         assert!(r.wait_for_routing && r.details.is_some());
-        let h: GetUsagerHistoryRequest =
-            serde_json::from_str(r#"{"site": "accueil-dev", "phone": "0612345678", "pageSize": 20}"#).unwrap();
+        let h: GetUsagerHistoryRequest = serde_json::from_str(
+            r#"{"site": "accueil-dev", "phone": "0612345678", "pageSize": 20, "agentId": "agent-42"}"#,
+        )
+        .unwrap();
         assert_eq!(h.usager, Some(Usager::Phone("0612345678".into())));
-        assert_eq!(h.page_size, 20);
+        assert_eq!((h.page_size, h.agent_id.as_str()), (20, "agent-42"));
     }
 
     #[test]

@@ -61,7 +61,7 @@ async fn page(
     page_as(client, (NORD, NORD_TOKEN), usager, page_size, token).await
 }
 
-/// A page read by `site` with its token.
+/// A page read by `site` with its token, by agent "agent-7".
 async fn page_as(
     client: &mut DeskClient<Channel>,
     (site, site_token): (&str, &str),
@@ -74,6 +74,7 @@ async fn page_as(
         usager: Some(usager),
         page_size,
         page_token: token.into(),
+        agent_id: "agent-7".into(),
     };
     let mut stream = client
         .get_usager_history(authed(request, site_token))
@@ -235,6 +236,18 @@ async fn history_lookups_say_what_is_wrong() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["usager"]);
+    let request = GetUsagerHistoryRequest {
+        site: NORD.into(),
+        usager: Some(Usager::UsagerId("U1".into())),
+        agent_id: "a".repeat(129),
+        ..Default::default()
+    };
+    let status = client
+        .get_usager_history(authed(request, NORD_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["agent_id"]);
 }
 
 #[tokio::test]
@@ -284,6 +297,17 @@ fn routed_from(usager: &str, channel: ContactChannel, source: &str, subject: &st
         });
     }
     r
+}
+
+/// The `history_read` events the access journal holds, oldest first.
+async fn history_reads(nats: &Nats) -> Vec<serde_json::Value> {
+    guichet_harness::streams::read_all(&nats.jetstream().await, "EVENTS", std::time::Duration::from_secs(20))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.subject == "guichet.events.history_read")
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -370,5 +394,74 @@ async fn each_site_reads_within_its_history_scope() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("\"none\""), "{}", status.message());
 
+    // Only the three pages returned were journaled, none of the refusals.
+    let reads = history_reads(&nats).await;
+    let summary: Vec<(&str, &str, u64)> = reads
+        .iter()
+        .map(|e| {
+            (
+                e["site"].as_str().unwrap(),
+                e["scope"].as_str().unwrap(),
+                e["contacts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(NORD, "all", 5), (SUD, "own_site", 2), (SUD, "own_site", 1)]);
+    desk.stop().await;
+}
+
+#[tokio::test]
+async fn every_history_page_is_journaled_before_it_is_returned_and_without_personal_data() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+
+    publish_routed(bus, &routed("U0", ContactChannel::Phone, "voirie", "appel")).await;
+    publish_routed(bus, &routed("U1", ContactChannel::Email, "urbanisme", "mail")).await;
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_email("jeanne@example.fr").unwrap()),
+        "U1",
+    )
+    .await;
+    identity_put(bus, &merged_key("U1"), r#"["U0"]"#).await;
+
+    let before = chrono::Utc::now();
+    let (entries, _) = page(&mut client, Usager::Email("Jeanne@Example.FR".into()), 0, "")
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    let reads = history_reads(&nats).await;
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    let event = &reads[0];
+    assert_eq!(event["kind"], "history_read");
+    assert_eq!(event["site"], NORD);
+    assert_eq!(event["agent_id"], "agent-7");
+    assert_eq!(event["usager_id"], "U1");
+    assert_eq!(event["merged_usager_ids"], serde_json::json!(["U0"]));
+    assert_eq!(event["looked_up_by"], "email");
+    assert_eq!(event["contacts"], 2);
+    assert_eq!(event["first_page"], true);
+    let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
+    assert!(at >= before - chrono::Duration::seconds(1), "{at}");
+    // No identifier that was looked up, no content.
+    let text = event.to_string().to_lowercase();
+    for personal in ["jeanne", "example.fr", "appel", "urbanisme", "voirie"] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+
+    // The journal cannot record (its stream is gone): the history, still
+    // readable in ROUTED, is refused rather than read untraced.
+    nats.jetstream()
+        .await
+        .delete_stream(guichet_core::bus::subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let status = page(&mut client, Usager::UsagerId("U1".into()), 0, "")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("access journal"), "{}", status.message());
     desk.stop().await;
 }
