@@ -14,7 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use guichet_core::bus::subjects;
 use tonic::Status;
 
-use crate::{auth::Site, config::HistoryScope, server::State, status::bus_status};
+use crate::{auth::Site, config::HistoryScope, state::State, status::bus_status};
 
 /// The event kind, and the last token of its subject.
 pub const HISTORY_READ: &str = "history_read";

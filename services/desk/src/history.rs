@@ -33,9 +33,9 @@ use crate::{
     access::{self, HistoryRead},
     auth::Site,
     config::HistoryScope,
-    record::MAX_ID_LEN,
-    server::State,
+    state::State,
     status::{Violations, bus_status},
+    validate::{MAX_ID_LEN, identity_reason},
 };
 
 /// Longest a history read may take without a caller deadline.
@@ -57,7 +57,7 @@ pub async fn history(
             site.0, site.0
         )));
     }
-    let Valid {
+    let HistoryQuery {
         who,
         page_size,
         before,
@@ -160,6 +160,7 @@ fn scope_of(state: &State, site: &Site) -> HistoryScope {
         .map_or(HistoryScope::None, |s| s.history)
 }
 
+/// How the request designates the usager.
 enum Who {
     Id(String),
     Identifier(Identifier, &'static str),
@@ -176,14 +177,15 @@ impl Who {
     }
 }
 
-struct Valid {
+/// A history request once checked.
+struct HistoryQuery {
     who: Who,
     page_size: usize,
     before: Option<u64>,
     agent_id: String,
 }
 
-fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status> {
+fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<HistoryQuery, Status> {
     let mut v = Violations::default();
     let agent_id = r.agent_id.trim();
     if agent_id.len() > MAX_ID_LEN || agent_id.chars().any(char::is_control) {
@@ -209,14 +211,14 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status>
         Some(Usager::Email(e)) => match normalize_email(e) {
             Ok(i) => Some(Who::Identifier(i, "e-mail")),
             Err(e) => {
-                v.add("email", reason(&e));
+                v.add("email", identity_reason(&e));
                 None
             }
         },
         Some(Usager::Phone(p)) => match normalize_phone(p) {
             Ok(i) => Some(Who::Identifier(i, "phone number")),
             Err(e) => {
-                v.add("phone", reason(&e));
+                v.add("phone", identity_reason(&e));
                 None
             }
         },
@@ -250,20 +252,13 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<Valid, Status>
     };
     v.into_result()?;
     match who {
-        Some(who) => Ok(Valid {
+        Some(who) => Ok(HistoryQuery {
             who,
             page_size: page_size as usize,
             before,
             agent_id: agent_id.to_owned(),
         }),
         None => Err(Violations::single("usager", "required")),
-    }
-}
-
-fn reason(e: &guichet_core::Error) -> String {
-    match e {
-        guichet_core::Error::Identity { reason, .. } => reason.clone(),
-        other => other.to_string(),
     }
 }
 

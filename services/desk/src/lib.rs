@@ -13,8 +13,9 @@
 //!   page recorded in the access journal before it is returned.
 //!
 //! Modules: [`config`] (`[desk]`), [`auth`] (bearer token per site),
-//! [`record`] and [`history`] (the two calls), [`access`] (the journal of
-//! history reads), [`status`] (status codes
+//! [`record`] and [`history`] (the two calls), [`validate`] (what a
+//! recorded contact must satisfy), [`access`] (the journal of history
+//! reads), [`state`] (what the handlers share), [`status`] (status codes
 //! and field details), [`server`] (tonic, TLS, health, reflection).
 
 pub mod access;
@@ -24,7 +25,9 @@ mod error;
 pub mod history;
 pub mod record;
 pub mod server;
+pub mod state;
 pub mod status;
+pub mod validate;
 
 use guichet_core::ServiceContext;
 use tokio_util::sync::CancellationToken;
