@@ -194,13 +194,7 @@ async fn bench() {
         privacy: guichet_harness::pseudonymizer().clone(),
     };
     let config = DeskConfig {
-        sites: [(
-            "bench".to_owned(),
-            SiteConfig {
-                token: Secret::Inline(TOKEN.into()),
-            },
-        )]
-        .into(),
+        sites: [("bench".to_owned(), SiteConfig::new(Secret::Inline(TOKEN.into())))].into(),
         ..DeskConfig::default()
     };
     let shutdown = CancellationToken::new();

@@ -154,14 +154,7 @@ mod tests {
         DeskConfig {
             sites: tokens
                 .iter()
-                .map(|(s, t)| {
-                    (
-                        (*s).to_owned(),
-                        SiteConfig {
-                            token: Secret::Inline((*t).to_owned()),
-                        },
-                    )
-                })
+                .map(|(s, t)| ((*s).to_owned(), SiteConfig::new(Secret::Inline((*t).to_owned()))))
                 .collect::<BTreeMap<_, _>>(),
             ..DeskConfig::default()
         }

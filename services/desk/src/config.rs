@@ -15,6 +15,10 @@ pub struct DeskConfig {
     /// TLS (rustls). Absent: plaintext, for loopback or a TLS-terminating
     /// proxy only.
     pub tls: Option<DeskTlsConfig>,
+    /// Serve plaintext on a non-loopback address anyway (a network that
+    /// encrypts by itself, e.g. a service mesh). Off: such a start is
+    /// refused; on: warned at every start.
+    pub insecure_plaintext: bool,
     /// The sites allowed to call, each with its bearer token:
     /// `[desk.sites.mairie-centre] token = { file = "/run/secrets/desk-mairie-centre" }`.
     pub sites: BTreeMap<String, SiteConfig>,
@@ -43,6 +47,7 @@ impl Default for DeskConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             tls: None,
+            insecure_plaintext: false,
             sites: BTreeMap::new(),
             max_message_size: 16 * 1024 * 1024,
             max_attachment_size: 10 * 1024 * 1024,
@@ -74,10 +79,82 @@ pub struct DeskTlsConfig {
 pub struct SiteConfig {
     /// The site's bearer token (`{ file = … }` or `{ env = … }` in production).
     pub token: Secret,
+    /// Which usagers' histories the site's token may read.
+    #[serde(default)]
+    pub history: HistoryScope,
+}
+
+impl SiteConfig {
+    /// A site with `token` and the default history scope.
+    pub fn new(token: Secret) -> Self {
+        Self {
+            token,
+            history: HistoryScope::default(),
+        }
+    }
+}
+
+/// `desk.sites.<site>.history`: what `GetUsagerHistory` returns to a site.
+///
+/// The default is `own_site`, least privilege: a counter sees what it
+/// recorded itself, so one leaked or sniffed token exposes the usagers of
+/// one site, not every citizen's history. A cross-channel view (the phone
+/// platform, a back-office) is granted deliberately with `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryScope {
+    /// Every contact of the usager, from every channel and site.
+    All,
+    /// Only the contacts recorded at this site (desk channels, `source.name`
+    /// = the site).
+    #[default]
+    OwnSite,
+    /// No history at all (a site that only records contacts).
+    None,
+}
+
+impl HistoryScope {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryScope::All => "all",
+            HistoryScope::OwnSite => "own_site",
+            HistoryScope::None => "none",
+        }
+    }
 }
 
 /// Shortest token accepted: a guessable token is no authentication.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+impl DeskConfig {
+    /// Whether serving on `addr` would send tokens and personal data in
+    /// clear over a network: true without `[desk.tls]` on a non-loopback
+    /// address.
+    pub fn plaintext_exposed(&self, addr: SocketAddr) -> bool {
+        self.tls.is_none() && !addr.ip().is_loopback()
+    }
+
+    /// Refuses plaintext on a non-loopback `addr` unless
+    /// `desk.insecure_plaintext` says it is deliberate. Bearer tokens,
+    /// names, phones, notes and scanned letters would cross the network in
+    /// clear, and one sniffed token reads histories.
+    pub fn check_plaintext(&self, addr: SocketAddr) -> Result<(), Error> {
+        if self.plaintext_exposed(addr) && !self.insecure_plaintext {
+            return Err(Error::config(
+                "desk.tls",
+                format!(
+                    "`desk.listen` = {addr} is not a loopback address and `[desk.tls]` is not set: \
+                     bearer tokens and personal data would cross the network in clear. \
+                     Configure `[desk.tls]` (`cert_file`, `key_file`), or listen on 127.0.0.1 behind a \
+                     TLS-terminating proxy, or (only if the network encrypts by itself) set \
+                     `desk.insecure_plaintext = true`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Validate for DeskConfig {
     /// Shape and limits only, without reading files: the secrets and
@@ -86,6 +163,7 @@ impl Validate for DeskConfig {
         if self.listen.port() == 0 {
             return Err(Error::config("desk.listen", "must have a port (e.g. 127.0.0.1:50051)"));
         }
+        self.check_plaintext(self.listen)?;
         for site in self.sites.keys() {
             if !guichet_core::bus::subjects::is_token(site) {
                 return Err(Error::config(
@@ -195,12 +273,7 @@ mod tests {
             ),
             (
                 DeskConfig {
-                    sites: BTreeMap::from([(
-                        "a.b".to_owned(),
-                        SiteConfig {
-                            token: Secret::Inline("x".repeat(32)),
-                        },
-                    )]),
+                    sites: BTreeMap::from([("a.b".to_owned(), SiteConfig::new(Secret::Inline("x".repeat(32))))]),
                     ..DeskConfig::default()
                 },
                 "desk.sites.a.b",
@@ -216,6 +289,45 @@ mod tests {
         for (config, key) in cases {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn plaintext_off_loopback_is_refused_unless_deliberate() {
+        for listen in ["0.0.0.0:50051", "192.0.2.10:50051", "[::]:50051"] {
+            let config = DeskConfig {
+                listen: listen.parse().unwrap(),
+                ..DeskConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("`desk.tls`") && err.contains("desk.insecure_plaintext") && err.contains(listen),
+                "{listen}: {err}"
+            );
+            DeskConfig {
+                insecure_plaintext: true,
+                ..config.clone()
+            }
+            .validate()
+            .unwrap();
+            DeskConfig {
+                tls: Some(DeskTlsConfig {
+                    cert_file: "desk.crt".into(),
+                    key_file: "desk.key".into(),
+                    client_ca_file: None,
+                }),
+                ..config
+            }
+            .validate()
+            .unwrap();
+        }
+        for listen in ["127.0.0.1:50051", "127.0.0.2:50051", "[::1]:50051"] {
+            DeskConfig {
+                listen: listen.parse().unwrap(),
+                ..DeskConfig::default()
+            }
+            .validate()
+            .unwrap();
         }
     }
 }

@@ -6,6 +6,12 @@
 //! keeps only the last `page_size` below the page bound, so memory stays
 //! bounded whatever the history's length. A page token is the stream
 //! sequence the next (older) page must stay below.
+//!
+//! What a site may read is its history scope
+//! (`desk.sites.<site>.history`): `all`, `own_site` (only the contacts
+//! recorded at that site, filtered before paging) or `none`. Every page is
+//! recorded in the access journal ([`crate::access`]) before it is
+//! returned.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -15,7 +21,7 @@ use guichet_core::{
     bus::subjects::{self, ROUTED_STREAM},
     identity::{Identifier, normalize_email, normalize_phone},
     proto::v1::{
-        GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
+        Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
         get_usager_history_request::Usager, get_usager_history_response::Item,
     },
 };
@@ -24,9 +30,12 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::{
+    access::{self, HistoryRead},
     auth::Site,
-    server::State,
+    config::HistoryScope,
+    state::State,
     status::{Violations, bus_status},
+    validate::{MAX_ID_LEN, identity_reason},
 };
 
 /// Longest a history read may take without a caller deadline.
@@ -41,7 +50,31 @@ pub async fn history(
     deadline: Option<Instant>,
 ) -> Result<Vec<GetUsagerHistoryResponse>, Status> {
     crate::auth::check_site(site, &request.site)?;
-    let (who, page_size, before) = validate(state, &request)?;
+    let scope = scope_of(state, site);
+    if scope == HistoryScope::None {
+        return Err(Status::permission_denied(format!(
+            "site `{}` may not read histories (`desk.sites.{}.history = \"none\"`)",
+            site.0, site.0
+        )));
+    }
+    let HistoryQuery {
+        who,
+        page_size,
+        before,
+        agent_id,
+    } = validate(state, &request)?;
+    let looked_up_by = who.field();
+    // `own_site`: only contacts recorded at this site; an unknown
+    // identifier gets the same answer as a usager with none here, so that
+    // the answer does not tell whether the town hall knows the person.
+    let only_site = (scope == HistoryScope::OwnSite).then_some(site.0.as_str());
+    let denied_here = || {
+        Status::permission_denied(format!(
+            "site `{}` may read only the contacts recorded at it (`desk.sites.{}.history = \"own_site\"`), \
+             and no contact of this usager was recorded here",
+            site.0, site.0
+        ))
+    };
     if !state.bus.is_connected() {
         return Err(bus_status(
             &guichet_core::Error::Unavailable("not connected".into()),
@@ -54,6 +87,7 @@ pub async fn history(
             Who::Id(id) => id,
             Who::Identifier(identifier, field) => match state.bus.usager_of(&state.privacy, &identifier).await {
                 Ok(Some(id)) => id,
+                Ok(None) if only_site.is_some() => return Err(denied_here()),
                 Ok(None) => {
                     return Err(Status::not_found(format!(
                         "no usager is known by this {field} (it may not have been routed yet)"
@@ -67,7 +101,7 @@ pub async fn history(
             .usager_history_ids(&usager_id)
             .await
             .map_err(|e| bus_status(&e, "looking up the usager"))?;
-        let (entries, more) = read_page(state, &ids, page_size, before).await?;
+        let (entries, more) = read_page(state, &ids, only_site, page_size, before).await?;
         Ok((ids, entries, more))
     };
     let (ids, entries, more) = tokio::time::timeout_at(until, read).await.map_err(|_| {
@@ -75,6 +109,24 @@ pub async fn history(
             "the message broker did not give the history in time; retry, or ask for a smaller page",
         )
     })??;
+    // A page a site may see is never empty: a next page exists only when
+    // older entries of this site do.
+    if only_site.is_some() && entries.is_empty() {
+        return Err(denied_here());
+    }
+    access::record(
+        state,
+        &HistoryRead {
+            site,
+            agent_id: &agent_id,
+            usager_ids: &ids,
+            looked_up_by,
+            scope,
+            contacts: entries.len(),
+            first_page: before.is_none(),
+        },
+    )
+    .await?;
     let next_page_token = match (more, entries.last()) {
         (true, Some(oldest)) => format!("{TOKEN_PREFIX}{}", oldest.sequence),
         _ => String::new(),
@@ -98,13 +150,50 @@ pub async fn history(
     Ok(out)
 }
 
+/// The site's `desk.sites.<site>.history`; `none` for a site not
+/// configured (which cannot authenticate anyway).
+fn scope_of(state: &State, site: &Site) -> HistoryScope {
+    state
+        .config
+        .sites
+        .get(&site.0)
+        .map_or(HistoryScope::None, |s| s.history)
+}
+
+/// How the request designates the usager.
 enum Who {
     Id(String),
     Identifier(Identifier, &'static str),
 }
 
-fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, Option<u64>), Status> {
+impl Who {
+    /// The request field that designated the usager.
+    fn field(&self) -> &'static str {
+        match self {
+            Who::Id(_) => "usager_id",
+            Who::Identifier(_, "e-mail") => "email",
+            Who::Identifier(..) => "phone",
+        }
+    }
+}
+
+/// A history request once checked.
+struct HistoryQuery {
+    who: Who,
+    page_size: usize,
+    before: Option<u64>,
+    agent_id: String,
+}
+
+fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<HistoryQuery, Status> {
     let mut v = Violations::default();
+    let agent_id = r.agent_id.trim();
+    if agent_id.len() > MAX_ID_LEN || agent_id.chars().any(char::is_control) {
+        v.add(
+            "agent_id",
+            format!("at most {MAX_ID_LEN} characters, no control characters"),
+        );
+    }
     let who = match &r.usager {
         None => {
             v.add("usager", "required: one of usager_id, email or phone");
@@ -122,14 +211,14 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, O
         Some(Usager::Email(e)) => match normalize_email(e) {
             Ok(i) => Some(Who::Identifier(i, "e-mail")),
             Err(e) => {
-                v.add("email", reason(&e));
+                v.add("email", identity_reason(&e));
                 None
             }
         },
         Some(Usager::Phone(p)) => match normalize_phone(p) {
             Ok(i) => Some(Who::Identifier(i, "phone number")),
             Err(e) => {
-                v.add("phone", reason(&e));
+                v.add("phone", identity_reason(&e));
                 None
             }
         },
@@ -163,23 +252,33 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<(Who, usize, O
     };
     v.into_result()?;
     match who {
-        Some(who) => Ok((who, page_size as usize, before)),
+        Some(who) => Ok(HistoryQuery {
+            who,
+            page_size: page_size as usize,
+            before,
+            agent_id: agent_id.to_owned(),
+        }),
         None => Err(Violations::single("usager", "required")),
     }
 }
 
-fn reason(e: &guichet_core::Error) -> String {
-    match e {
-        guichet_core::Error::Identity { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
+/// Whether `routed` was recorded at `site` by desk (a desk channel and
+/// the site as its source; a web form or mailbox of the same name is not).
+fn recorded_at(routed: &Routed, site: &str) -> bool {
+    routed.contact.as_ref().is_some_and(|c| {
+        matches!(
+            Channel::try_from(c.channel),
+            Ok(Channel::Counter | Channel::Phone | Channel::Postal)
+        ) && c.source.as_ref().is_some_and(|s| s.name == site)
+    })
 }
 
-/// The newest `page_size` entries below `before`, newest first, and
-/// whether older ones exist.
+/// The newest `page_size` entries below `before` (recorded at
+/// `only_site`, when given), newest first, and whether older ones exist.
 async fn read_page(
     state: &State,
     ids: &[String],
+    only_site: Option<&str>,
     page_size: usize,
     before: Option<u64>,
 ) -> Result<(Vec<HistoryEntry>, bool), Status> {
@@ -220,6 +319,7 @@ async fn read_page(
                 break;
             }
             match Routed::decode(message.payload.clone()) {
+                Ok(routed) if only_site.is_some_and(|site| !recorded_at(&routed, site)) => {}
                 Ok(routed) => {
                     window.push_back(HistoryEntry {
                         routed: Some(routed),

@@ -8,25 +8,31 @@
 //!   per `client_request_id`, and answers only after JetStream's PubAck;
 //!   with `wait_for_routing` it also waits, bounded, for the router's
 //!   decision so the agent can say who handles the request and by when;
-//! - `GetUsagerHistory` streams a usager's routed contacts from every
-//!   channel, newest first, paged, from the ROUTED stream.
+//! - `GetUsagerHistory` streams a usager's routed contacts, newest first,
+//!   paged, from the ROUTED stream, within the site's history scope, each
+//!   page recorded in the access journal before it is returned.
 //!
 //! Modules: [`config`] (`[desk]`), [`auth`] (bearer token per site),
-//! [`record`] and [`history`] (the two calls), [`status`] (status codes
+//! [`record`] and [`history`] (the two calls), [`validate`] (what a
+//! recorded contact must satisfy), [`access`] (the journal of history
+//! reads), [`state`] (what the handlers share), [`status`] (status codes
 //! and field details), [`server`] (tonic, TLS, health, reflection).
 
+pub mod access;
 pub mod auth;
 pub mod config;
 mod error;
 pub mod history;
 pub mod record;
 pub mod server;
+pub mod state;
 pub mod status;
+pub mod validate;
 
 use guichet_core::ServiceContext;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DeskConfig, DeskTlsConfig, SiteConfig};
+pub use config::{DeskConfig, DeskTlsConfig, HistoryScope, SiteConfig};
 pub use error::DeskError;
 
 /// Checks what the service needs before it starts: limits, site tokens

@@ -14,7 +14,6 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use guichet_core::{
     Bus, ServiceContext,
-    privacy::Pseudonymizer,
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
@@ -24,10 +23,7 @@ use guichet_core::{
     },
 };
 use prost::Message;
-use tokio::{
-    sync::{Semaphore, SemaphorePermit},
-    time::Instant,
-};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Response, Status,
@@ -41,6 +37,7 @@ use crate::{
     auth::{Site, Sites, site_of},
     config::DeskConfig,
     history, record,
+    state::State,
 };
 
 /// The health-service name of the desk service.
@@ -48,48 +45,6 @@ pub const SERVICE_NAME: &str = "guichet.v1.Desk";
 
 /// HTTP/2 streams (calls in progress) per client connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-
-/// What every request handler shares.
-pub struct State {
-    pub bus: Bus,
-    pub instance: String,
-    /// Identity keys, to look usagers up by e-mail or phone.
-    pub privacy: Pseudonymizer,
-    pub config: DeskConfig,
-    /// Request bytes being processed (`desk.max_buffered_bytes`), one
-    /// permit a byte.
-    pub budget: Semaphore,
-}
-
-impl State {
-    pub fn new(bus: Bus, instance: String, privacy: Pseudonymizer, config: DeskConfig) -> Self {
-        Self {
-            budget: Semaphore::new(config.max_buffered_bytes),
-            bus,
-            instance,
-            privacy,
-            config,
-        }
-    }
-
-    /// Reserves `bytes` of the budget until the permit is dropped, or
-    /// UNAVAILABLE at once: waiting would only pile requests up.
-    fn reserve(&self, bytes: usize) -> Result<SemaphorePermit<'_>, Status> {
-        let permit = u32::try_from(bytes)
-            .ok()
-            .and_then(|n| self.budget.try_acquire_many(n).ok());
-        permit.ok_or_else(|| {
-            metrics::counter!("guichet_desk_budget_exhausted_total").increment(1);
-            tracing::warn!(
-                bytes,
-                "request refused: `desk.max_buffered_bytes` of requests in progress"
-            );
-            Status::unavailable(
-                "too many request bytes are being processed right now; retry with backoff (same client_request_id)",
-            )
-        })
-    }
-}
 
 /// The `Desk` gRPC service.
 #[derive(Clone)]
@@ -221,10 +176,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), DeskError> {
     let prepared = prepare(&config)?;
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| config.listen.to_string());
+    let local = listener.local_addr().ok();
+    // The address actually bound counts too (a listener handed over by
+    // the caller need not be `desk.listen`).
+    if let Some(local) = local {
+        config.check_plaintext(local)?;
+    }
+    let exposed = config.plaintext_exposed(config.listen) || local.is_some_and(|a| config.plaintext_exposed(a));
+    metrics::gauge!("guichet_desk_insecure_plaintext").set(if exposed { 1.0 } else { 0.0 });
+    if exposed {
+        tracing::warn!(
+            listen = %config.listen,
+            "desk serves plaintext gRPC on a non-loopback address (`desk.insecure_plaintext = true`): \
+             bearer tokens and usagers' personal data cross the network unencrypted, and anyone on the \
+             path can read them and reuse a token to read histories; configure `[desk.tls]`"
+        );
+    }
+    let addr = local.map_or_else(|| config.listen.to_string(), |a| a.to_string());
     let serve_error = |reason: String| DeskError::Serve {
         addr: addr.clone(),
         reason,

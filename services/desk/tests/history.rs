@@ -58,14 +58,26 @@ async fn page(
     page_size: u32,
     token: &str,
 ) -> Result<(Vec<HistoryEntry>, HistoryEnd), tonic::Status> {
+    page_as(client, (NORD, NORD_TOKEN), usager, page_size, token).await
+}
+
+/// A page read by `site` with its token, by agent "agent-7".
+async fn page_as(
+    client: &mut DeskClient<Channel>,
+    (site, site_token): (&str, &str),
+    usager: Usager,
+    page_size: u32,
+    token: &str,
+) -> Result<(Vec<HistoryEntry>, HistoryEnd), tonic::Status> {
     let request = GetUsagerHistoryRequest {
-        site: NORD.into(),
+        site: site.into(),
         usager: Some(usager),
         page_size,
         page_token: token.into(),
+        agent_id: "agent-7".into(),
     };
     let mut stream = client
-        .get_usager_history(authed(request, NORD_TOKEN))
+        .get_usager_history(authed(request, site_token))
         .await?
         .into_inner();
     let mut entries = Vec::new();
@@ -224,6 +236,18 @@ async fn history_lookups_say_what_is_wrong() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["usager"]);
+    let request = GetUsagerHistoryRequest {
+        site: NORD.into(),
+        usager: Some(Usager::UsagerId("U1".into())),
+        agent_id: "a".repeat(129),
+        ..Default::default()
+    };
+    let status = client
+        .get_usager_history(authed(request, NORD_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["agent_id"]);
 }
 
 #[tokio::test]
@@ -259,4 +283,185 @@ async fn a_contact_recorded_at_the_desk_shows_in_the_history_once_routed() {
     let shown = entries[0].routed.as_ref().unwrap();
     assert_eq!(shown.reference, receipt.reference);
     assert_eq!(shown.contact.as_ref().unwrap().id, receipt.contact_id);
+}
+
+/// A contact of `usager` taken through `channel` whose source is `source`
+/// (a desk site, a form id, a mailbox).
+fn routed_from(usager: &str, channel: ContactChannel, source: &str, subject: &str) -> Routed {
+    let mut r = routed(usager, channel, "etat-civil", subject);
+    if let Some(contact) = r.contact.as_mut() {
+        contact.source = Some(proto::v1::Source {
+            name: source.into(),
+            agent_id: "agent-1".into(),
+            ..Default::default()
+        });
+    }
+    r
+}
+
+/// The `history_read` events the access journal holds, oldest first.
+async fn history_reads(nats: &Nats) -> Vec<serde_json::Value> {
+    guichet_harness::streams::read_all(&nats.jetstream().await, "EVENTS", std::time::Duration::from_secs(20))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.subject == "guichet.events.history_read")
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_site_reads_within_its_history_scope() {
+    let nats = Nats::start().await;
+    let mut config = config();
+    config.sites.insert(
+        "accueil-rdv".into(),
+        guichet_desk::SiteConfig {
+            history: guichet_desk::HistoryScope::None,
+            ..guichet_desk::SiteConfig::new(guichet_core::secret::Secret::Inline(
+                "rdv-0123456789abcdef0123456789".into(),
+            ))
+        },
+    );
+    let desk = TestDesk::start(&nats, config).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+    let sud = (SUD, SUD_TOKEN);
+
+    // U1 came to SUD three times (counter, phone, a letter), to NORD once,
+    // and wrote through a web form that happens to be named like SUD.
+    for r in [
+        routed_from("U1", ContactChannel::Counter, SUD, "sud 1"),
+        routed_from("U1", ContactChannel::Counter, NORD, "nord"),
+        routed_from("U1", ContactChannel::Web, SUD, "formulaire nommé mairie-sud"),
+        routed_from("U1", ContactChannel::Phone, SUD, "sud 2"),
+        routed_from("U1", ContactChannel::Postal, SUD, "sud 3"),
+        routed_from("U2", ContactChannel::Counter, NORD, "U2 à nord seulement"),
+    ] {
+        publish_routed(bus, &r).await;
+    }
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_email("u2@example.fr").unwrap()),
+        "U2",
+    )
+    .await;
+
+    // `all` (NORD): everything, every channel and site.
+    let (all, _) = page(&mut client, Usager::UsagerId("U1".into()), 0, "").await.unwrap();
+    assert_eq!(all.len(), 5);
+
+    // `own_site` (SUD, the default): only what SUD recorded, paged within it.
+    let (first, end) = page_as(&mut client, sud, Usager::UsagerId("U1".into()), 2, "")
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&first), ["sud 3", "sud 2"]);
+    assert_eq!(end.entries, 2);
+    let (rest, end) = page_as(&mut client, sud, Usager::UsagerId("U1".into()), 2, &end.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(subjects_of(&rest), ["sud 1"]);
+    assert!(end.next_page_token.is_empty(), "{end:?}");
+
+    // A usager with nothing at SUD, by id or by e-mail, and an e-mail no
+    // one has: the same refusal, which tells nothing about who is known.
+    let mut refusals = Vec::new();
+    for usager in [
+        Usager::UsagerId("U2".into()),
+        Usager::Email("u2@example.fr".into()),
+        Usager::Email("personne@example.fr".into()),
+        Usager::UsagerId("U404".into()),
+    ] {
+        let status = page_as(&mut client, sud, usager.clone(), 0, "").await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{usager:?}: {status:?}");
+        assert!(status.message().contains("own_site"), "{}", status.message());
+        assert!(!status.message().contains("U2") && !status.message().contains("example.fr"));
+        refusals.push(status.message().to_owned());
+    }
+    refusals.dedup();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+
+    // `none`: no history at all.
+    let status = page_as(
+        &mut client,
+        ("accueil-rdv", "rdv-0123456789abcdef0123456789"),
+        Usager::UsagerId("U1".into()),
+        0,
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("\"none\""), "{}", status.message());
+
+    // Only the three pages returned were journaled, none of the refusals.
+    let reads = history_reads(&nats).await;
+    let summary: Vec<(&str, &str, u64)> = reads
+        .iter()
+        .map(|e| {
+            (
+                e["site"].as_str().unwrap(),
+                e["scope"].as_str().unwrap(),
+                e["contacts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(NORD, "all", 5), (SUD, "own_site", 2), (SUD, "own_site", 1)]);
+    desk.stop().await;
+}
+
+#[tokio::test]
+async fn every_history_page_is_journaled_before_it_is_returned_and_without_personal_data() {
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+
+    publish_routed(bus, &routed("U0", ContactChannel::Phone, "voirie", "appel")).await;
+    publish_routed(bus, &routed("U1", ContactChannel::Email, "urbanisme", "mail")).await;
+    identity_put(
+        bus,
+        &guichet_harness::pseudonymizer().identity_key(&normalize_email("jeanne@example.fr").unwrap()),
+        "U1",
+    )
+    .await;
+    identity_put(bus, &merged_key("U1"), r#"["U0"]"#).await;
+
+    let before = chrono::Utc::now();
+    let (entries, _) = page(&mut client, Usager::Email("Jeanne@Example.FR".into()), 0, "")
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    let reads = history_reads(&nats).await;
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    let event = &reads[0];
+    assert_eq!(event["kind"], "history_read");
+    assert_eq!(event["site"], NORD);
+    assert_eq!(event["agent_id"], "agent-7");
+    assert_eq!(event["usager_id"], "U1");
+    assert_eq!(event["merged_usager_ids"], serde_json::json!(["U0"]));
+    assert_eq!(event["looked_up_by"], "email");
+    assert_eq!(event["contacts"], 2);
+    assert_eq!(event["first_page"], true);
+    let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
+    assert!(at >= before - chrono::Duration::seconds(1), "{at}");
+    // No identifier that was looked up, no content.
+    let text = event.to_string().to_lowercase();
+    for personal in ["jeanne", "example.fr", "appel", "urbanisme", "voirie"] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+
+    // The journal cannot record (its stream is gone): the history, still
+    // readable in ROUTED, is refused rather than read untraced.
+    nats.jetstream()
+        .await
+        .delete_stream(guichet_core::bus::subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let status = page(&mut client, Usager::UsagerId("U1".into()), 0, "")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("access journal"), "{}", status.message());
+    desk.stop().await;
 }

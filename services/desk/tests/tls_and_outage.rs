@@ -1,5 +1,5 @@
-//! TLS (server-only and mutual) with certificates made by the test, bad
-//! TLS settings named at start, and a broker outage: UNAVAILABLE while
+//! TLS (server-only and mutual) with certificates made by the test, the
+//! production examples' TLS, bad TLS settings named at start, and a broker outage: UNAVAILABLE while
 //! NATS is away, OK again after it comes back, nothing lost or doubled.
 // Test helpers outside #[test] functions unwrap too: a failure is the test's.
 #![allow(clippy::unwrap_used)]
@@ -301,4 +301,90 @@ async fn nats_away_is_unavailable_then_ok_after_restart() {
         ["desk:mairie-nord:counter:before", "desk:mairie-nord:counter:during"]
     );
     desk.stop().await;
+}
+
+fn desk_section(toml_text: &str) -> DeskConfig {
+    let mut file: toml::Table = toml::from_str(toml_text).unwrap();
+    file.remove("desk").unwrap().try_into().unwrap()
+}
+
+/// The `[desk]` section of the production example, as shipped.
+fn example_desk() -> DeskConfig {
+    desk_section(&std::fs::read_to_string(guichet_harness::repo_root().join("deploy/guichet.example.toml")).unwrap())
+}
+
+/// The `[desk]` section of the Kubernetes example's `guichet.toml`
+/// (the ConfigMap's block, indented by four spaces).
+fn kubernetes_desk() -> DeskConfig {
+    let yaml = std::fs::read_to_string(guichet_harness::repo_root().join("deploy/kubernetes/guichet.yaml")).unwrap();
+    let block: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| !l.contains("guichet.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect();
+    desk_section(&block.join("\n"))
+}
+
+#[tokio::test]
+async fn the_production_example_serves_tls_on_the_network() {
+    use guichet_core::config::Validate;
+
+    let kubernetes = kubernetes_desk();
+    assert!(kubernetes.tls.is_some() && !kubernetes.insecure_plaintext);
+    kubernetes.validate().unwrap();
+    let example = example_desk();
+    assert!(!example.listen.ip().is_loopback(), "{}", example.listen);
+    assert!(!example.insecure_plaintext);
+    let tls = example.tls.clone().expect("the example has [desk.tls] on");
+    example.validate().unwrap();
+    // Without its [desk.tls], the example would be refused.
+    let err = DeskConfig {
+        tls: None,
+        ..example.clone()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`desk.tls`"), "{err}");
+
+    // The example with real certificates at its paths and tokens of its
+    // sites: a TLS client records a contact.
+    let pki = make_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut config = DeskConfig {
+        tls: Some(DeskTlsConfig {
+            cert_file: write(dir.path(), &name(&tls.cert_file), &pki.server.0),
+            key_file: write(dir.path(), &name(&tls.key_file), &pki.server.1),
+            client_ca_file: None,
+        }),
+        ..example
+    };
+    let site = config.sites.keys().next().unwrap().clone();
+    let token = "example-site-token-0123456789";
+    for (i, s) in config.sites.values_mut().enumerate() {
+        s.token = guichet_core::secret::Secret::Inline(format!("{token}-{i}"));
+    }
+    guichet_desk::check(&config).unwrap();
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config).await;
+    let trusting = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
+    let mut client = tls_client(desk.addr, trusting).await.unwrap();
+    let mut visit = counter_visit("example-1");
+    visit.site = site.clone();
+    client
+        .record_contact(authed(visit, &format!("{token}-0")))
+        .await
+        .unwrap();
+    desk.stop().await;
+    let ids: Vec<String> = intake(&nats.jetstream().await)
+        .await
+        .into_iter()
+        .filter_map(|(_, id, _)| id)
+        .collect();
+    assert_eq!(ids, [format!("desk:{site}:counter:example-1")]);
 }

@@ -93,12 +93,7 @@ async fn guichet_starts_with_the_first_listed_node_down_and_readiness_follows_in
         nats: cluster.nats_config(),
         topology: Cluster::topology(),
         desk: DeskConfig {
-            sites: BTreeMap::from([(
-                "accueil".to_owned(),
-                SiteConfig {
-                    token: Secret::Inline(TOKEN.into()),
-                },
-            )]),
+            sites: BTreeMap::from([("accueil".to_owned(), SiteConfig::new(Secret::Inline(TOKEN.into())))]),
             ..DeskConfig::default()
         },
         privacy: guichet_harness::privacy_config(),

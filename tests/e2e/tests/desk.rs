@@ -21,12 +21,7 @@ const TOKEN: &str = "e2e-token-0123456789abcdef";
 
 fn desk_config(token: &str) -> DeskConfig {
     DeskConfig {
-        sites: BTreeMap::from([(
-            "accueil".to_owned(),
-            SiteConfig {
-                token: Secret::Inline(token.into()),
-            },
-        )]),
+        sites: BTreeMap::from([("accueil".to_owned(), SiteConfig::new(Secret::Inline(token.into())))]),
         ..DeskConfig::default()
     }
 }

@@ -16,7 +16,7 @@ use guichet_core::{
     },
     secret::Secret,
 };
-use guichet_desk::{DeskConfig, DeskError, SiteConfig};
+use guichet_desk::{DeskConfig, DeskError, HistoryScope, SiteConfig};
 use guichet_harness::Nats;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -28,23 +28,21 @@ pub const SUD: &str = "mairie-sud";
 pub const NORD_TOKEN: &str = "nord-0123456789abcdef0123456789";
 pub const SUD_TOKEN: &str = "sud-0123456789abcdef0123456789ab";
 
-/// Two sites, small limits so that limits are cheap to test.
+/// Two sites (NORD with history scope `all`, SUD `own_site`), small
+/// limits so that limits are cheap to test.
 pub fn config() -> DeskConfig {
     DeskConfig {
         listen: "127.0.0.1:50051".parse().unwrap(),
         sites: BTreeMap::from([
             (
                 NORD.to_owned(),
+                // NORD reads every channel's history; SUD has the default scope.
                 SiteConfig {
-                    token: Secret::Inline(NORD_TOKEN.into()),
+                    history: HistoryScope::All,
+                    ..SiteConfig::new(Secret::Inline(NORD_TOKEN.into()))
                 },
             ),
-            (
-                SUD.to_owned(),
-                SiteConfig {
-                    token: Secret::Inline(SUD_TOKEN.into()),
-                },
-            ),
+            (SUD.to_owned(), SiteConfig::new(Secret::Inline(SUD_TOKEN.into()))),
         ]),
         max_message_size: 256 * 1024,
         max_attachment_size: 64 * 1024,
