@@ -8,7 +8,7 @@
 //! one delivery more than the router's, so a contact whose last try died
 //! with its router (crash, lost connection) is still dead-lettered.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use async_nats::jetstream::{
     AckKind, Message,
@@ -16,7 +16,7 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use guichet_core::{
     Bus,
     bus::subjects,
@@ -175,7 +175,14 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
             return;
         }
     };
-    match router.route_delivery(&contact, delivered <= 1).await {
+    // A panic while routing one contact is that contact's failure, not
+    // the router's: unwinding out of here would take down every contact
+    // in flight and restart the service.
+    let routed = AssertUnwindSafe(router.route_delivery(&contact, delivered <= 1))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(RouterError::Panicked(panic_message(panic.as_ref()))));
+    match routed {
         Ok(outcome) => {
             let label = match &outcome {
                 RouteOutcome::Routed { published, .. } if published.duplicate => "duplicate",
@@ -211,6 +218,15 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
             }
         }
     }
+}
+
+/// The message a panic carried, when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Copies the message to the dead-letter stream, then terminates it. If

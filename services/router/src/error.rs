@@ -49,6 +49,11 @@ pub enum RouterError {
     /// What an operator asked about does not exist.
     #[error("{0}")]
     NotFound(String),
+
+    /// Routing one contact panicked (a bug): that contact is retried and
+    /// dead-lettered after its deliveries; the router goes on.
+    #[error("routing panicked: {0}")]
+    Panicked(String),
 }
 
 impl RouterError {

@@ -25,12 +25,41 @@ pub mod route;
 pub use config::RouterConfig;
 pub use error::RouterError;
 
-use guichet_core::ServiceContext;
+use std::sync::Arc;
+
+use guichet_core::{ServiceContext, proto::v1::Contact};
 use tokio_util::sync::CancellationToken;
+
+/// Test hooks: points where a test can make routing fail as a bug would.
+#[derive(Clone, Default)]
+#[doc(hidden)]
+pub struct Hooks {
+    /// Called with each contact before it is routed.
+    #[allow(clippy::type_complexity)]
+    pub before_route: Option<Arc<dyn Fn(&Contact) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("before_route", &self.before_route.is_some())
+            .finish()
+    }
+}
 
 /// Runs one router until `shutdown`: stops fetching, finishes the
 /// contacts in hand, and returns.
 pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+    run_with_hooks(ctx, config, shutdown, Hooks::default()).await
+}
+
+#[doc(hidden)]
+pub async fn run_with_hooks(
+    ctx: ServiceContext,
+    config: RouterConfig,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> Result<(), RouterError> {
     let bus = ctx.bus.clone();
     let (rules, last_seen) = live::load(&bus, &config.rules_key, &config.fallback_service, &ctx.health).await?;
     let active = rules.current();
@@ -81,8 +110,9 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
         }
     };
     let (identity_cache, cache_task) = cache.unzip();
-    let mut router =
-        route::Router::new(bus.clone(), rules, ctx.privacy.clone()).with_crosspost_window(config.crosspost_window);
+    let mut router = route::Router::new(bus.clone(), rules, ctx.privacy.clone())
+        .with_crosspost_window(config.crosspost_window)
+        .with_hooks(hooks);
     if let Some(cache) = identity_cache {
         router = router.with_identity_cache(cache);
     }

@@ -40,6 +40,7 @@ pub struct Router {
     keys: Pseudonymizer,
     identities: Option<IdentityCache>,
     crosspost_window: std::time::Duration,
+    hooks: crate::Hooks,
 }
 
 /// What routing one contact did.
@@ -59,7 +60,14 @@ impl Router {
             keys,
             identities: None,
             crosspost_window: crate::config::RouterConfig::default().crosspost_window,
+            hooks: crate::Hooks::default(),
         }
+    }
+
+    #[doc(hidden)]
+    pub fn with_hooks(mut self, hooks: crate::Hooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// How long after an e-mail the same message is taken as a copy of it
@@ -123,6 +131,9 @@ impl Router {
     /// absence, for noise) shows the contact was seen before, which saves
     /// a read per contact.
     pub async fn route_delivery(&self, contact: &Contact, first_delivery: bool) -> Result<RouteOutcome, RouterError> {
+        if let Some(hook) = &self.hooks.before_route {
+            hook(contact);
+        }
         let bus = &self.bus;
         if !subjects::is_token(&contact.id) {
             return Err(RouterError::Contact {

@@ -118,6 +118,53 @@ async fn a_contact_that_makes_routing_fail_is_retried_then_dead_lettered() {
     router.shutdown().await;
 }
 
+/// Issue 12: a panic while routing one contact (a bug) used to unwind
+/// through the consumer and take the router down with every contact in
+/// flight. It is that contact's failure: retried, then dead-lettered with
+/// the panic's message, while the others are routed and the router runs on.
+#[tokio::test]
+async fn a_contact_whose_routing_panics_is_dead_lettered_and_the_router_goes_on() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let hooks = guichet_router::Hooks {
+        before_route: Some(std::sync::Arc::new(|contact: &Contact| {
+            if contact.subject == "boom" {
+                panic!("a bug met while routing");
+            }
+        })),
+    };
+    let router = RunningRouter::start_with_hooks(&nats, config(), hooks).await;
+    let boom = email_contact("boom@example.fr", "boom", "x");
+    publish(&bus, &boom).await;
+    let fine: Vec<Contact> = (0..5)
+        .map(|n| email_contact(&format!("fine{n}@example.fr"), "y", "y"))
+        .collect();
+    for c in &fine {
+        publish(&bus, c).await;
+    }
+    eventually("the panicking contact is dead-lettered", || {
+        let bus = bus.clone();
+        async move { !dead_letters(&bus).await.is_empty() }
+    })
+    .await;
+    for c in &fine {
+        routed(&bus, &c.id).await;
+    }
+    let letters = dead_letters(&bus).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].deliveries, 3, "max_deliveries tries");
+    assert!(
+        letters[0].reason.contains("routing panicked: a bug met while routing"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(!router.task.is_finished(), "the router runs on");
+    let after = email_contact("after@example.fr", "z", "z");
+    publish(&bus, &after).await;
+    routed(&bus, &after.id).await;
+    router.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_contact_seen_again_after_the_duplicate_window_is_not_routed_twice() {
     let nats = Nats::start().await;

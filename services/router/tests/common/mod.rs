@@ -38,6 +38,10 @@ pub struct RunningRouter {
 
 impl RunningRouter {
     pub async fn start(nats: &Nats, config: RouterConfig) -> Self {
+        Self::start_with_hooks(nats, config, guichet_router::Hooks::default()).await
+    }
+
+    pub async fn start_with_hooks(nats: &Nats, config: RouterConfig, hooks: guichet_router::Hooks) -> Self {
         let bus = nats.bus().await;
         let health = Health::default();
         health.set_bus(bus.clone());
@@ -48,7 +52,7 @@ impl RunningRouter {
             privacy: guichet_harness::pseudonymizer().clone(),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(guichet_router::run(ctx, config, stop.clone()));
+        let task = tokio::spawn(guichet_router::run_with_hooks(ctx, config, stop.clone(), hooks));
         let router = Self { stop, task, health };
         router.wait_ready().await;
         router
