@@ -419,6 +419,24 @@ impl Validate for NatsConfig {
         if self.url.is_none() && self.embedded.port == 0 {
             return Err(Error::config("nats.embedded.port", "must be a port number (1-65535)"));
         }
+        // The embedded broker has its own generated password; these would
+        // be silently ignored.
+        if self.url.is_none() {
+            for (key, set) in [
+                ("nats.user", self.user.is_some()),
+                ("nats.password", self.password.is_some()),
+                ("nats.token", self.token.is_some()),
+                ("nats.creds_file", self.creds_file.is_some()),
+                ("nats.tls", self.tls.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        key,
+                        "applies to a server given by `nats.url`; the embedded broker (no `nats.url`) uses the password it generates into `nats.embedded.store_dir`: remove the key or set `nats.url`",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -505,6 +523,19 @@ mod tests {
             assert!(err.contains("nats.url") && err.contains(bad), "{toml}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
+    }
+
+    #[test]
+    fn credentials_without_a_url_are_refused_for_the_embedded_broker() {
+        for (toml, key) in [
+            ("user = \"u\"\npassword = \"p\"", "nats.user"),
+            ("token = \"t\"", "nats.token"),
+            ("[nats.tls]\n", "nats.tls"),
+        ] {
+            let err = parse(&format!("[nats]\n{toml}\n")).unwrap_err();
+            assert!(err.contains(key) && err.contains("nats.url"), "{toml}: {err}");
+        }
+        assert!(parse("[nats]\nurl = \"nats://a:4222\"\ntoken = \"t\"\n").is_ok());
     }
 
     #[test]
