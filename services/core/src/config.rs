@@ -89,7 +89,8 @@ pub struct NatsConfig {
     /// A `.creds` file (JWT + NKey), as issued by `nsc`.
     pub creds_file: Option<PathBuf>,
     pub tls: Option<NatsTlsConfig>,
-    /// How long to keep trying at start before giving up.
+    /// How long to keep trying to connect at start before giving up
+    /// (then `topology.ready_timeout` for JetStream and the topology).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// How long a publish may wait for its PubAck before the adapter
@@ -303,6 +304,12 @@ pub struct TopologyConfig {
     pub replay_guard_ttl: Duration,
     /// Largest message accepted on the streams, in bytes.
     pub max_message_size: i32,
+    /// How long start-up, once connected, keeps putting the topology in
+    /// place (look-ups and creations retried with backoff): a cluster that
+    /// just started, or lost a node, answers only once it has elected its
+    /// leaders, and processes starting together create the topology at once.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -317,6 +324,7 @@ impl Default for TopologyConfig {
             deadletter_max_age: Duration::from_secs(90 * DAY),
             replay_guard_ttl: Duration::from_secs(90 * DAY),
             max_message_size: 1024 * 1024,
+            ready_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -460,6 +468,9 @@ impl Validate for TopologyConfig {
             if age < self.duplicate_window {
                 return Err(Error::config(key, "must be at least `topology.duplicate_window`"));
             }
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(Error::config("topology.ready_timeout", "must be more than 0s"));
         }
         if self.max_message_size < 1024 {
             return Err(Error::config(
