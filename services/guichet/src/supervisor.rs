@@ -137,7 +137,7 @@ async fn supervise(
     factory: ServiceFactory,
     backoff: Backoff,
 ) {
-    let mut delay = backoff.first;
+    let mut delays = guichet_core::backoff::Backoff::new(backoff.first, backoff.max);
     loop {
         let started = tokio::time::Instant::now();
         // Run inside this task, not spawned: aborting this task then drops
@@ -156,14 +156,14 @@ async fn supervise(
         health.set_ready(name, false);
         metrics::counter!("guichet_service_restarts_total", "service" => name).increment(1);
         if started.elapsed() >= backoff.healthy_after {
-            delay = backoff.first;
+            delays.reset();
         }
+        let delay = delays.next_delay();
         tracing::error!(service = name, error = %failure, retry_in = ?delay, "service failed; restarting");
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(backoff.max);
     }
 }
 
