@@ -139,7 +139,7 @@ fn create_password_file(path: &Path) -> Result<(), Error> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let io = |what: &str, e: std::io::Error| Error::NatsServer(format!("{what} {}: {e}", path.display()));
     let password = hex::encode(rand::random::<[u8; 32]>());
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let temporary = path.with_extension(format!("tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -339,4 +339,46 @@ pub fn free_port() -> Result<u16, Error> {
             what: "finding a free loopback port".into(),
             source: e,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// First starts racing each other end with one password, 0600, that
+    /// every later read returns; a file others can read is refused.
+    #[test]
+    fn the_password_is_created_once_for_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("nats");
+        let passwords: Vec<String> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8).map(|_| scope.spawn(|| ensure_password(&store))).collect();
+            racers.into_iter().map(|r| r.join().unwrap().unwrap()).collect()
+        });
+        assert!(passwords.iter().all(|p| p == &passwords[0]), "{passwords:?}");
+        assert_eq!(passwords[0].len(), 64);
+        let file = password_file(&store);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_password(&store).unwrap(), passwords[0]);
+        assert_eq!(
+            std::fs::read_dir(&store).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ensure_password(&store).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn the_server_configuration_quotes_what_it_writes() {
+        let options = NatsServerOptions::embedded("nats-server", 4222, "/tmp/a \"b\"", "p\\w".into());
+        let text = options.config_file_text().unwrap().unwrap();
+        assert!(text.contains(r#"store_dir: "/tmp/a \"b\"""#), "{text}");
+        assert!(text.contains(r#"password: "p\\w""#), "{text}");
+        assert!(text.contains("sync_interval: always") && text.contains("listen: \"127.0.0.1:4222\""));
+        assert!(!format!("{options:?}").contains("p\\\\w"), "the password in Debug");
+    }
 }
