@@ -89,7 +89,8 @@ pub struct NatsConfig {
     /// A `.creds` file (JWT + NKey), as issued by `nsc`.
     pub creds_file: Option<PathBuf>,
     pub tls: Option<NatsTlsConfig>,
-    /// How long to keep trying at start before giving up.
+    /// How long to keep trying to connect at start before giving up
+    /// (then `topology.ready_timeout` for JetStream and the topology).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// How long a publish may wait for its PubAck before the adapter
@@ -303,6 +304,12 @@ pub struct TopologyConfig {
     pub replay_guard_ttl: Duration,
     /// Largest message accepted on the streams, in bytes.
     pub max_message_size: i32,
+    /// How long start-up, once connected, keeps putting the topology in
+    /// place (look-ups and creations retried with backoff): a cluster that
+    /// just started, or lost a node, answers only once it has elected its
+    /// leaders, and processes starting together create the topology at once.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -317,6 +324,7 @@ impl Default for TopologyConfig {
             deadletter_max_age: Duration::from_secs(90 * DAY),
             replay_guard_ttl: Duration::from_secs(90 * DAY),
             max_message_size: 1024 * 1024,
+            ready_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -419,6 +427,24 @@ impl Validate for NatsConfig {
         if self.url.is_none() && self.embedded.port == 0 {
             return Err(Error::config("nats.embedded.port", "must be a port number (1-65535)"));
         }
+        // The embedded broker has its own generated password; these would
+        // be silently ignored.
+        if self.url.is_none() {
+            for (key, set) in [
+                ("nats.user", self.user.is_some()),
+                ("nats.password", self.password.is_some()),
+                ("nats.token", self.token.is_some()),
+                ("nats.creds_file", self.creds_file.is_some()),
+                ("nats.tls", self.tls.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        key,
+                        "applies to a server given by `nats.url`; the embedded broker (no `nats.url`) uses the password it generates into `nats.embedded.store_dir`: remove the key or set `nats.url`",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -442,6 +468,9 @@ impl Validate for TopologyConfig {
             if age < self.duplicate_window {
                 return Err(Error::config(key, "must be at least `topology.duplicate_window`"));
             }
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(Error::config("topology.ready_timeout", "must be more than 0s"));
         }
         if self.max_message_size < 1024 {
             return Err(Error::config(
@@ -505,6 +534,19 @@ mod tests {
             assert!(err.contains("nats.url") && err.contains(bad), "{toml}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
+    }
+
+    #[test]
+    fn credentials_without_a_url_are_refused_for_the_embedded_broker() {
+        for (toml, key) in [
+            ("user = \"u\"\npassword = \"p\"", "nats.user"),
+            ("token = \"t\"", "nats.token"),
+            ("[nats.tls]\n", "nats.tls"),
+        ] {
+            let err = parse(&format!("[nats]\n{toml}\n")).unwrap_err();
+            assert!(err.contains(key) && err.contains("nats.url"), "{toml}: {err}");
+        }
+        assert!(parse("[nats]\nurl = \"nats://a:4222\"\ntoken = \"t\"\n").is_ok());
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!   normalization of the identifiers that make one usager;
 //! - [`privacy`]: the keyed pseudonyms of logs and identity keys;
 //! - [`admin`]: health, readiness and Prometheus metrics over HTTP;
+//! - [`backoff`]: the doubling delay of retry loops;
 //! - [`nats_server`]: a `nats-server` child process (embedded mode, tests).
 
 pub mod admin;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -4,6 +4,14 @@
 //! The server always listens on loopback, with JetStream storing under the
 //! directory given. [`NatsServer::stop`] asks it to stop (SIGTERM, so it
 //! flushes its stores) and kills it only if it does not.
+//!
+//! Started as guichet's embedded broker, it also requires a password (any
+//! local account can otherwise connect to a loopback port and read every
+//! contact) and writes every message to disk before acknowledging it
+//! (`sync_interval: always`). The password is generated into the store
+//! directory at the first start ([`ensure_password`]), readable by its
+//! owner only, and read back by every command that uses that broker
+//! ([`read_password`]).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -14,7 +22,13 @@ use std::{
 
 use tokio::process::{Child, Command};
 
-use crate::Error;
+use crate::{Error, secret::Secret};
+
+/// The embedded broker's one user.
+pub const EMBEDDED_USER: &str = "guichet";
+
+/// The embedded broker's password file, in its store directory.
+const PASSWORD_FILE: &str = "guichet-nats.password";
 
 /// How to start the server.
 #[derive(Debug, Clone)]
@@ -33,6 +47,10 @@ pub struct NatsServerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables (configs may read `$VARS`).
     pub env: Vec<(String, String)>,
+    /// Require [`EMBEDDED_USER`] with this password (see [`ensure_password`]).
+    pub password: Option<Secret>,
+    /// `sync_interval: always`: fsync every write before acknowledging it.
+    pub sync_always: bool,
 }
 
 impl NatsServerOptions {
@@ -45,8 +63,121 @@ impl NatsServerOptions {
             jetstream: true,
             extra_args: Vec::new(),
             env: Vec::new(),
+            password: None,
+            sync_always: false,
         }
     }
+
+    /// The options of guichet's embedded broker: a password (the one of
+    /// [`ensure_password`]) and an fsync per write.
+    pub fn embedded(binary: impl Into<PathBuf>, port: u16, store_dir: impl Into<PathBuf>, password: String) -> Self {
+        Self {
+            password: Some(Secret::Inline(password)),
+            sync_always: true,
+            ..Self::new(binary, port, store_dir)
+        }
+    }
+
+    /// The settings that have no command-line flag (authorization,
+    /// `sync_interval`) need a configuration file; `None` when neither is asked.
+    fn config_file_text(&self) -> Result<Option<String>, Error> {
+        if self.password.is_none() && !self.sync_always {
+            return Ok(None);
+        }
+        let mut text = format!(
+            "# Written by guichet at each start of its embedded broker; edits are lost.\nlisten: {}\n",
+            quote(&format!("{}:{}", Ipv4Addr::LOCALHOST, self.port))
+        );
+        if self.jetstream {
+            text.push_str(&format!(
+                "jetstream {{\n  store_dir: {}\n{}}}\n",
+                quote(&self.store_dir.display().to_string()),
+                if self.sync_always {
+                    "  sync_interval: always\n"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(password) = &self.password {
+            let password = password.resolve("nats embedded password")?;
+            text.push_str(&format!(
+                "authorization {{\n  user: {}\n  password: {}\n}}\n",
+                quote(EMBEDDED_USER),
+                quote(&password)
+            ));
+        }
+        Ok(Some(text))
+    }
+}
+
+/// A string for a nats-server configuration file.
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The password file of the embedded broker storing under `store_dir`.
+pub fn password_file(store_dir: &Path) -> PathBuf {
+    store_dir.join(PASSWORD_FILE)
+}
+
+/// The embedded broker's password: read from its file, or generated
+/// there (32 random bytes, hex, mode 0600) at the first start.
+pub fn ensure_password(store_dir: &Path) -> Result<String, Error> {
+    let path = password_file(store_dir);
+    if !path.exists() {
+        std::fs::create_dir_all(store_dir)
+            .map_err(|e| Error::NatsServer(format!("cannot create store directory {}: {e}", store_dir.display())))?;
+        create_password_file(&path)?;
+    }
+    read_password(store_dir)
+}
+
+/// Writes a new password file, atomically: a complete file appears under
+/// its name or nothing does (a concurrent first start keeps the other's).
+fn create_password_file(path: &Path) -> Result<(), Error> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let io = |what: &str, e: std::io::Error| Error::NatsServer(format!("{what} {}: {e}", path.display()));
+    let password = hex::encode(rand::random::<[u8; 32]>());
+    let temporary = path.with_extension(format!("tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|e| io("cannot create", e))?;
+    let written = file
+        .write_all(format!("{password}\n").as_bytes())
+        .and_then(|()| file.sync_all());
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("cannot write", e)),
+    }
+}
+
+/// Reads the embedded broker's password, refusing a file other accounts
+/// can read (the password opens every contact).
+pub fn read_password(store_dir: &Path) -> Result<String, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = password_file(store_dir);
+    let metadata = std::fs::metadata(&path).map_err(|e| {
+        Error::NatsServer(format!(
+            "cannot read the embedded broker's password file {}: {e} (it is created by the first `guichet run` with this `nats.embedded.store_dir`)",
+            path.display()
+        ))
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::NatsServer(format!(
+            "the embedded broker's password file {} is readable by other accounts (mode {mode:o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Secret::File { file: path }.resolve("nats.embedded.store_dir password file")
 }
 
 /// A running `nats-server` child. Killed if dropped without [`Self::stop`].
@@ -71,14 +202,23 @@ impl NatsServer {
             .clone()
             .unwrap_or_else(|| options.store_dir.join("nats-server.log"));
         let mut cmd = Command::new(&options.binary);
-        cmd.arg("-a")
-            .arg(Ipv4Addr::LOCALHOST.to_string())
-            .arg("-p")
-            .arg(options.port.to_string())
-            .arg("-l")
-            .arg(&log_file);
-        if options.jetstream {
-            cmd.arg("-js").arg("-sd").arg(&options.store_dir);
+        cmd.arg("-l").arg(&log_file);
+        match options.config_file_text()? {
+            Some(text) => {
+                // It holds the password: written for its owner only.
+                let path = options.store_dir.join("nats-server.conf");
+                write_private(&path, &text)?;
+                cmd.arg("-c").arg(path);
+            }
+            None => {
+                cmd.arg("-a")
+                    .arg(Ipv4Addr::LOCALHOST.to_string())
+                    .arg("-p")
+                    .arg(options.port.to_string());
+                if options.jetstream {
+                    cmd.arg("-js").arg("-sd").arg(&options.store_dir);
+                }
+            }
         }
         // Errors in the config file are printed before logging starts.
         let stderr_file = log_file.with_extension("stderr");
@@ -163,6 +303,22 @@ impl NatsServer {
     }
 }
 
+/// Writes `text` to `path` with mode 0600 (also when the file existed).
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt, os::unix::fs::PermissionsExt};
+    let io = |e: std::io::Error| Error::NatsServer(format!("cannot write {}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)
+}
+
 fn last_lines(path: &Path, n: usize) -> String {
     let mut text = std::fs::read_to_string(path.with_extension("stderr")).unwrap_or_default();
     text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
@@ -183,4 +339,46 @@ pub fn free_port() -> Result<u16, Error> {
             what: "finding a free loopback port".into(),
             source: e,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// First starts racing each other end with one password, 0600, that
+    /// every later read returns; a file others can read is refused.
+    #[test]
+    fn the_password_is_created_once_for_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("nats");
+        let passwords: Vec<String> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8).map(|_| scope.spawn(|| ensure_password(&store))).collect();
+            racers.into_iter().map(|r| r.join().unwrap().unwrap()).collect()
+        });
+        assert!(passwords.iter().all(|p| p == &passwords[0]), "{passwords:?}");
+        assert_eq!(passwords[0].len(), 64);
+        let file = password_file(&store);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_password(&store).unwrap(), passwords[0]);
+        assert_eq!(
+            std::fs::read_dir(&store).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ensure_password(&store).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn the_server_configuration_quotes_what_it_writes() {
+        let options = NatsServerOptions::embedded("nats-server", 4222, "/tmp/a \"b\"", "p\\w".into());
+        let text = options.config_file_text().unwrap().unwrap();
+        assert!(text.contains(r#"store_dir: "/tmp/a \"b\"""#), "{text}");
+        assert!(text.contains(r#"password: "p\\w""#), "{text}");
+        assert!(text.contains("sync_interval: always") && text.contains("listen: \"127.0.0.1:4222\""));
+        assert!(!format!("{options:?}").contains("p\\\\w"), "the password in Debug");
+    }
 }

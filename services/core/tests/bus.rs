@@ -121,6 +121,128 @@ async fn changed_retention_is_applied_to_the_existing_stream() {
     assert_eq!(info.config.max_age, Duration::from_secs(400 * 86_400));
 }
 
+/// The configuration of a bucket's stream (`KV_<bucket>`, `OBJ_<store>`).
+async fn store_config(js: &jetstream::Context, stream: &str) -> (jetstream::stream::Config, u64) {
+    let info = js.get_stream(stream).await.unwrap().info().await.unwrap().clone();
+    (info.config, info.state.messages)
+}
+
+/// KV buckets are reconciled like streams: a new `replay_guard_ttl`
+/// takes effect on the existing bucket, a history changed behind
+/// guichet's back is put back, and the values stay.
+#[tokio::test]
+async fn a_changed_ttl_or_history_is_applied_to_the_existing_buckets() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let seen_stream = format!("KV_{}", subjects::REPLAY_GUARD_BUCKET);
+    let config_stream = format!("KV_{}", subjects::CONFIG_BUCKET);
+    let js = nats.jetstream().await;
+    let (before, _) = store_config(&js, &seen_stream).await;
+    assert_eq!(before.max_age, TopologyConfig::default().replay_guard_ttl);
+    bus.stores()
+        .replay_guard
+        .put("m.abc", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    // An operator's `nats kv edit`: the rules' history cut to 2.
+    let (mut edited, _) = store_config(&js, &config_stream).await;
+    edited.max_messages_per_subject = 2;
+    js.update_stream(&edited).await.unwrap();
+
+    let ttl = Duration::from_secs(10 * 86_400);
+    let topology = TopologyConfig {
+        replay_guard_ttl: ttl,
+        ..TopologyConfig::default()
+    };
+    let bus = Bus::start(&[nats.url()], &nats.nats_config(), &topology, &CancellationToken::new())
+        .await
+        .unwrap();
+    let (after, messages) = store_config(&js, &seen_stream).await;
+    assert_eq!(after.max_age, ttl, "replay_guard_ttl was not applied");
+    assert_eq!(messages, 1, "the bucket lost its values");
+    assert!(
+        bus.stores().replay_guard.get("m.abc").await.unwrap().is_some(),
+        "the key is gone"
+    );
+    let (config_after, _) = store_config(&js, &config_stream).await;
+    assert_eq!(
+        config_after.max_messages_per_subject, 64,
+        "the rules' history was not put back"
+    );
+
+    // A TTL shorter than the duplicate window (2 min) shortens the window
+    // too, as the server requires, instead of failing the start.
+    let short = TopologyConfig {
+        replay_guard_ttl: Duration::from_secs(30),
+        ..TopologyConfig::default()
+    };
+    Bus::start(&[nats.url()], &nats.nats_config(), &short, &CancellationToken::new())
+        .await
+        .unwrap();
+    let (after, _) = store_config(&js, &seen_stream).await;
+    assert_eq!(after.max_age, Duration::from_secs(30));
+    assert!(after.duplicate_window <= after.max_age);
+}
+
+/// Processes starting together create the topology at the same time:
+/// every one of them starts, and the topology is made once.
+#[tokio::test]
+async fn peers_creating_the_topology_at_once_all_start() {
+    let nats = Nats::start().await;
+    let starts = (0..8).map(|_| {
+        let (url, config) = (nats.url(), nats.nats_config());
+        tokio::spawn(
+            async move { Bus::start(&[url], &config, &TopologyConfig::default(), &CancellationToken::new()).await },
+        )
+    });
+    for outcome in futures::future::join_all(starts).await {
+        outcome.unwrap().unwrap();
+    }
+    let js = nats.jetstream().await;
+    let mut names = js.stream_names();
+    let mut count = 0;
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        name.unwrap();
+        count += 1;
+    }
+    assert_eq!(count, 4 + 6 + 1, "four streams, six buckets, one object store");
+}
+
+/// What cannot change in place (a bucket's storage) stops the start with
+/// the bucket, the setting and the fix, and leaves the bucket as it was.
+#[tokio::test]
+async fn a_bucket_with_another_storage_is_refused_with_the_fix() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    let identity = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: subjects::IDENTITY_BUCKET.into(),
+            history: 5,
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    identity.put("k", Bytes::from_static(b"U1")).await.unwrap();
+    let err = Bus::start(
+        &[nats.url()],
+        &nats.nats_config(),
+        &TopologyConfig::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Incompatible { .. }), "{text}");
+    assert!(
+        text.contains(subjects::IDENTITY_BUCKET) && text.contains("topology.storage") && text.contains("Memory"),
+        "{text}"
+    );
+    let (config, messages) = store_config(&js, &format!("KV_{}", subjects::IDENTITY_BUCKET)).await;
+    assert_eq!(config.storage, jetstream::stream::StorageType::Memory);
+    assert_eq!(messages, 1, "the bucket was touched");
+}
+
 #[tokio::test]
 async fn a_stream_with_another_storage_is_reported_with_the_fix() {
     let nats = Nats::start().await;

@@ -7,6 +7,8 @@ use guichet_core::privacy::{self, PrivacyConfig, Pseudonymizer};
 use guichet_core::{
     Error,
     config::{AdminConfig, LogConfig, NatsConfig, TopologyConfig, Validate},
+    nats_server,
+    secret::Secret,
 };
 use serde::Deserialize;
 
@@ -83,13 +85,28 @@ impl Config {
         })
     }
 
-    /// The servers tools (`guichet rules push` …) use: the configured
-    /// ones, or the embedded server's loopback port.
-    pub fn nats_urls(&self) -> Vec<String> {
-        self.nats.url.as_ref().map_or_else(
-            || vec![format!("nats://127.0.0.1:{}", self.nats.embedded.port)],
-            |urls| urls.to_vec(),
-        )
+    /// The servers and the client settings every command uses (`guichet
+    /// run`, `rules push`, `usager forget` …): the configured ones, or the
+    /// embedded broker's loopback port with the password generated into
+    /// its store directory at its first start.
+    pub fn nats_client(&self) -> Result<(Vec<String>, NatsConfig), Error> {
+        match &self.nats.url {
+            Some(urls) => Ok((urls.to_vec(), self.nats.clone())),
+            None => {
+                let embedded = &self.nats.embedded;
+                // Read now: a missing or world-readable file is named
+                // here rather than as a refused connection later.
+                nats_server::read_password(&embedded.store_dir)?;
+                let nats = NatsConfig {
+                    user: Some(nats_server::EMBEDDED_USER.to_owned()),
+                    password: Some(Secret::File {
+                        file: nats_server::password_file(&embedded.store_dir),
+                    }),
+                    ..self.nats.clone()
+                };
+                Ok((vec![format!("nats://127.0.0.1:{}", embedded.port)], nats))
+            }
+        }
     }
 }
 

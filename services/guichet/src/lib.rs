@@ -16,7 +16,7 @@ use std::{net::TcpListener as StdListener, time::Duration};
 use guichet_core::{
     Bus, ServiceContext,
     admin::{self, Health},
-    nats_server::{NatsServer, NatsServerOptions},
+    nats_server::{self, NatsServer, NatsServerOptions},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -105,22 +105,23 @@ async fn run_with_admin(
     if !guichet_core::telemetry::install_pseudonym_key(&privacy) {
         tracing::warn!("log pseudonyms keep the key installed first in this process");
     }
-    let (urls, embedded) = match &config.nats.url {
-        Some(urls) => (urls.to_vec(), None),
+    let embedded = match &config.nats.url {
+        Some(_) => None,
         None => {
             let e = &config.nats.embedded;
-            let mut options = NatsServerOptions::new(e.binary.clone(), e.port, e.store_dir.clone());
+            let password = nats_server::ensure_password(&e.store_dir)?;
+            let mut options = NatsServerOptions::embedded(e.binary.clone(), e.port, e.store_dir.clone(), password);
             options.log_file = Some(e.store_dir.join("nats-server.log"));
             let server = NatsServer::start(&options).await?;
-            tracing::info!(url = %server.url(), store = %e.store_dir.display(), "embedded nats-server started");
-            (vec![server.url()], Some(server))
+            tracing::info!(url = %server.url(), store = %e.store_dir.display(), "embedded nats-server started (loopback, password, fsync per write)");
+            Some(server)
         }
     };
-
     let outcome = async {
+        let (urls, nats) = config.nats_client()?;
         let bus = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            bus = Bus::start(&urls, &config.nats, &config.topology, shutdown) => bus?,
+            bus = Bus::start(&urls, &nats, &config.topology, shutdown) => bus?,
         };
         health.set_bus(bus.clone());
         tracing::info!(servers = %bus.urls(), services = ?services, "NATS ready, topology in place; starting services");

@@ -4,10 +4,13 @@
 //! marked unready, and started again with exponential backoff, so a
 //! failing mailbox server or a broker outage never needs an operator to
 //! restart the process. On shutdown every task's token is cancelled and
-//! the supervisor waits, up to the grace period, for each to finish.
+//! the supervisor waits, up to the grace period, for each to finish; past
+//! it, the services are dropped before [`Supervisor::join`] returns, so
+//! none outlives the embedded broker `run` stops next.
 
 use std::{future::Future, net::TcpListener as StdListener, pin::Pin, str::FromStr, sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use guichet_core::{ServiceContext, admin::Health};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -134,10 +137,13 @@ async fn supervise(
     factory: ServiceFactory,
     backoff: Backoff,
 ) {
-    let mut delay = backoff.first;
+    let mut delays = guichet_core::backoff::Backoff::new(backoff.first, backoff.max);
     loop {
         let started = tokio::time::Instant::now();
-        let run = tokio::spawn(factory(shutdown.child_token()));
+        // Run inside this task, not spawned: aborting this task then drops
+        // the service too (a spawned one would run on, detached, after the
+        // broker it uses is stopped).
+        let run = std::panic::AssertUnwindSafe(factory(shutdown.child_token())).catch_unwind();
         let failure = match run.await {
             Ok(Ok(())) if shutdown.is_cancelled() => {
                 tracing::info!(service = name, "stopped");
@@ -145,20 +151,19 @@ async fn supervise(
             }
             Ok(Ok(())) => "ended on its own".to_owned(),
             Ok(Err(e)) => e,
-            Err(e) if e.is_panic() => "panicked".to_owned(),
-            Err(e) => e.to_string(),
+            Err(_) => "panicked".to_owned(),
         };
         health.set_ready(name, false);
         metrics::counter!("guichet_service_restarts_total", "service" => name).increment(1);
         if started.elapsed() >= backoff.healthy_after {
-            delay = backoff.first;
+            delays.reset();
         }
+        let delay = delays.next_delay();
         tracing::error!(service = name, error = %failure, retry_in = ?delay, "service failed; restarting");
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(backoff.max);
     }
 }
 
@@ -306,5 +311,43 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A service that ignores its token is gone once `join` returns after
+    /// the grace period, not left running past the broker's stop.
+    #[tokio::test]
+    async fn a_service_past_the_grace_period_is_dropped_before_join_returns() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (flag, notify) = (dropped.clone(), started.clone());
+        let factory: ServiceFactory = Arc::new(move |_token: CancellationToken| {
+            let (guard, notify) = (DropFlag(flag.clone()), notify.clone());
+            Box::pin(async move {
+                let _guard = guard;
+                notify.notify_one();
+                std::future::pending::<()>().await;
+                Ok(())
+            }) as ServiceFuture
+        });
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor { tasks: JoinSet::new() };
+        supervisor.spawn("stubborn", Health::default(), shutdown.clone(), factory);
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the service started");
+        shutdown.cancel();
+        supervisor.join(Duration::from_millis(50)).await;
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the service still runs after join returned"
+        );
     }
 }

@@ -228,44 +228,72 @@ async fn a_server_without_jetstream_is_one_clear_error() {
     assert!(line.contains("JetStream is not enabled"), "{line}");
 }
 
-/// `guichet run` with no NATS URL starts its own nats-server, is ready,
-/// and on SIGTERM stops both processes and exits 0.
-#[tokio::test]
-async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port().unwrap();
-    let admin = free_port().unwrap();
-    let path = run_config(
-        dir.path(),
-        &format!(
-            "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-            nats_server_binary().display(),
-            dir.path().join("nats").display()
-        ),
-    );
+/// Starts `guichet run --services router` and waits for `/readyz` 200.
+async fn run_until_ready(config: &Path, admin: u16) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .arg("--config")
-        .arg(&path)
+        .arg(config)
         .args(["run", "--services", "router"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready = loop {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         if let Ok(r) = client.get(format!("http://127.0.0.1:{admin}/readyz")).send().await
             && r.status() == 200
         {
-            break true;
+            return child;
         }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            break false;
-        }
+        assert!(Instant::now() < deadline, "readyz never answered 200");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "guichet run exited before it was ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(ready, "readyz never answered 200");
+    }
+}
+
+/// SIGTERM, then the exit status within 30 s.
+async fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "guichet did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `guichet run` with no NATS URL starts its own nats-server, is ready,
+/// and on SIGTERM stops both processes and exits 0. That broker is
+/// private: loopback only, a password generated at the first start into
+/// its store (mode 0600), reused at the next start and by the operators'
+/// commands; a client without it is refused.
+#[tokio::test]
+async fn embedded_mode_starts_a_private_nats_serves_readyz_and_stops_cleanly_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port().unwrap();
+    let admin = free_port().unwrap();
+    let store = dir.path().join("nats");
+    let path = run_config(
+        dir.path(),
+        &format!(
+            "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            nats_server_binary().display(),
+            store.display()
+        ),
+    );
+    let child = run_until_ready(&path, admin).await;
+    let client = reqwest::Client::new();
     let health = client
         .get(format!("http://127.0.0.1:{admin}/healthz"))
         .send()
@@ -278,27 +306,47 @@ async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() 
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
-    // The embedded server is up, with JetStream and guichet's topology.
-    let nc = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+
+    // The password file: created, for its owner only; the server's
+    // generated configuration (which holds it too) as well.
+    let password_file = store.join("guichet-nats.password");
+    for file in [&password_file, &store.join("nats-server.conf")] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: mode {mode:o}", file.display());
+    }
+    let password = std::fs::read_to_string(&password_file).unwrap().trim().to_owned();
+    assert_eq!(password.len(), 64, "32 random bytes, hex");
+    let server_config = std::fs::read_to_string(store.join("nats-server.conf")).unwrap();
+    assert!(server_config.contains("sync_interval: always"), "{server_config}");
+
+    // Without the password: refused.
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let refused = match async_nats::connect(&url).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unauthenticated client was accepted"),
+    };
+    assert!(refused.to_lowercase().contains("authorization"), "{refused}");
+    // Loopback only: 127.0.0.2 is this host too, but not the address bound.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.2", nats_port)).is_err(),
+        "the embedded broker listens beyond 127.0.0.1"
+    );
+    // With it: JetStream and guichet's topology are there.
+    let nc = async_nats::ConnectOptions::with_user_and_password("guichet".into(), password.clone())
+        .connect(&url)
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(nc);
-    js.get_stream("INTAKE").await.unwrap();
-    assert!(dir.path().join("nats").join("jetstream").exists() || dir.path().join("nats").exists());
+    async_nats::jetstream::new(nc).get_stream("INTAKE").await.unwrap();
+    // An operator's command finds the password by itself.
+    let rules = guichet_harness::repo_root().join("deploy/rules.example.toml");
+    let out = guichet(&path, &["rules", "push", rules.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "rules push on the embedded broker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "guichet did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate(child).await;
     assert!(status.success(), "exit status {status}");
     // Both processes are gone: nothing listens on either port any more.
     assert!(
@@ -309,4 +357,28 @@ async fn embedded_mode_starts_nats_serves_readyz_and_stops_cleanly_on_sigterm() 
         std::net::TcpStream::connect(("127.0.0.1", admin)).is_err(),
         "admin port still open"
     );
+
+    // A second start keeps the password (and the data it protects).
+    let child = run_until_ready(&path, admin).await;
+    assert_eq!(
+        std::fs::read_to_string(&password_file).unwrap().trim(),
+        password,
+        "the password was regenerated"
+    );
+    let nc = async_nats::ConnectOptions::with_user_and_password("guichet".into(), password)
+        .connect(&url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nc);
+    let rules_bucket = js.get_key_value("guichet_config").await.unwrap();
+    assert!(
+        rules_bucket.status().await.unwrap().values() > 0,
+        "the rules pushed before the restart are gone"
+    );
+    assert!(terminate(child).await.success());
+
+    // A password file other accounts can read is refused, naming the fix.
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let line = error_line(&guichet(&path, &["rules", "push", rules.to_str().unwrap()]));
+    assert!(line.contains("chmod 600"), "{line}");
 }

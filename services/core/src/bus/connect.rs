@@ -12,7 +12,7 @@ use async_nats::{ConnectOptions, Event, ServerAddr};
 use tokio_util::sync::CancellationToken;
 
 use super::readiness::Readiness;
-use crate::{Error, config::NatsConfig};
+use crate::{Error, backoff::Backoff, config::NatsConfig};
 
 /// Connects to any of `servers` (`shown`: their list without credentials,
 /// for messages).
@@ -29,7 +29,7 @@ pub(super) async fn connect(
     cancel: &CancellationToken,
 ) -> Result<async_nats::Client, Error> {
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Each attempt tries every server; bounded by `connect_timeout`.
     loop {
         let options = options(config, readiness).await?;
@@ -42,6 +42,7 @@ pub(super) async fn connect(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
+        let delay = backoff.next_delay();
         if tokio::time::Instant::now() + delay > deadline {
             return Err(Error::Connect {
                 url: shown.to_owned(),
@@ -55,7 +56,6 @@ pub(super) async fn connect(
             }
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! [`Bus::start`] connects to any of the listed servers (retrying until
 //! `nats.connect_timeout`), checks that JetStream is on, creates or
-//! reconciles the topology, opens the stores and starts the readiness
-//! monitor. Every service receives a clone of the same `Bus`.
+//! reconciles the topology (retrying until `topology.ready_timeout`),
+//! opens the stores and starts the readiness monitor. Every service receives a clone of the same `Bus`.
 
 mod attachments;
 mod connect;
@@ -26,6 +26,7 @@ pub use topology::ensure_topology;
 
 use crate::{
     Error,
+    backoff::Backoff,
     config::{NatsConfig, NatsUrls, TopologyConfig, redact_urls},
 };
 use readiness::Readiness;
@@ -111,29 +112,39 @@ impl Bus {
     ) -> Result<Self, Error> {
         let addrs = NatsUrls::from(urls.to_vec()).server_addrs()?;
         let shown = redact_urls(urls);
-        let deadline = tokio::time::Instant::now() + nats.connect_timeout;
         let readiness = Readiness::new();
         let client = connect::connect(addrs, &shown, nats, &readiness, cancel).await?;
         let jetstream = jetstream::new(client.clone());
-        // Connected is not enough: a cluster that just lost a node may be
-        // electing leaders for a few seconds, and its JetStream requests
-        // time out meanwhile. Tried again until `nats.connect_timeout`.
-        let mut delay = Duration::from_millis(250);
+        // Connected is not enough: a cluster that just started or lost a
+        // node answers JetStream requests only once it has elected its
+        // leaders, and peers starting together create the topology at the
+        // same time. Tried again until `topology.ready_timeout`.
+        let deadline = tokio::time::Instant::now() + topology.ready_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
         let (stores, intake) = loop {
             let error = match open(&jetstream, topology, &shown).await {
                 Ok(opened) => break opened,
                 Err(e @ (Error::Topology { .. } | Error::Unavailable(_))) => e,
                 Err(e) => return Err(e),
             };
+            let delay = backoff.next_delay();
             if tokio::time::Instant::now() + delay > deadline {
-                return Err(error);
+                return Err(match error {
+                    Error::Topology { what, reason } => Error::Topology {
+                        what,
+                        reason: format!(
+                            "{reason} (gave up after `topology.ready_timeout` = {:?})",
+                            topology.ready_timeout
+                        ),
+                    },
+                    other => other,
+                });
             }
-            tracing::warn!(%error, retry_in = ?delay, "JetStream not ready yet (cluster election?)");
+            tracing::warn!(%error, retry_in = ?delay, "JetStream topology not in place yet (cluster election, peers starting?)");
             tokio::select! {
                 () = cancel.cancelled() => return Err(error),
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         };
         let inner = Arc::new(Inner {
             urls: urls.to_vec(),

@@ -79,10 +79,10 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 /// commands that read or change the bus.
 pub async fn connect_bus(path: &std::path::Path) -> anyhow::Result<guichet_core::Bus> {
     let config = load_config(path)?;
-    let urls = config.nats_urls();
+    let (urls, nats) = config.nats_client()?;
     guichet_core::Bus::start(
         &urls,
-        &config.nats,
+        &nats,
         &config.topology,
         &tokio_util::sync::CancellationToken::new(),
     )
