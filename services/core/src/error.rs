@@ -110,3 +110,16 @@ impl Error {
         }
     }
 }
+
+/// Client input quoted in an error message: control characters dropped and
+/// at most `max` characters (then an ellipsis), so that an answer names
+/// what was wrong without echoing a whole hostile value or breaking a log
+/// line.
+pub fn printable(s: &str, max: usize) -> String {
+    let cleaned: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    if s.chars().count() > max {
+        format!("{cleaned}…")
+    } else {
+        cleaned
+    }
+}

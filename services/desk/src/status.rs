@@ -61,14 +61,7 @@ impl Violations {
 
 /// A caller-supplied string made safe to quote in an error: control
 /// characters dropped, length capped.
-pub fn printable(s: &str, max: usize) -> String {
-    let cleaned: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
-    if s.chars().count() > max {
-        format!("{cleaned}…")
-    } else {
-        cleaned
-    }
-}
+pub use guichet_core::error::printable;
 
 /// The status for a bus error. Details stay in the logs (no internals in
 /// answers); the caller learns whether to retry.

@@ -11,7 +11,10 @@
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use guichet_core::{Error, bus::IntakeReceipt};
+use guichet_core::{
+    Error,
+    bus::{IntakeReceipt, subjects},
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -31,7 +34,7 @@ pub fn checkpoint_key(mailbox: &str) -> String {
 
 pub async fn load(store: &kv::Store, mailbox: &str) -> Result<Option<Checkpoint>, Error> {
     let value = store.get(checkpoint_key(mailbox)).await.map_err(|e| Error::Store {
-        store: "guichet_checkpoints".into(),
+        store: subjects::CHECKPOINTS_BUCKET.into(),
         reason: e.to_string(),
     })?;
     Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
@@ -39,7 +42,7 @@ pub async fn load(store: &kv::Store, mailbox: &str) -> Result<Option<Checkpoint>
 
 pub async fn save(store: &kv::Store, mailbox: &str, checkpoint: &Checkpoint) -> Result<(), Error> {
     let value = serde_json::to_vec(checkpoint).map_err(|e| Error::Store {
-        store: "guichet_checkpoints".into(),
+        store: subjects::CHECKPOINTS_BUCKET.into(),
         reason: e.to_string(),
     })?;
     store
@@ -47,7 +50,7 @@ pub async fn save(store: &kv::Store, mailbox: &str, checkpoint: &Checkpoint) -> 
         .await
         .map(|_| ())
         .map_err(|e| Error::Store {
-            store: "guichet_checkpoints".into(),
+            store: subjects::CHECKPOINTS_BUCKET.into(),
             reason: e.to_string(),
         })
 }
@@ -71,7 +74,7 @@ pub async fn ingested(store: &kv::Store, mailbox: &str, identity: &str) -> Resul
         .get(guard_key(mailbox, identity))
         .await
         .map_err(|e| Error::Store {
-            store: "guichet_seen".into(),
+            store: subjects::REPLAY_GUARD_BUCKET.into(),
             reason: e.to_string(),
         })?;
     Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
@@ -84,7 +87,7 @@ pub async fn mark_ingested(
     receipt: &IntakeReceipt,
 ) -> Result<(), Error> {
     let value = serde_json::to_vec(receipt).map_err(|e| Error::Store {
-        store: "guichet_seen".into(),
+        store: subjects::REPLAY_GUARD_BUCKET.into(),
         reason: e.to_string(),
     })?;
     store
@@ -92,7 +95,7 @@ pub async fn mark_ingested(
         .await
         .map(|_| ())
         .map_err(|e| Error::Store {
-            store: "guichet_seen".into(),
+            store: subjects::REPLAY_GUARD_BUCKET.into(),
             reason: e.to_string(),
         })
 }

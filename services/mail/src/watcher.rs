@@ -21,6 +21,7 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use guichet_core::{
     Bus,
+    backoff::Backoff,
     bus::IntakeReceipt,
     identity, ids,
     proto::{
@@ -74,7 +75,7 @@ pub struct Watcher {
 }
 
 struct Run<'a> {
-    w: &'a Watcher,
+    watcher: &'a Watcher,
     password: String,
     tls: Option<Arc<ClientConfig>>,
     limits: Limits,
@@ -184,7 +185,7 @@ impl Watcher {
             .resolve(&key)
             .map_err(MailError::Config)?;
         Ok(Run {
-            w: self,
+            watcher: self,
             password,
             tls: imap::tls_config(&self.config)?,
             limits: Limits {
@@ -198,11 +199,11 @@ impl Watcher {
 
 impl Run<'_> {
     fn cfg(&self) -> &MailboxConfig {
-        &self.w.config
+        &self.watcher.config
     }
 
     fn name(&self) -> &str {
-        &self.w.config.name
+        &self.watcher.config.name
     }
 
     fn labels(&self) -> [(&'static str, String); 1] {
@@ -211,7 +212,7 @@ impl Run<'_> {
 
     /// Sessions one after the other, with backoff, until `stop`.
     async fn sessions(&mut self, stop: &CancellationToken) {
-        let mut delay = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         while !stop.is_cancelled() {
             let started = tokio::time::Instant::now();
             let outcome = self.session(stop).await;
@@ -225,14 +226,14 @@ impl Run<'_> {
             metrics::counter!("guichet_mail_errors_total", "mailbox" => self.name().to_owned(), "kind" => kind)
                 .increment(1);
             if started.elapsed() > Duration::from_secs(60) {
-                delay = BACKOFF_FIRST;
+                backoff.reset();
             }
+            let delay = backoff.next_delay();
             tracing::warn!(mailbox = %self.name(), error = %e, retry_in = ?delay, "mailbox session ended; reconnecting");
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -245,7 +246,7 @@ impl Run<'_> {
         let caps = within(&name, "CAPABILITY", limit, session.capabilities()).await?;
         let server = Server {
             idle: caps.has_str("IDLE"),
-            mv: caps.has_str("MOVE"),
+            has_move: caps.has_str("MOVE"),
             uidplus: caps.has_str("UIDPLUS"),
         };
         // Folders are created if missing; "already exists" is the usual answer.
@@ -268,7 +269,7 @@ impl Run<'_> {
                 all.into_iter().max().map_or(1, |highest| highest.saturating_add(1))
             }
         };
-        let stores = self.w.bus.stores().clone();
+        let stores = self.watcher.bus.stores().clone();
         let loaded = state::load(&stores.checkpoints, &name)
             .await
             .map_err(|e| MailError::bus(&name, e))?;
@@ -402,7 +403,7 @@ impl Run<'_> {
         batch: &mut Vec<u32>,
     ) -> Result<(), MailError> {
         match self.ingest(session, server, uid, checkpoint).await? {
-            Step::Handle => {
+            Step::MarkWithBatch => {
                 batch.push(uid);
                 if batch.len() >= BATCH {
                     self.flush(session, server, checkpoint, first_start, batch).await?;
@@ -447,7 +448,7 @@ impl Run<'_> {
         let cfg = self.cfg().clone();
         let name = cfg.name.as_str();
         let limit = cfg.command_timeout;
-        let bus = self.w.bus.clone();
+        let bus = self.watcher.bus.clone();
         let stores = bus.stores().clone();
         let uidvalidity = checkpoint.uidvalidity;
 
@@ -509,14 +510,14 @@ impl Run<'_> {
             tracing::info!(mailbox = %name, uid, contact = %receipt.contact_id, "already ingested before the UIDVALIDITY change; marking handled");
             metrics::counter!("guichet_mail_messages_total", "mailbox" => name.to_owned(), "outcome" => "duplicate")
                 .increment(1);
-            return Ok(Step::Handle);
+            return Ok(Step::MarkWithBatch);
         }
 
         let key = format!("mail:{name}:{uidvalidity}:{uid}");
         let receipt = match self.publish(&key, uidvalidity, uid, &raw, &normalized).await {
             Ok(receipt) => receipt,
             Err(e) => {
-                if let Some(hook) = &self.w.hooks.publish_failed {
+                if let Some(hook) = &self.watcher.hooks.publish_failed {
                     hook(name.to_owned(), uid);
                 }
                 let attempts = self.attempts.entry((uidvalidity, uid)).or_insert_with(Attempts::new);
@@ -537,7 +538,7 @@ impl Run<'_> {
             }
         };
         self.attempts.remove(&(uidvalidity, uid));
-        if let Some(hook) = &self.w.hooks.after_puback {
+        if let Some(hook) = &self.watcher.hooks.after_puback {
             hook(name.to_owned(), uid).await;
         }
         state::mark_ingested(&stores.replay_guard, name, &identity, &receipt)
@@ -560,7 +561,7 @@ impl Run<'_> {
             sender = %pseudonym(&normalized.from_address), flags = normalized.flags.len(), duplicate = receipt.duplicate,
             "e-mail ingested"
         );
-        Ok(Step::Handle)
+        Ok(Step::MarkWithBatch)
     }
 
     /// Stores the raw message and attachments, then publishes the contact.
@@ -572,7 +573,7 @@ impl Run<'_> {
         raw: &[u8],
         n: &Normalized,
     ) -> Result<IntakeReceipt, guichet_core::Error> {
-        let bus = &self.w.bus;
+        let bus = &self.watcher.bus;
         let raw_ref = bus.put_attachment(raw, "message.eml", "message/rfc822").await?;
         let mut attachments: Vec<AttachmentRef> = Vec::with_capacity(n.attachments.len());
         for a in &n.attachments {
@@ -580,7 +581,7 @@ impl Run<'_> {
         }
         let contact = contact(
             self.cfg(),
-            &self.w.instance,
+            &self.watcher.instance,
             key,
             uidvalidity,
             uid,
@@ -619,7 +620,7 @@ impl Run<'_> {
     ) -> Result<(), MailError> {
         let name = self.name();
         let limit = self.cfg().command_timeout;
-        if server.mv {
+        if server.has_move {
             return within(name, "MOVE", limit, session.uid_mv(set, folder)).await;
         }
         within(name, "COPY", limit, session.uid_copy(set, folder)).await?;
@@ -658,23 +659,25 @@ impl Run<'_> {
         {
             checkpoint.recover_until = None;
         }
-        state::save(&self.w.bus.stores().checkpoints, self.name(), checkpoint)
+        state::save(&self.watcher.bus.stores().checkpoints, self.name(), checkpoint)
             .await
             .map_err(|e| MailError::bus(self.name(), e))
     }
 }
 
+/// What is left to do on the server for one message after its ingest.
 enum Step {
-    /// Published: mark it handled with its batch.
-    Handle,
+    /// Published: mark it handled (MOVE / STORE) with its batch.
+    MarkWithBatch,
     /// Nothing more to do on the server for it (vanished, or moved to the
     /// error folder).
     Done,
 }
 
+/// What the IMAP server offers, from its CAPABILITY answer.
 struct Server {
     idle: bool,
-    mv: bool,
+    has_move: bool,
     uidplus: bool,
 }
 

@@ -55,7 +55,7 @@ use async_nats::jetstream::{
     kv::{self, Operation},
 };
 use futures::StreamExt;
-use guichet_core::Bus;
+use guichet_core::{Bus, backoff::Backoff};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -521,7 +521,7 @@ async fn keep_coherent(
     shutdown: CancellationToken,
 ) {
     let mut current = first;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
         let Watching { mut messages, connects } = match current.take() {
             Some(watching) => watching,
@@ -533,17 +533,17 @@ async fn keep_coherent(
                 match established {
                     Ok(watching) => {
                         tracing::info!("identity cache watch set up again; the cache answers again");
-                        delay = Duration::from_millis(100);
+                        backoff.reset();
                         watching
                     }
                     Err(e) => {
                         cache.reset();
+                        let delay = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in = ?delay, "cannot watch the identity keys; lookups read the KV meanwhile");
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = tokio::time::sleep(delay) => {}
                         }
-                        delay = (delay * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use guichet_core::{Bus, admin::Health, bus::subjects};
+use guichet_core::{Bus, admin::Health, backoff::Backoff, bus::subjects};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -218,22 +218,25 @@ pub async fn watch<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     let kv = bus.stores().config.clone();
-    let mut delay = std::time::Duration::from_millis(200);
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(10),
+    );
     while !shutdown.is_cancelled() {
         let watch = kv.watch_from_revision(&key, after + 1).await;
         let mut watch = match watch {
             Ok(w) => w,
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot watch the rules key; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
                 continue;
             }
         };
-        delay = std::time::Duration::from_millis(200);
+        backoff.reset();
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,

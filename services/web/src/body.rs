@@ -362,8 +362,9 @@ fn multipart_problem(e: multer::Error, limits: Limits) -> Problem {
 }
 
 /// A name from the outside, safe to echo in an answer.
+/// Client input quoted in an answer (see [`guichet_core::error::printable`]).
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
+    guichet_core::error::printable(s, 64)
 }
 
 #[cfg(test)]

@@ -131,13 +131,13 @@ pub fn map(form: &FormConfig, payload: &Payload) -> Result<Mapped, Problem> {
     if let Some(email) = r.get("email", form.email.as_ref(), false)? {
         match identity::normalize_email(&email) {
             Ok(_) => claims.email = email.trim().to_owned(),
-            Err(e) => r.reject_or_drop("email", &format!("not an e-mail address ({})", identity_reason(&e)))?,
+            Err(e) => r.reject_or_drop("email", &format!("not an e-mail address ({})", e.identity_reason()))?,
         }
     }
     if let Some(phone) = r.get("phone", form.phone.as_ref(), false)? {
         match identity::normalize_phone(&phone) {
             Ok(_) => claims.phone = phone.trim().to_owned(),
-            Err(e) => r.reject_or_drop("phone", &format!("not a phone number ({})", identity_reason(&e)))?,
+            Err(e) => r.reject_or_drop("phone", &format!("not a phone number ({})", e.identity_reason()))?,
         }
     }
     if let Some(account) = r.get("account_id", form.account_id.as_ref(), false)? {
@@ -147,7 +147,7 @@ pub fn map(form: &FormConfig, payload: &Payload) -> Result<Mapped, Problem> {
                 claims.account_id = account.trim().to_owned();
                 claims.account_issuer = issuer;
             }
-            Err(e) => r.reject_or_drop("account_id", &identity_reason(&e))?,
+            Err(e) => r.reject_or_drop("account_id", &e.identity_reason())?,
         }
     }
     claims.name = r.short("name", form.name.as_ref())?;
@@ -240,11 +240,6 @@ fn json_text(value: &Value, structured_ok: bool) -> Result<Option<String>, &'sta
 /// Whitespace (newlines included) collapsed to single spaces, trimmed.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The reason of an identity error, without its field prefix.
-fn identity_reason(e: &guichet_core::Error) -> String {
-    e.identity_reason()
 }
 
 #[cfg(test)]

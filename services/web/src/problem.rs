@@ -220,8 +220,9 @@ impl Problem {
 }
 
 /// A path segment from the outside, safe to echo back.
+/// Client input quoted in an answer (see [`guichet_core::error::printable`]).
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
+    guichet_core::error::printable(s, 64)
 }
 
 impl IntoResponse for Problem {
