@@ -17,11 +17,30 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::Bus;
 use crate::{Error, bus::subjects::ATTACHMENTS_STORE, proto::v1::AttachmentRef};
 
+/// The reference a file of this content will have once stored, known
+/// before it is: an adapter can build (and size-check) the contact that
+/// carries it first, and store nothing for a submission it then refuses.
+pub fn attachment_ref(sha256: [u8; 32], size: u64, file_name: &str, media_type: &str) -> AttachmentRef {
+    let sha256 = hex::encode(sha256);
+    AttachmentRef {
+        key: attachment_key(&sha256),
+        file_name: sanitize_file_name(file_name),
+        media_type: media_type.to_owned(),
+        size,
+        sha256,
+    }
+}
+
+/// The object-store key of content whose hex SHA-256 is `sha256`.
+pub fn attachment_key(sha256: &str) -> String {
+    format!("sha256/{sha256}")
+}
+
 impl Bus {
     /// Stores `data` (if not already there) and returns its reference.
     pub async fn put_attachment(&self, data: &[u8], file_name: &str, media_type: &str) -> Result<AttachmentRef, Error> {
-        let sha256 = hex::encode(Sha256::digest(data));
-        let key = format!("sha256/{sha256}");
+        let reference = attachment_ref(Sha256::digest(data).into(), data.len() as u64, file_name, media_type);
+        let key = reference.key.clone();
         let store = &self.inner.stores.attachments;
         let present = store.info(&key).await.is_ok();
         if !present {
@@ -31,13 +50,7 @@ impl Bus {
                 .await
                 .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
         }
-        Ok(AttachmentRef {
-            key,
-            file_name: sanitize_file_name(file_name),
-            media_type: media_type.to_owned(),
-            size: data.len() as u64,
-            sha256,
-        })
+        Ok(reference)
     }
 
     /// Stores what `reader` yields under `sha256/<sha256>` (if not already
@@ -62,8 +75,9 @@ impl Bus {
     where
         R: AsyncRead + Unpin,
     {
-        let sha256 = hex::encode(sha256);
-        let key = format!("sha256/{sha256}");
+        let digest = sha256;
+        let sha256 = hex::encode(digest);
+        let key = attachment_key(&sha256);
         let store = &self.inner.stores.attachments;
         let size = match store.info(&key).await {
             Ok(info) => info.size as u64,
@@ -88,13 +102,7 @@ impl Bus {
                 size
             }
         };
-        Ok(AttachmentRef {
-            key,
-            file_name: sanitize_file_name(file_name),
-            media_type: media_type.to_owned(),
-            size,
-            sha256,
-        })
+        Ok(attachment_ref(digest, size, file_name, media_type))
     }
 
     /// Reads an attachment back.
