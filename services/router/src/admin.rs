@@ -27,6 +27,7 @@ use prost::Message;
 use crate::{
     RouterError,
     dispatch::queue_consumer,
+    erase_files::{FilesErased, erase_files, files_of},
     identity::{self, add_to_record},
     requests::{self, RequestRecord, RoutedIndex},
 };
@@ -213,9 +214,13 @@ pub struct ForgetReport {
     pub dead_letters_removed: u64,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
+    /// Their attachments and raw e-mails: deleted, or kept because
+    /// another contact points at the same file.
+    pub files: FilesErased,
 }
 
-/// Erases a usager (RGPD): their routed messages (journal and queues),
+/// Erases a usager (RGPD): the files of their contacts no one else's
+/// contact points at, their routed messages (journal and queues),
 /// the same contacts as received (INTAKE), their dead letters, identity
 /// keys and records, and the requests they opened. `keys` recognizes
 /// their identifiers in dead letters.
@@ -246,11 +251,13 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     let mut message_ids = BTreeSet::new();
     let mut other_keys = BTreeSet::new();
     let mut intake_subjects = BTreeSet::new();
+    let mut files = BTreeSet::new();
     for id in &ids {
         for payload in read_subject(bus, subjects::ROUTED_STREAM, &subjects::usager_history(id)).await? {
             if let Ok(routed) = Routed::decode(payload) {
                 if let Some(contact) = &routed.contact {
                     contacts.insert(contact.id.clone());
+                    files.extend(files_of(contact).map(str::to_owned));
                     if !contact.idempotency_key.is_empty() {
                         let channel = Channel::try_from(contact.channel).unwrap_or(Channel::Unspecified);
                         intake_subjects.insert(subjects::intake_keyed(channel, &contact.idempotency_key));
@@ -276,6 +283,9 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
             "no usager {usager_id}: no record and no routed message"
         )));
     }
+    // Files first: see `erase_files` for why (an interrupted forget is run
+    // again, and must find the same files).
+    report.files = erase_files(bus, files, &ids, &intake_subjects, &contacts).await?;
     for id in &ids {
         let purged = routed_stream
             .purge()
@@ -366,6 +376,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
         "routed_messages_purged": report.routed_messages_purged,
         "intake_messages_purged": report.intake_messages_purged,
         "dead_letters_removed": report.dead_letters_removed,
+        "files_deleted": report.files.deleted, "files_kept_shared": report.files.kept_shared,
         "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     bus.publish(
@@ -429,6 +440,30 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
 
 /// Every message on `filter` in `stream` as (sequence, payload), oldest first.
 async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
+    let mut out = Vec::new();
+    scan_messages(bus, stream, filter, |message| {
+        out.push((message.sequence, message.payload.clone()))
+    })
+    .await?;
+    Ok(out)
+}
+
+/// One message of a stream, as [`scan_messages`] shows it.
+pub(crate) struct Scanned<'a> {
+    pub sequence: u64,
+    pub subject: &'a str,
+    pub payload: &'a Bytes,
+}
+
+/// Shows every message on `filter` in `stream` to `visit`, oldest first,
+/// one at a time (a whole journal is never held in memory), up to the
+/// last one there when the scan began.
+pub(crate) async fn scan_messages(
+    bus: &Bus,
+    stream: &str,
+    filter: &str,
+    mut visit: impl FnMut(Scanned<'_>),
+) -> Result<(), RouterError> {
     let stream = bus
         .jetstream()
         .get_stream(stream)
@@ -448,9 +483,8 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
         .await
         .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?
         .num_pending;
-    let mut out = Vec::new();
     if pending == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let mut messages = consumer
         .messages()
@@ -465,12 +499,16 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
             .info()
             .map(|i| (i.stream_sequence, i.pending))
             .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        out.push((sequence, message.payload.clone()));
+        visit(Scanned {
+            sequence,
+            subject: message.subject.as_str(),
+            payload: &message.payload,
+        });
         if left == 0 {
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A routed contact's decision, for `guichet explain`.

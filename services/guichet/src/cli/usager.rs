@@ -16,7 +16,8 @@ pub enum UsagerCommand {
         other: String,
     },
     /// Erase a usager (RGPD): their routed messages in the journal and
-    /// the queues, their identity keys and records, and their requests.
+    /// the queues, their identity keys and records, their requests, and
+    /// their files (attachments, raw e-mails) no other contact points at.
     Forget {
         /// The usager id (every id merged into it is erased too).
         id: String,
@@ -68,6 +69,10 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             }
             println!("  requests removed: {}", report.requests_removed);
             println!("  index entries removed: {}", report.index_entries_removed);
+            println!(
+                "  files deleted: {} (kept, another contact has the same file: {})",
+                report.files.deleted, report.files.kept_shared
+            );
         }
     }
     Ok(())
