@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::Bus;
-use crate::{Error, bus::subjects::ATTACHMENTS_STORE, proto::v1::AttachmentRef};
+use async_nats::jetstream::object_store::ObjectInfo;
+
+use crate::{Error, bus::subjects::ATTACHMENTS_STORE, config::ATTACHMENTS_REFRESH_AFTER, proto::v1::AttachmentRef};
 
 /// The reference a file of this content will have once stored, known
 /// before it is: an adapter can build (and size-check) the contact that
@@ -42,8 +44,7 @@ impl Bus {
         let reference = attachment_ref(Sha256::digest(data).into(), data.len() as u64, file_name, media_type);
         let key = reference.key.clone();
         let store = &self.inner.stores.attachments;
-        let present = store.info(&key).await.is_ok();
-        if !present {
+        if !self.is_current(&key).await {
             let mut reader = data;
             store
                 .put(key.as_str(), &mut reader)
@@ -80,8 +81,8 @@ impl Bus {
         let key = attachment_key(&sha256);
         let store = &self.inner.stores.attachments;
         let size = match store.info(&key).await {
-            Ok(info) => info.size as u64,
-            Err(_) => {
+            Ok(info) if is_fresh(&info) => info.size as u64,
+            _ => {
                 let mut hashing = Hashing::new(reader);
                 store
                     .put(key.as_str(), &mut hashing)
@@ -105,6 +106,18 @@ impl Bus {
         Ok(attachment_ref(digest, size, file_name, media_type))
     }
 
+    /// Whether `key` is stored, not deleted, and recent enough to outlive
+    /// a contact published now (see [`ATTACHMENTS_REFRESH_AFTER`]): if not,
+    /// the caller writes it (again).
+    async fn is_current(&self, key: &str) -> bool {
+        self.inner
+            .stores
+            .attachments
+            .info(key)
+            .await
+            .is_ok_and(|info| is_fresh(&info))
+    }
+
     /// Reads an attachment back.
     pub async fn get_attachment(&self, key: &str) -> Result<Vec<u8>, Error> {
         use tokio::io::AsyncReadExt;
@@ -122,6 +135,17 @@ impl Bus {
             .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
         Ok(out)
     }
+}
+
+/// Stored, not deleted, and written less than [`ATTACHMENTS_REFRESH_AFTER`]
+/// ago. Why the age: the object store expires a file by the age of its
+/// copy, not of the last contact that brought it (see
+/// [`crate::config::TopologyConfig::attachments_max_age`]).
+fn is_fresh(info: &ObjectInfo) -> bool {
+    let written = info.modified.map_or(0, |m| m.unix_timestamp());
+    let age = chrono::Utc::now().timestamp().saturating_sub(written);
+    // A copy dated in the future (another host's clock) counts as fresh.
+    !info.deleted && age < i64::try_from(ATTACHMENTS_REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A reader that hashes (SHA-256) and counts what passes through it.
