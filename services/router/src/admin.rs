@@ -212,6 +212,8 @@ pub struct ForgetReport {
     pub identity_keys_kept: usize,
     /// Their contacts that could not be routed, removed from DEADLETTER.
     pub dead_letters_removed: u64,
+    /// Events naming them (merges, identity conflicts, history reads).
+    pub events_removed: u64,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
     /// Their attachments and raw e-mails: deleted, or kept because
@@ -222,7 +224,7 @@ pub struct ForgetReport {
 /// Erases a usager (RGPD): the files of their contacts no one else's
 /// contact points at, their routed messages (journal and queues),
 /// the same contacts as received (INTAKE), their dead letters, identity
-/// keys and records, and the requests they opened. `keys` recognizes
+/// keys and records, the requests they opened, and the events naming them. `keys` recognizes
 /// their identifiers in dead letters.
 pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
@@ -370,9 +372,13 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     }
 
     report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
+    report.events_removed = purge_events(bus, &ids).await?;
 
+    // The erasure's own record names no one: the ids as keyed pseudonyms
+    // (whoever holds the key and an id can check it was erased).
+    let pseudonyms: Vec<String> = ids.iter().map(|id| keys.pseudonym(id)).collect();
     let event = serde_json::json!({
-        "kind": "usager_forgotten", "usager_ids": ids,
+        "kind": "usager_forgotten", "usager_pseudonyms": pseudonyms,
         "routed_messages_purged": report.routed_messages_purged,
         "intake_messages_purged": report.intake_messages_purged,
         "dead_letters_removed": report.dead_letters_removed,
@@ -381,7 +387,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     });
     bus.publish(
         subjects::event("usager_forgotten"),
-        &format!("forget-{usager_id}-{}", Utc::now().timestamp_millis()),
+        &format!("forget-{}-{}", keys.pseudonym(usager_id), Utc::now().timestamp_millis()),
         Bytes::from(event.to_string()),
     )
     .await?;
@@ -423,6 +429,32 @@ async fn purge_dead_letters(
         }
     }
     Ok(removed)
+}
+
+/// Review and audit events that name one of `ids` (merges, identity
+/// conflicts, reads of their history): removed one by one from EVENTS, so
+/// that no id of an erased person is left to link anything to.
+async fn purge_events(bus: &Bus, ids: &[String]) -> Result<u64, RouterError> {
+    let mut theirs = Vec::new();
+    scan_messages(bus, subjects::EVENTS_STREAM, subjects::EVENTS_ALL, |m| {
+        let text = String::from_utf8_lossy(m.payload);
+        if ids.iter().any(|id| text.contains(id.as_str())) {
+            theirs.push(m.sequence);
+        }
+    })
+    .await?;
+    let stream = bus
+        .jetstream()
+        .get_stream_no_info(subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening EVENTS", e))?;
+    for sequence in &theirs {
+        stream
+            .delete_message(*sequence)
+            .await
+            .map_err(|e| RouterError::jetstream("removing an event", e))?;
+    }
+    Ok(theirs.len() as u64)
 }
 
 fn is_known(records: &[Option<identity::UsagerRecord>], id: &str) -> bool {

@@ -223,6 +223,12 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let forgotten = events(&bus, "usager_forgotten").await;
     assert_eq!(forgotten.len(), 1);
     assert!(!forgotten[0].to_string().contains("oublie"));
+    // Its own record names no one: the id only as a keyed pseudonym.
+    assert!(!forgotten[0].to_string().contains(&u), "{}", forgotten[0]);
+    assert_eq!(
+        forgotten[0]["usager_pseudonyms"][0],
+        guichet_harness::pseudonymizer().pseudonym(&u)
+    );
     // The same person writing again is a new usager.
     let again = email_contact("oublie@example.fr", "n", "n");
     publish(&bus, &again).await;
@@ -253,6 +259,9 @@ async fn forget_after_merge_erases_both_ids() {
         .unwrap();
     assert_eq!(report.usager_ids, vec![ux.clone(), uy.clone()]);
     assert_eq!(report.routed_messages_purged, 2);
+    // The merge event named both: gone with them.
+    assert_eq!(report.events_removed, 1);
+    assert!(events(&bus, "usager_merged").await.is_empty());
     assert!(routed_all(&bus).await.is_empty());
     assert!(bus.stores().identity.get(alias_key(&uy)).await.unwrap().is_none());
     router.shutdown().await;

@@ -60,6 +60,7 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
                 report.intake_messages_purged
             );
             println!("  dead letters removed: {}", report.dead_letters_removed);
+            println!("  events naming them removed: {}", report.events_removed);
             println!("  identity keys removed: {}", report.identity_keys_removed);
             if report.identity_keys_kept > 0 {
                 println!(
