@@ -30,6 +30,7 @@ use crate::{
     erase_files::{FilesErased, erase_files, files_of},
     identity::{self, add_to_record},
     requests::{self, RequestRecord, RoutedIndex},
+    tombstones::drop_markers,
 };
 
 fn check_id(what: &str, id: &str) -> Result<(), RouterError> {
@@ -214,6 +215,8 @@ pub struct ForgetReport {
     pub dead_letters_removed: u64,
     /// Events naming them (merges, identity conflicts, history reads).
     pub events_removed: u64,
+    /// Markers that the purges left under the keys' names, removed.
+    pub markers_removed: usize,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
     /// Their attachments and raw e-mails: deleted, or kept because
@@ -373,6 +376,19 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
 
     report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
     report.events_removed = purge_events(bus, &ids).await?;
+    // Last, the markers those purges left under the keys' names.
+    let identity_keys = person_keys.iter().cloned().chain(
+        ids.iter()
+            .flat_map(|id| [record_key(id), alias_key(id), merged_key(id)]),
+    );
+    report.markers_removed = drop_markers(kv, identity_keys).await?;
+    let request_keys = references
+        .iter()
+        .map(|r| requests::request_key(r))
+        .chain(contacts.iter().map(|c| requests::contact_key(c)))
+        .chain(message_ids.iter().map(|m| requests::msgid_key(m)))
+        .chain(other_keys.iter().cloned());
+    report.markers_removed += drop_markers(rkv, request_keys).await?;
 
     // The erasure's own record names no one: the ids as keyed pseudonyms
     // (whoever holds the key and an id can check it was erased).

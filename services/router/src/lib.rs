@@ -22,6 +22,7 @@ pub mod live;
 pub mod rekey;
 pub mod requests;
 pub mod route;
+pub mod tombstones;
 
 pub use config::RouterConfig;
 pub use error::RouterError;
