@@ -225,10 +225,12 @@ pub struct ForgetReport {
 }
 
 /// Erases a usager (RGPD): the files of their contacts no one else's
-/// contact points at, their routed messages (journal and queues),
-/// the same contacts as received (INTAKE), their dead letters, identity
-/// keys and records, the requests they opened, and the events naming them. `keys` recognizes
-/// their identifiers in dead letters.
+/// contact points at, the events naming them, their routed messages
+/// (journal and queues), the same contacts as received (INTAKE), their
+/// dead letters, identity keys and records, the requests they opened, and
+/// the markers those purges leave. `keys` recognizes their identifiers in
+/// dead letters. What is done first is what a rerun could not find once
+/// the rest is gone: an interrupted forget is run again.
 pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
     let ids = bus.usager_history_ids(usager_id).await?;
@@ -288,9 +290,10 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
             "no usager {usager_id}: no record and no routed message"
         )));
     }
-    // Files first: see `erase_files` for why (an interrupted forget is run
-    // again, and must find the same files).
+    // Files and events first: a rerun finds them only while their
+    // messages are still there (see `erase_files`).
     report.files = erase_files(bus, files, &ids, &intake_subjects, &contacts).await?;
+    report.events_removed = purge_events(bus, &ids).await?;
     for id in &ids {
         let purged = routed_stream
             .purge()
@@ -375,7 +378,6 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     }
 
     report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
-    report.events_removed = purge_events(bus, &ids).await?;
     // Last, the markers those purges left under the keys' names.
     let identity_keys = person_keys.iter().cloned().chain(
         ids.iter()
