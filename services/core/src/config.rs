@@ -329,6 +329,29 @@ impl Default for TopologyConfig {
     }
 }
 
+/// A file already in the object store is written again (its age starts
+/// over) when a new contact brings it and its copy is older than this; see
+/// [`TopologyConfig::attachments_max_age`].
+pub const ATTACHMENTS_REFRESH_AFTER: Duration = Duration::from_secs(7 * 86_400);
+
+impl TopologyConfig {
+    /// The object store's retention (`guichet_attachments`), derived from
+    /// the streams' so that a file never expires before the last message
+    /// that points at it: a contact is published at most
+    /// [`ATTACHMENTS_REFRESH_AFTER`] after its file's copy was written (an
+    /// older copy is written again), routed or dead-lettered within
+    /// `intake_max_age`, then kept `routed_max_age` (or
+    /// `deadletter_max_age`). A file no message points at any more (a
+    /// usager's past retention, an abandoned submission) is gone at most
+    /// that long after it was last sent.
+    pub fn attachments_max_age(&self) -> Duration {
+        self.routed_max_age
+            .max(self.deadletter_max_age)
+            .saturating_add(self.intake_max_age)
+            .saturating_add(ATTACHMENTS_REFRESH_AFTER)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {

@@ -27,8 +27,10 @@ use prost::Message;
 use crate::{
     RouterError,
     dispatch::queue_consumer,
+    erase_files::{FilesErased, erase_files, files_of},
     identity::{self, add_to_record},
     requests::{self, RequestRecord, RoutedIndex},
+    tombstones::drop_markers,
 };
 
 fn check_id(what: &str, id: &str) -> Result<(), RouterError> {
@@ -211,14 +213,24 @@ pub struct ForgetReport {
     pub identity_keys_kept: usize,
     /// Their contacts that could not be routed, removed from DEADLETTER.
     pub dead_letters_removed: u64,
+    /// Events naming them (merges, identity conflicts, history reads).
+    pub events_removed: u64,
+    /// Markers that the purges left under the keys' names, removed.
+    pub markers_removed: usize,
     pub requests_removed: usize,
     pub index_entries_removed: usize,
+    /// Their attachments and raw e-mails: deleted, or kept because
+    /// another contact points at the same file.
+    pub files: FilesErased,
 }
 
-/// Erases a usager (RGPD): their routed messages (journal and queues),
-/// the same contacts as received (INTAKE), their dead letters, identity
-/// keys and records, and the requests they opened. `keys` recognizes
-/// their identifiers in dead letters.
+/// Erases a usager (RGPD): the files of their contacts no one else's
+/// contact points at, the events naming them, their routed messages
+/// (journal and queues), the same contacts as received (INTAKE), their
+/// dead letters, identity keys and records, the requests they opened, and
+/// the markers those purges leave. `keys` recognizes their identifiers in
+/// dead letters. What is done first is what a rerun could not find once
+/// the rest is gone: an interrupted forget is run again.
 pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<ForgetReport, RouterError> {
     check_id("ID", usager_id)?;
     let ids = bus.usager_history_ids(usager_id).await?;
@@ -246,11 +258,13 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     let mut message_ids = BTreeSet::new();
     let mut other_keys = BTreeSet::new();
     let mut intake_subjects = BTreeSet::new();
+    let mut files = BTreeSet::new();
     for id in &ids {
         for payload in read_subject(bus, subjects::ROUTED_STREAM, &subjects::usager_history(id)).await? {
             if let Ok(routed) = Routed::decode(payload) {
                 if let Some(contact) = &routed.contact {
                     contacts.insert(contact.id.clone());
+                    files.extend(files_of(contact).map(str::to_owned));
                     if !contact.idempotency_key.is_empty() {
                         let channel = Channel::try_from(contact.channel).unwrap_or(Channel::Unspecified);
                         intake_subjects.insert(subjects::intake_keyed(channel, &contact.idempotency_key));
@@ -276,6 +290,10 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
             "no usager {usager_id}: no record and no routed message"
         )));
     }
+    // Files and events first: a rerun finds them only while their
+    // messages are still there (see `erase_files`).
+    report.files = erase_files(bus, files, &ids, &intake_subjects, &contacts).await?;
+    report.events_removed = purge_events(bus, &ids).await?;
     for id in &ids {
         let purged = routed_stream
             .purge()
@@ -360,17 +378,34 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     }
 
     report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
+    // Last, the markers those purges left under the keys' names.
+    let identity_keys = person_keys.iter().cloned().chain(
+        ids.iter()
+            .flat_map(|id| [record_key(id), alias_key(id), merged_key(id)]),
+    );
+    report.markers_removed = drop_markers(kv, identity_keys).await?;
+    let request_keys = references
+        .iter()
+        .map(|r| requests::request_key(r))
+        .chain(contacts.iter().map(|c| requests::contact_key(c)))
+        .chain(message_ids.iter().map(|m| requests::msgid_key(m)))
+        .chain(other_keys.iter().cloned());
+    report.markers_removed += drop_markers(rkv, request_keys).await?;
 
+    // The erasure's own record names no one: the ids as keyed pseudonyms
+    // (whoever holds the key and an id can check it was erased).
+    let pseudonyms: Vec<String> = ids.iter().map(|id| keys.pseudonym(id)).collect();
     let event = serde_json::json!({
-        "kind": "usager_forgotten", "usager_ids": ids,
+        "kind": "usager_forgotten", "usager_pseudonyms": pseudonyms,
         "routed_messages_purged": report.routed_messages_purged,
         "intake_messages_purged": report.intake_messages_purged,
         "dead_letters_removed": report.dead_letters_removed,
+        "files_deleted": report.files.deleted, "files_kept_shared": report.files.kept_shared,
         "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     bus.publish(
         subjects::event("usager_forgotten"),
-        &format!("forget-{usager_id}-{}", Utc::now().timestamp_millis()),
+        &format!("forget-{}-{}", keys.pseudonym(usager_id), Utc::now().timestamp_millis()),
         Bytes::from(event.to_string()),
     )
     .await?;
@@ -414,6 +449,32 @@ async fn purge_dead_letters(
     Ok(removed)
 }
 
+/// Review and audit events that name one of `ids` (merges, identity
+/// conflicts, reads of their history): removed one by one from EVENTS, so
+/// that no id of an erased person is left to link anything to.
+async fn purge_events(bus: &Bus, ids: &[String]) -> Result<u64, RouterError> {
+    let mut theirs = Vec::new();
+    scan_messages(bus, subjects::EVENTS_STREAM, subjects::EVENTS_ALL, |m| {
+        let text = String::from_utf8_lossy(m.payload);
+        if ids.iter().any(|id| text.contains(id.as_str())) {
+            theirs.push(m.sequence);
+        }
+    })
+    .await?;
+    let stream = bus
+        .jetstream()
+        .get_stream_no_info(subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening EVENTS", e))?;
+    for sequence in &theirs {
+        stream
+            .delete_message(*sequence)
+            .await
+            .map_err(|e| RouterError::jetstream("removing an event", e))?;
+    }
+    Ok(theirs.len() as u64)
+}
+
 fn is_known(records: &[Option<identity::UsagerRecord>], id: &str) -> bool {
     records.iter().flatten().any(|r| r.usager_id == id)
 }
@@ -429,6 +490,30 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
 
 /// Every message on `filter` in `stream` as (sequence, payload), oldest first.
 async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
+    let mut out = Vec::new();
+    scan_messages(bus, stream, filter, |message| {
+        out.push((message.sequence, message.payload.clone()))
+    })
+    .await?;
+    Ok(out)
+}
+
+/// One message of a stream, as [`scan_messages`] shows it.
+pub(crate) struct Scanned<'a> {
+    pub sequence: u64,
+    pub subject: &'a str,
+    pub payload: &'a Bytes,
+}
+
+/// Shows every message on `filter` in `stream` to `visit`, oldest first,
+/// one at a time (a whole journal is never held in memory), up to the
+/// last one there when the scan began.
+pub(crate) async fn scan_messages(
+    bus: &Bus,
+    stream: &str,
+    filter: &str,
+    mut visit: impl FnMut(Scanned<'_>),
+) -> Result<(), RouterError> {
     let stream = bus
         .jetstream()
         .get_stream(stream)
@@ -448,9 +533,8 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
         .await
         .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?
         .num_pending;
-    let mut out = Vec::new();
     if pending == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let mut messages = consumer
         .messages()
@@ -465,12 +549,16 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
             .info()
             .map(|i| (i.stream_sequence, i.pending))
             .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        out.push((sequence, message.payload.clone()));
+        visit(Scanned {
+            sequence,
+            subject: message.subject.as_str(),
+            payload: &message.payload,
+        });
         if left == 0 {
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A routed contact's decision, for `guichet explain`.

@@ -7,13 +7,14 @@
 //! [`engine`] seam), open or join the request, publish one `Routed` on
 //! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
-//! do: merge and forget usagers, explain a decision, look at a queue.
+//! do: merge and forget usagers (with [`erase_files`]), explain a decision, look at a queue.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod dispatch;
 pub mod engine;
+pub mod erase_files;
 mod error;
 pub mod identity;
 pub mod identity_cache;
@@ -21,6 +22,7 @@ pub mod live;
 pub mod rekey;
 pub mod requests;
 pub mod route;
+pub mod tombstones;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

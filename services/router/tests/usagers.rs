@@ -223,6 +223,12 @@ async fn forget_erases_history_identity_and_requests_of_one_usager_only() {
     let forgotten = events(&bus, "usager_forgotten").await;
     assert_eq!(forgotten.len(), 1);
     assert!(!forgotten[0].to_string().contains("oublie"));
+    // Its own record names no one: the id only as a keyed pseudonym.
+    assert!(!forgotten[0].to_string().contains(&u), "{}", forgotten[0]);
+    assert_eq!(
+        forgotten[0]["usager_pseudonyms"][0],
+        guichet_harness::pseudonymizer().pseudonym(&u)
+    );
     // The same person writing again is a new usager.
     let again = email_contact("oublie@example.fr", "n", "n");
     publish(&bus, &again).await;
@@ -253,6 +259,9 @@ async fn forget_after_merge_erases_both_ids() {
         .unwrap();
     assert_eq!(report.usager_ids, vec![ux.clone(), uy.clone()]);
     assert_eq!(report.routed_messages_purged, 2);
+    // The merge event named both: gone with them.
+    assert_eq!(report.events_removed, 1);
+    assert!(events(&bus, "usager_merged").await.is_empty());
     assert!(routed_all(&bus).await.is_empty());
     assert!(bus.stores().identity.get(alias_key(&uy)).await.unwrap().is_none());
     router.shutdown().await;
@@ -355,5 +364,89 @@ async fn concurrent_merges_into_one_usager_all_land_in_its_history() {
     for other in &people[1..] {
         assert!(history.contains(other), "{other} missing from {history:?}");
     }
+    router.shutdown().await;
+}
+
+/// Whether `key` is in the object store, as its list shows it.
+async fn stored(bus: &guichet_core::Bus, key: &str) -> bool {
+    use futures::StreamExt;
+    let mut list = bus.stores().attachments.list().await.unwrap();
+    while let Some(info) = list.next().await {
+        if info.unwrap().name == key {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn forget_deletes_the_files_no_one_else_points_at_and_keeps_a_shared_one() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let shared = bus
+        .put_attachment(b"%PDF-1.4 formulaire cerfa 12345", "cerfa.pdf", "application/pdf")
+        .await
+        .unwrap();
+    let own = bus
+        .put_attachment(
+            b"%PDF-1.4 avis d'imposition de Mme Leroy",
+            "avis.pdf",
+            "application/pdf",
+        )
+        .await
+        .unwrap();
+    let raw = bus
+        .put_attachment(
+            b"From: leroy@example.fr\r\n\r\nBonjour",
+            "message.eml",
+            "message/rfc822",
+        )
+        .await
+        .unwrap();
+    let mut hers = email_contact("leroy@example.fr", "Demande", "Voici mes papiers");
+    hers.attachments = vec![shared.clone(), own.clone()];
+    if let Some(guichet_core::proto::v1::contact::Details::Email(email)) = hers.details.as_mut() {
+        email.raw_message = Some(raw.clone());
+    }
+    let mut his = email_contact("durand@example.fr", "Demande", "Le même formulaire");
+    his.attachments = vec![shared.clone()];
+    publish(&bus, &hers).await;
+    publish(&bus, &his).await;
+    let u = routed(&bus, &hers.id).await.usager_id;
+    routed(&bus, &his.id).await;
+
+    // As if an earlier forget had stopped right after its files step: the
+    // rerun finds the same files, gone already, and ends the same.
+    let intake = BTreeSet::from([subjects::intake_keyed(
+        guichet_core::proto::v1::Channel::Email,
+        &hers.idempotency_key,
+    )]);
+    let contacts = BTreeSet::from([hers.id.clone()]);
+    let candidates = BTreeSet::from([shared.key.clone(), own.key.clone(), raw.key.clone()]);
+    let first =
+        guichet_router::erase_files::erase_files(&bus, candidates, std::slice::from_ref(&u), &intake, &contacts)
+            .await
+            .unwrap();
+    assert_eq!((first.deleted, first.kept_shared), (2, 1));
+
+    let report = admin::forget(&bus, guichet_harness::pseudonymizer(), &u).await.unwrap();
+    assert_eq!((report.files.deleted, report.files.kept_shared), (2, 1));
+    assert!(!stored(&bus, &own.key).await, "her own file is gone");
+    assert!(!stored(&bus, &raw.key).await, "her raw e-mail is gone");
+    assert!(bus.get_attachment(&own.key).await.is_err());
+    // Not even a "deleted" record under the file's hash is left.
+    let objects = read_all(&bus, "OBJ_guichet_attachments", "$O.guichet_attachments.M.>").await;
+    assert_eq!(objects.len(), 1, "only the shared file's record: {objects:?}");
+    // His contact points at the shared file: still there, still readable.
+    assert!(stored(&bus, &shared.key).await);
+    assert_eq!(
+        bus.get_attachment(&shared.key).await.unwrap(),
+        b"%PDF-1.4 formulaire cerfa 12345"
+    );
+    // Forgetting again changes nothing.
+    let again = admin::forget(&bus, guichet_harness::pseudonymizer(), &u).await;
+    assert!(matches!(again, Err(RouterError::NotFound(_))), "{again:?}");
+    assert!(stored(&bus, &shared.key).await);
     router.shutdown().await;
 }

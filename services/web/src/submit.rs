@@ -9,7 +9,9 @@
 //! them; only then does the submission take a publish slot
 //! (`web.max_concurrent`: unauthenticated clients never hold one), then
 //! the rate limit (authentic submissions only count against a form's
-//! budget), parsing, mapping, files and publish.
+//! budget), parsing, mapping, the contact built and size-checked with its
+//! files' references, and only then the files stored and the contact
+//! published (a refused submission stores no file).
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +24,7 @@ use axum::{
 };
 use chrono::Utc;
 use guichet_core::{
-    bus::IntakeReceipt,
+    bus::{IntakeReceipt, attachment_ref},
     ids,
     proto::{
         self,
@@ -32,6 +34,7 @@ use guichet_core::{
 };
 use prost::Message;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -175,16 +178,20 @@ async fn handle(
     }
 
     let store = async {
-        let mut attachments = Vec::with_capacity(submission.uploads.len());
-        for upload in &mut submission.uploads {
-            let (name, media) = (&upload.file_name, &upload.media_type);
-            attachments.push(match &mut upload.data {
-                UploadData::Memory(data) => app.bus.put_attachment(data, name, media).await?,
-                UploadData::Spooled { file, sha256, .. } => {
-                    app.bus.put_attachment_stream(file, *sha256, name, media).await?
-                }
-            });
-        }
+        // The files' references are known before they are stored: the
+        // contact is built and size-checked first, so that a submission
+        // refused here leaves no file behind that nothing points at.
+        let attachments = submission
+            .uploads
+            .iter()
+            .map(|upload| {
+                let (sha256, size) = match &upload.data {
+                    UploadData::Memory(data) => (Sha256::digest(data).into(), data.len() as u64),
+                    UploadData::Spooled { sha256, size, .. } => (*sha256, *size),
+                };
+                attachment_ref(sha256, size, &upload.file_name, &upload.media_type)
+            })
+            .collect();
         let now = Utc::now();
         let contact = Contact {
             id: ids::contact_id(),
@@ -217,6 +224,15 @@ async fn handle(
                 "the submission's text is {size} bytes once normalized, over the {max} bytes a contact may \
                  carry: send long content as files (multipart/form-data)"
             ))));
+        }
+        for upload in &mut submission.uploads {
+            let (name, media) = (&upload.file_name, &upload.media_type);
+            match &mut upload.data {
+                UploadData::Memory(data) => app.bus.put_attachment(data, name, media).await?,
+                UploadData::Spooled { file, sha256, .. } => {
+                    app.bus.put_attachment_stream(file, *sha256, name, media).await?
+                }
+            };
         }
         let email = contact.claims.as_ref().map(|c| c.email.as_str()).unwrap_or_default();
         let who = (!email.is_empty()).then(|| pseudonym(email));

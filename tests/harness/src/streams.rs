@@ -66,7 +66,9 @@ async fn read(js: &jetstream::Context, name: &str) -> Result<Vec<StoredMessage>,
             payload: message.payload.to_vec(),
             published: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
         });
-        if sequence >= state.last_sequence {
+        // The last sequence can be gone (deleted or purged since): nothing
+        // pending is the end too.
+        if sequence >= state.last_sequence || info.pending == 0 {
             return Ok(out);
         }
     }

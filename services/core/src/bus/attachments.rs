@@ -15,29 +15,43 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::Bus;
-use crate::{Error, bus::subjects::ATTACHMENTS_STORE, proto::v1::AttachmentRef};
+use async_nats::jetstream::object_store::ObjectInfo;
+
+use crate::{Error, bus::subjects::ATTACHMENTS_STORE, config::ATTACHMENTS_REFRESH_AFTER, proto::v1::AttachmentRef};
+
+/// The reference a file of this content will have once stored, known
+/// before it is: an adapter can build (and size-check) the contact that
+/// carries it first, and store nothing for a submission it then refuses.
+pub fn attachment_ref(sha256: [u8; 32], size: u64, file_name: &str, media_type: &str) -> AttachmentRef {
+    let sha256 = hex::encode(sha256);
+    AttachmentRef {
+        key: attachment_key(&sha256),
+        file_name: sanitize_file_name(file_name),
+        media_type: media_type.to_owned(),
+        size,
+        sha256,
+    }
+}
+
+/// The object-store key of content whose hex SHA-256 is `sha256`.
+pub fn attachment_key(sha256: &str) -> String {
+    format!("sha256/{sha256}")
+}
 
 impl Bus {
     /// Stores `data` (if not already there) and returns its reference.
     pub async fn put_attachment(&self, data: &[u8], file_name: &str, media_type: &str) -> Result<AttachmentRef, Error> {
-        let sha256 = hex::encode(Sha256::digest(data));
-        let key = format!("sha256/{sha256}");
+        let reference = attachment_ref(Sha256::digest(data).into(), data.len() as u64, file_name, media_type);
+        let key = reference.key.clone();
         let store = &self.inner.stores.attachments;
-        let present = store.info(&key).await.is_ok();
-        if !present {
+        if !self.is_current(&key).await {
             let mut reader = data;
             store
                 .put(key.as_str(), &mut reader)
                 .await
                 .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
         }
-        Ok(AttachmentRef {
-            key,
-            file_name: sanitize_file_name(file_name),
-            media_type: media_type.to_owned(),
-            size: data.len() as u64,
-            sha256,
-        })
+        Ok(reference)
     }
 
     /// Stores what `reader` yields under `sha256/<sha256>` (if not already
@@ -62,12 +76,13 @@ impl Bus {
     where
         R: AsyncRead + Unpin,
     {
-        let sha256 = hex::encode(sha256);
-        let key = format!("sha256/{sha256}");
+        let digest = sha256;
+        let sha256 = hex::encode(digest);
+        let key = attachment_key(&sha256);
         let store = &self.inner.stores.attachments;
         let size = match store.info(&key).await {
-            Ok(info) => info.size as u64,
-            Err(_) => {
+            Ok(info) if is_fresh(&info) => info.size as u64,
+            _ => {
                 let mut hashing = Hashing::new(reader);
                 store
                     .put(key.as_str(), &mut hashing)
@@ -88,13 +103,19 @@ impl Bus {
                 size
             }
         };
-        Ok(AttachmentRef {
-            key,
-            file_name: sanitize_file_name(file_name),
-            media_type: media_type.to_owned(),
-            size,
-            sha256,
-        })
+        Ok(attachment_ref(digest, size, file_name, media_type))
+    }
+
+    /// Whether `key` is stored, not deleted, and recent enough to outlive
+    /// a contact published now (see [`ATTACHMENTS_REFRESH_AFTER`]): if not,
+    /// the caller writes it (again).
+    async fn is_current(&self, key: &str) -> bool {
+        self.inner
+            .stores
+            .attachments
+            .info(key)
+            .await
+            .is_ok_and(|info| is_fresh(&info))
     }
 
     /// Reads an attachment back.
@@ -114,6 +135,17 @@ impl Bus {
             .map_err(|e| Error::store(ATTACHMENTS_STORE, e))?;
         Ok(out)
     }
+}
+
+/// Stored, not deleted, and written less than [`ATTACHMENTS_REFRESH_AFTER`]
+/// ago. Why the age: the object store expires a file by the age of its
+/// copy, not of the last contact that brought it (see
+/// [`crate::config::TopologyConfig::attachments_max_age`]).
+fn is_fresh(info: &ObjectInfo) -> bool {
+    let written = info.modified.map_or(0, |m| m.unix_timestamp());
+    let age = chrono::Utc::now().timestamp().saturating_sub(written);
+    // A copy dated in the future (another host's clock) counts as fresh.
+    !info.deleted && age < i64::try_from(ATTACHMENTS_REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A reader that hashes (SHA-256) and counts what passes through it.

@@ -20,6 +20,7 @@ use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use attachments::{attachment_key, attachment_ref};
 pub use publish::{IntakeReceipt, Published, RETRY_AFTER};
 pub use readiness::NotReady;
 pub use topology::ensure_topology;

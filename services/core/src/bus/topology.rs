@@ -317,6 +317,8 @@ async fn ensure_object_store(
         description: Some("guichet: raw e-mails and attachments, by SHA-256".into()),
         storage: storage(config),
         num_replicas: config.replicas,
+        // Aligned with the streams that point at the files (see why there).
+        max_age: config.attachments_max_age(),
         ..Default::default()
     };
     let settings = StoreSettings {

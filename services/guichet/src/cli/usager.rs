@@ -16,7 +16,8 @@ pub enum UsagerCommand {
         other: String,
     },
     /// Erase a usager (RGPD): their routed messages in the journal and
-    /// the queues, their identity keys and records, and their requests.
+    /// the queues, their identity keys and records, their requests, and
+    /// their files (attachments, raw e-mails) no other contact points at.
     Forget {
         /// The usager id (every id merged into it is erased too).
         id: String,
@@ -59,6 +60,7 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
                 report.intake_messages_purged
             );
             println!("  dead letters removed: {}", report.dead_letters_removed);
+            println!("  events naming them removed: {}", report.events_removed);
             println!("  identity keys removed: {}", report.identity_keys_removed);
             if report.identity_keys_kept > 0 {
                 println!(
@@ -68,6 +70,10 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             }
             println!("  requests removed: {}", report.requests_removed);
             println!("  index entries removed: {}", report.index_entries_removed);
+            println!(
+                "  files deleted: {} (kept, another contact has the same file: {})",
+                report.files.deleted, report.files.kept_shared
+            );
         }
     }
     Ok(())

@@ -334,6 +334,53 @@ async fn text_too_large_for_one_message_is_413() {
 }
 
 #[tokio::test]
+async fn a_submission_refused_as_too_large_leaves_no_file() {
+    // Its files fit, its text does not: the refusal comes after the files
+    // were read, and used to come after they were stored (orphans nothing
+    // points at). One small file (kept in memory), one over the spool
+    // threshold (streamed from disk): neither may reach the object store.
+    let text = FORMS
+        .replace("max_request_bytes = 262144", "max_request_bytes = 4194304")
+        .replace(
+            "max_file_bytes = 16384",
+            "max_file_bytes = 2097152\nspool_threshold_bytes = 65536",
+        );
+    let web = Web::start(common::config(&text)).await;
+    let body = format!(
+        "--xx\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\na@b.fr\r\n\
+         --xx\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\n{}\r\n\
+         --xx\r\nContent-Disposition: form-data; name=\"petit\"; filename=\"petit.txt\"\r\n\r\n{}\r\n\
+         --xx\r\nContent-Disposition: form-data; name=\"grand\"; filename=\"grand.bin\"\r\n\r\n{}\r\n--xx--\r\n",
+        "x".repeat(1_200_000),
+        "petit fichier",
+        "g".repeat(300_000)
+    );
+    let p = refused(
+        &web,
+        "text too large, with files",
+        web.signed("voirie", "multipart/form-data; boundary=xx", body),
+        413,
+        "too-large",
+    )
+    .await;
+    assert!(p.detail.contains("multipart"), "{}", p.detail);
+    // The refusal is the evidence the submission was processed; now the store.
+    let store = web
+        .nats
+        .jetstream()
+        .await
+        .get_object_store("guichet_attachments")
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    let mut list = store.list().await.unwrap();
+    while let Some(info) = futures::StreamExt::next(&mut list).await {
+        names.push(info.unwrap().name);
+    }
+    assert!(names.is_empty(), "a refused submission left files: {names:?}");
+}
+
+#[tokio::test]
 async fn the_rate_limit_is_per_form() {
     let text = FORMS.replace(
         "[web.forms.ouvert]\n",
