@@ -68,6 +68,12 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             }
             println!("  requests removed: {}", report.requests_removed);
             println!("  index entries removed: {}", report.index_entries_removed);
+            if report.other_records_cleaned > 0 {
+                println!(
+                    "  other records that listed their identifiers, cleaned: {}",
+                    report.other_records_cleaned
+                );
+            }
         }
     }
     Ok(())
