@@ -1,0 +1,196 @@
+//! No silent split, property-tested: seeded random people and contacts
+//! carrying disjoint and overlapping identifiers (e-mail only, phone
+//! only, both, and one person's e-mail with another's phone), published
+//! in a burst and routed by three routers at once (two with the identity
+//! cache, one without), in an order each seed shuffles. Whatever the
+//! interleaving, once everything is routed:
+//!
+//! - each contact went to the usager its strongest identifier designates;
+//! - a contact whose identifiers designate different usagers has its own
+//!   `identity_conflict` event naming all of them — and a contact whose
+//!   identifiers agree has none;
+//! - no contact was dead-lettered, and every `usager.<U>` record belongs
+//!   to a usager some contact was routed to (a lost race leaves nothing).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use guichet_core::{
+    identity::{Identifier, normalize_email, normalize_phone},
+    proto::v1::{Contact, IdentityClaims},
+};
+use guichet_harness::Nats;
+use guichet_router::{RouterConfig, identity};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+/// The contacts of one seeded round: `people` persons, each with an
+/// e-mail and a phone; each contact carries a random subset, sometimes
+/// another person's phone (a shared family line).
+fn round(seed: u64, people: usize) -> Vec<Contact> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let email = |n: usize| format!("s{seed}.p{n}@example.fr");
+    let phone = |n: usize| {
+        format!(
+            "06 3{} {:02} {:02} {:02}",
+            seed % 10,
+            n / 10_000,
+            n / 100 % 100,
+            n % 100
+        )
+    };
+    let mut contacts = Vec::new();
+    for n in 0..people {
+        for _ in 0..rng.random_range(1..=4) {
+            let (e, p) = match rng.random_range(0..7) {
+                0 | 1 => (email(n), String::new()),
+                2 | 3 => (String::new(), phone(n)),
+                4 | 5 => (email(n), phone(n)),
+                _ => (email(n), phone(rng.random_range(0..people))),
+            };
+            contacts.push(with_claims(
+                email_contact("", "Demande", "Bonjour"),
+                IdentityClaims {
+                    email: e,
+                    phone: p,
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    contacts.shuffle(&mut rng);
+    contacts
+}
+
+fn keys_of(contact: &Contact) -> Vec<String> {
+    let claims = contact.claims.as_ref().unwrap();
+    let mut ids: Vec<Identifier> = Vec::new();
+    if !claims.email.is_empty() {
+        ids.push(normalize_email(&claims.email).unwrap());
+    }
+    if !claims.phone.is_empty() {
+        ids.push(normalize_phone(&claims.phone).unwrap());
+    }
+    // Strongest first, as the router orders them.
+    ids.sort_by_key(|id| id.kind);
+    ids.iter()
+        .map(|id| guichet_harness::pseudonymizer().identity_key(id))
+        .collect()
+}
+
+#[tokio::test]
+async fn randomized_interleavings_over_three_routers_never_split_a_person_silently() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let with_cache = config();
+    let without_cache = RouterConfig {
+        identity_cache: false,
+        ..config()
+    };
+    let routers = [
+        RunningRouter::start(&nats, with_cache.clone()).await,
+        RunningRouter::start(&nats, with_cache).await,
+        RunningRouter::start(&nats, without_cache).await,
+    ];
+
+    let mut all = Vec::new();
+    let mut split_contacts = 0;
+    for seed in 1..=6 {
+        let contacts = round(seed, 30);
+        // A burst: every contact of the round in flight at once, so that
+        // the three routers meet the same people at the same time.
+        futures::future::join_all(contacts.iter().map(|c| publish(&bus, c))).await;
+        all.extend(contacts);
+        let expected = all.len();
+        eventually(&format!("round {seed} routed"), || {
+            let bus = bus.clone();
+            async move { routed_all(&bus).await.len() >= expected }
+        })
+        .await;
+    }
+
+    let routed: BTreeMap<String, String> = routed_all(&bus)
+        .await
+        .into_iter()
+        .map(|(_, r)| (r.contact.unwrap().id, r.usager_id))
+        .collect();
+    assert_eq!(routed.len(), all.len(), "each contact routed once");
+    let mut conflicts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in events(&bus, "identity_conflict").await {
+        let mut named = BTreeSet::from([event["kept"]["usager_id"].as_str().unwrap().to_owned()]);
+        for other in event["others"].as_array().unwrap() {
+            named.insert(other["usager_id"].as_str().unwrap().to_owned());
+        }
+        conflicts.insert(event["contact_id"].as_str().unwrap().to_owned(), named);
+    }
+    let kv = &bus.stores().identity;
+    let mut owner_of: BTreeMap<String, String> = BTreeMap::new();
+    for contact in &all {
+        let keys = keys_of(contact);
+        let mut owners = BTreeSet::new();
+        for key in &keys {
+            if !owner_of.contains_key(key) {
+                let value = kv.get(key.as_str()).await.unwrap();
+                let value = value.unwrap_or_else(|| panic!("identifier {key} designates nobody"));
+                owner_of.insert(key.clone(), String::from_utf8(value.to_vec()).unwrap());
+            }
+            owners.insert(owner_of[key].clone());
+        }
+        let usager = &routed[&contact.id];
+        assert_eq!(
+            usager, &owner_of[&keys[0]],
+            "contact {} not routed to the usager of its strongest identifier",
+            contact.id
+        );
+        match conflicts.get(&contact.id) {
+            _ if owners.len() == 1 => assert!(
+                !conflicts.contains_key(&contact.id),
+                "contact {} has a conflict event, but its identifiers agree on {owners:?}",
+                contact.id
+            ),
+            Some(named) => {
+                split_contacts += 1;
+                assert!(
+                    owners.is_subset(named),
+                    "contact {}: identifiers designate {owners:?}, its event names {named:?}",
+                    contact.id
+                );
+            }
+            None => panic!(
+                "silent split: contact {}'s identifiers designate {owners:?} and no identity_conflict event says so",
+                contact.id
+            ),
+        }
+    }
+    // The rounds do exercise conflicts (shared phones at least).
+    assert!(
+        split_contacts > 0,
+        "no contact with disagreeing identifiers: the property was not exercised"
+    );
+    eprintln!(
+        "{} contacts, {split_contacts} with disagreeing identifiers, each with its event",
+        all.len()
+    );
+
+    // No record left for an id that lost its race.
+    assert!(dead_letters(&bus).await.is_empty());
+    let usagers: BTreeSet<&String> = routed.values().collect();
+    let mut keys = kv.keys().await.unwrap();
+    use futures::StreamExt;
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        if let Some(id) = key.strip_prefix("usager.") {
+            let (record, _) = identity::read_record(&bus, id).await.unwrap().unwrap();
+            assert!(
+                usagers.contains(&record.usager_id),
+                "orphan record {key}: no contact was routed to it"
+            );
+        }
+    }
+    for router in routers {
+        router.shutdown().await;
+    }
+}
