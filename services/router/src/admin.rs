@@ -431,7 +431,15 @@ async fn clean_other_records(bus: &Bus, person_keys: &BTreeSet<String>, ids: &[S
                     cleaned += 1;
                     break;
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                // 10164 (a competing write in flight on a cluster) is `Other`.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        kv::UpdateErrorKind::WrongLastRevision | kv::UpdateErrorKind::Other
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(RouterError::identity_store("cleaning another usager's record", e)),
             }
         }

@@ -496,6 +496,13 @@ pub(crate) async fn add_to_record(
         let written = match revision {
             Some(revision) => match kv.update(key.as_str(), value, revision).await {
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                // On a cluster, a competing update still in flight gets
+                // ours refused with another code (10164): read the leader
+                // again. A write of ours that did land is seen there.
+                Err(e) if e.kind() == UpdateErrorKind::Other => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
                 other => other.map(|_| ()).map_err(|e| e.to_string()),
             },
             None => match claim::claim(kv, &key, value).await {

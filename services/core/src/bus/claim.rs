@@ -8,13 +8,13 @@
 //! "already exists". Here the write is followed, on any failure, by a
 //! read from the stream leader, which has every acknowledged write: the
 //! key is either ours (a write whose answer was lost), someone else's
-//! (a lost race, with the holder's value), or free (a tombstone: written
-//! again over it).
+//! (a lost race, with the holder's value), free (a tombstone: written
+//! again over it), or not there yet (a competing write proposed and not
+//! yet applied, which a cluster refuses ours for: tried again shortly).
 
-use async_nats::jetstream::{
-    kv::{self, UpdateErrorKind},
-    stream::LastRawMessageErrorKind,
-};
+use async_nats::jetstream::{kv, stream::LastRawMessageErrorKind};
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::Error;
@@ -61,8 +61,9 @@ pub async fn leader_entry(kv: &kv::Store, key: &str) -> Result<Option<(Bytes, u6
 /// usager id, a record naming it).
 pub async fn claim(kv: &kv::Store, key: &str, value: Bytes) -> Result<Claim, Error> {
     let mut expected = 0;
-    // A key deleted and written again between our tries: bounded.
-    for _ in 0..4 {
+    // Bounded: a key deleted and written again between our tries, or a
+    // competing write still in flight.
+    for attempt in 0..6u32 {
         let refused = match kv.update(key, value.clone(), expected).await {
             Ok(revision) => return Ok(Claim::Won(revision)),
             Err(e) => e,
@@ -77,13 +78,21 @@ pub async fn claim(kv: &kv::Store, key: &str, value: Bytes) -> Result<Claim, Err
             Some((held, revision, false)) => return Ok(Claim::Held { value: held, revision }),
             // Deleted or purged: free, written over its tombstone.
             Some((_, revision, true)) => expected = revision,
-            None if refused.kind() == UpdateErrorKind::WrongLastRevision => expected = 0,
-            None => return Err(Error::store(&kv.name, format!("claiming {key}: {refused}"))),
+            // Refused, yet the leader has nothing: on a cluster, another
+            // write of the key is proposed and not yet applied (NATS
+            // refuses ours with `wrong last sequence`, error 10164, not
+            // the usual 10071). A moment later the leader has it.
+            None => {
+                expected = 0;
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
         }
     }
     Err(Error::store(
         &kv.name,
-        format!("claiming {key}: written and removed concurrently; retry"),
+        format!(
+            "claiming {key}: refused, yet not found on the stream leader after 6 tries (written and removed concurrently?); retry"
+        ),
     ))
 }
 
