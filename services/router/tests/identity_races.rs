@@ -212,3 +212,72 @@ async fn randomized_interleavings_over_three_routers_never_split_a_person_silent
         router.shutdown().await;
     }
 }
+
+/// Debris of a race that was not cleaned up (a router that crashed between
+/// writing its new id's record and claiming the person's key): a record
+/// listing the person's identifier hashes for an id nobody uses. `forget`
+/// finds it by those hashes and removes it; a record of someone else that
+/// lists one of their hashes besides its own keeps its own.
+#[tokio::test]
+async fn forget_removes_the_records_of_ids_that_lost_a_race_for_the_person() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let contact = with_claims(
+        email_contact("", "Demande", "Bonjour"),
+        IdentityClaims {
+            email: "debris@example.fr".into(),
+            phone: "06 40 00 00 01".into(),
+            ..Default::default()
+        },
+    );
+    publish(&bus, &contact).await;
+    let usager = routed(&bus, &contact.id).await.usager_id;
+    let other = email_contact("voisin@example.fr", "Demande", "Bonjour");
+    publish(&bus, &other).await;
+    let neighbour = routed(&bus, &other.id).await.usager_id;
+
+    let keys = keys_of(&contact);
+    let kv = &bus.stores().identity;
+    let orphan = identity::UsagerRecord {
+        usager_id: "U01ORPHANOFALOSTRACE0000000".into(),
+        created_at: "2026-11-30T00:00:00Z".into(),
+        identifiers: keys.clone(),
+    };
+    kv.put(
+        "usager.U01ORPHANOFALOSTRACE0000000",
+        serde_json::to_vec(&orphan).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let (mut record, _) = identity::read_record(&bus, &neighbour).await.unwrap().unwrap();
+    let own = record.identifiers.clone();
+    record.identifiers.push(keys[1].clone());
+    kv.put(
+        format!("usager.{neighbour}"),
+        serde_json::to_vec(&record).unwrap().into(),
+    )
+    .await
+    .unwrap();
+
+    let report = guichet_router::admin::forget(&bus, guichet_harness::pseudonymizer(), &usager)
+        .await
+        .unwrap();
+    assert_eq!(report.other_records_cleaned, 2, "{report:?}");
+    assert!(
+        identity::read_record(&bus, "U01ORPHANOFALOSTRACE0000000")
+            .await
+            .unwrap()
+            .is_none(),
+        "the orphan record is gone"
+    );
+    let (record, _) = identity::read_record(&bus, &neighbour).await.unwrap().unwrap();
+    assert_eq!(
+        record.identifiers, own,
+        "the neighbour keeps their own key, loses the person's"
+    );
+    for key in &keys {
+        assert!(kv.get(key.as_str()).await.unwrap().is_none(), "{key} removed");
+    }
+    router.shutdown().await;
+}
