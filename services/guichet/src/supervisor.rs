@@ -97,6 +97,10 @@ impl Supervisor {
 
     /// Supervises one service until `shutdown`.
     pub fn spawn(&mut self, name: &'static str, health: Health, shutdown: CancellationToken, factory: ServiceFactory) {
+        // Not ready until the service says so (each sets itself ready once
+        // it serves): `/readyz` must not answer 200 while a router is still
+        // loading its cache or creating its consumer.
+        health.set_ready(name, false);
         self.tasks
             .spawn(supervise(name, health, shutdown, factory, Backoff::default()));
     }
@@ -266,6 +270,38 @@ mod tests {
             err.contains("`fax`") && err.contains("mail, web, desk, router"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_service_is_unready_until_it_says_it_is_ready() {
+        let health = Health::default();
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor { tasks: JoinSet::new() };
+        let ready = health.clone();
+        let factory: ServiceFactory = Arc::new(move |token: CancellationToken| {
+            let ready = ready.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ready.set_ready("t", true);
+                token.cancelled().await;
+                Ok(())
+            }) as ServiceFuture
+        });
+        supervisor.spawn("t", health.clone(), shutdown.child_token(), factory);
+        let (_, waiting) = health.check();
+        assert!(
+            waiting.contains(&"t".to_owned()),
+            "ready before the service said so: {waiting:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while health.check().1.contains(&"t".to_owned()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("ready once the service says so");
+        shutdown.cancel();
+        supervisor.join(Duration::from_secs(5)).await;
     }
 
     #[tokio::test]

@@ -7,6 +7,14 @@
 //! it) from 10,000 usagers; the clock runs from the first pull to the last
 //! message stored on ROUTED. The baseline uses the same batch size and the
 //! same number of messages in flight as the router.
+//!
+//! Scale-out (alone: `scripts/bench router N scale-out`): the same
+//! contacts routed by one router process, then by
+//! three sharing the INTAKE consumer (this bench started again as child
+//! processes, `ROUTER_BENCH_CHILD`), on one nats-server; the clock runs
+//! from the first child ready to the last message on ROUTED. On one
+//! machine the three share its cores with nats-server, so the factor says
+//! what sharing costs or gains here, not what three hosts would give.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The allocator of the `guichet` binary, so the bench measures what runs.
@@ -252,7 +260,93 @@ fn engine_only(contacts: &[Contact], rules: usize) -> f64 {
     contacts.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A child process: one router on the nats-server at `url`, until killed.
+/// Prints `ready` once it pulls.
+fn child(url: String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let nats = guichet_core::config::NatsConfig {
+            url: Some(url.clone().into()),
+            connect_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let bus = guichet_core::Bus::start(&[url], &nats, &Default::default(), &stop)
+            .await
+            .expect("child connects");
+        let health = Health::default();
+        health.set_bus(bus.clone());
+        health.set_ready("router", false);
+        let ctx = ServiceContext {
+            bus,
+            health: health.clone(),
+            instance: "bench-child".into(),
+            privacy: guichet_harness::pseudonymizer().clone(),
+        };
+        let task = tokio::spawn(guichet_router::run(ctx, bench_config(), stop.clone()));
+        while !health.check().0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        println!("ready");
+        task.await.unwrap().expect("router runs");
+    });
+}
+
+/// Contacts per second routed by `processes` router processes.
+async fn processes_case(contacts: &[Contact], processes: usize) -> f64 {
+    use std::io::BufRead;
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    live::push(
+        &bus,
+        "rules",
+        &guichet_rules::testing::generate_rules(10),
+        "generated",
+        "bench",
+    )
+    .await
+    .expect("rules push");
+    preload(&nats, contacts).await;
+    let mut children: Vec<std::process::Child> = (0..processes)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .env("ROUTER_BENCH_CHILD", nats.url())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("child starts")
+        })
+        .collect();
+    // The first "ready" starts the clock.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    for child in &mut children {
+        let stdout = child.stdout.take().unwrap();
+        let ready_tx = ready_tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.is_ok_and(|l| l == "ready") {
+                    let _ = ready_tx.send(Instant::now());
+                }
+            }
+        });
+    }
+    let started = ready_rx.recv().await.expect("a child is ready");
+    wait_routed(&nats, contacts.len()).await;
+    let elapsed = started.elapsed();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    contacts.len() as f64 / elapsed.as_secs_f64()
+}
+
 fn main() {
+    if let Ok(url) = std::env::var("ROUTER_BENCH_CHILD") {
+        child(url);
+        return;
+    }
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
@@ -271,23 +365,44 @@ fn main() {
             bench_config().concurrency,
             if bench_config().identity_cache { "on" } else { "off" }
         );
-        for rules in [10, 5_000] {
-            println!("rules engine alone, {rules:>5} rules:         {:>9.0} evaluations/s", engine_only(&contacts, rules));
+        // `scripts/bench router [N] scale-out`: the process cases only.
+        if !std::env::args().any(|a| a == "scale-out") {
+            other_cases(&contacts).await;
         }
-        let baseline = baseline_case(&contacts, false).await;
-        println!("baseline (pull, republish unchanged, ack): {baseline:>9.0} msg/s");
-        let floor = baseline_case(&contacts, true).await;
+        let one = processes_case(&contacts, 1).await;
+        println!("router, 10 rules, 1 process:               {one:>9.0} contacts/s");
+        let three = processes_case(&contacts, 3).await;
         println!(
-            "floor (baseline + request KV create + decision event): {floor:>9.0} msg/s  ratio to baseline {:.2}",
-            floor / baseline
-        );
-        let ten = router_case(&contacts, 10).await;
-        println!("router, 10 rules:                          {ten:>9.0} contacts/s  ratio to baseline {:.2}", ten / baseline);
-        let many = router_case(&contacts, 5_000).await;
-        println!(
-            "router, 5,000 rules:                       {many:>9.0} contacts/s  ratio to baseline {:.2}, to 10 rules {:.2}",
-            many / baseline,
-            many / ten
+            "router, 10 rules, 3 processes, one node:   {three:>9.0} contacts/s  scale-out factor {:.2}",
+            three / one
         );
     });
+}
+
+/// The engine, the baselines and the in-process router cases.
+async fn other_cases(contacts: &[Contact]) {
+    for rules in [10, 5_000] {
+        println!(
+            "rules engine alone, {rules:>5} rules:         {:>9.0} evaluations/s",
+            engine_only(contacts, rules)
+        );
+    }
+    let baseline = baseline_case(contacts, false).await;
+    println!("baseline (pull, republish unchanged, ack): {baseline:>9.0} msg/s");
+    let floor = baseline_case(contacts, true).await;
+    println!(
+        "floor (baseline + request KV create + decision event): {floor:>9.0} msg/s  ratio to baseline {:.2}",
+        floor / baseline
+    );
+    let ten = router_case(contacts, 10).await;
+    println!(
+        "router, 10 rules:                          {ten:>9.0} contacts/s  ratio to baseline {:.2}",
+        ten / baseline
+    );
+    let many = router_case(contacts, 5_000).await;
+    println!(
+        "router, 5,000 rules:                       {many:>9.0} contacts/s  ratio to baseline {:.2}, to 10 rules {:.2}",
+        many / baseline,
+        many / ten
+    );
 }

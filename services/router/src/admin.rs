@@ -222,6 +222,9 @@ pub struct ForgetReport {
     /// Their attachments and raw e-mails: deleted, or kept because
     /// another contact points at the same file.
     pub files: FilesErased,
+    /// Other records that listed their identifiers (left by a lost race
+    /// or a crash): the identifiers taken out, empty records removed.
+    pub other_records_cleaned: usize,
 }
 
 /// Erases a usager (RGPD): the files of their contacts no one else's
@@ -353,6 +356,8 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
         }
     }
 
+    report.other_records_cleaned = clean_other_records(bus, &person_keys, &ids).await?;
+
     // Requests they opened, and the indexes pointing at their messages.
     let rkv = &bus.stores().requests;
     for reference in &references {
@@ -401,6 +406,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
         "intake_messages_purged": report.intake_messages_purged,
         "dead_letters_removed": report.dead_letters_removed,
         "files_deleted": report.files.deleted, "files_kept_shared": report.files.kept_shared,
+        "other_records_cleaned": report.other_records_cleaned,
         "at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     bus.publish(
@@ -410,6 +416,70 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     )
     .await?;
     Ok(report)
+}
+
+/// Takes `person_keys` out of every other `usager.<U>` record that lists
+/// them — the record of an id that lost a race for the person (written
+/// before its claim, and not removed: a crash, NATS away) or of a usager
+/// that lost the claim of one of the person's identifiers — and removes
+/// a record left with no identifier. Reads every record: erasure is rare
+/// and must leave nothing. Returns how many records were changed.
+async fn clean_other_records(bus: &Bus, person_keys: &BTreeSet<String>, ids: &[String]) -> Result<usize, RouterError> {
+    if person_keys.is_empty() {
+        return Ok(0);
+    }
+    let stream = format!("KV_{}", subjects::IDENTITY_BUCKET);
+    let prefix = format!("$KV.{}.", subjects::IDENTITY_BUCKET);
+    let filter = format!("{prefix}{}", record_key(">"));
+    let kv = &bus.stores().identity;
+    let mut candidates = BTreeSet::new();
+    for (_, payload) in read_messages(bus, &stream, &filter).await? {
+        if let Ok(record) = serde_json::from_slice::<identity::UsagerRecord>(&payload)
+            && !ids.contains(&record.usager_id)
+            && record.identifiers.iter().any(|k| person_keys.contains(k))
+        {
+            candidates.insert(record.usager_id);
+        }
+    }
+    let mut cleaned = 0;
+    for usager_id in candidates {
+        let key = record_key(&usager_id);
+        // Compare-and-set against routers adding identifiers meanwhile.
+        for _ in 0..8 {
+            let Some((mut record, revision)) = identity::read_record(bus, &usager_id).await? else {
+                break;
+            };
+            let before = record.identifiers.len();
+            record.identifiers.retain(|k| !person_keys.contains(k));
+            if record.identifiers.len() == before {
+                break;
+            }
+            let written = if record.identifiers.is_empty() {
+                kv.purge_expect_revision(key.as_str(), Some(revision)).await
+            } else {
+                let value = serde_json::to_vec(&record)
+                    .map_err(|e| RouterError::Identity(format!("encoding a record: {e}")))?;
+                kv.update(key.as_str(), Bytes::from(value), revision).await.map(|_| ())
+            };
+            match written {
+                Ok(()) => {
+                    cleaned += 1;
+                    break;
+                }
+                // 10164 (a competing write in flight on a cluster) is `Other`.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        kv::UpdateErrorKind::WrongLastRevision | kv::UpdateErrorKind::Other
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(RouterError::identity_store("cleaning another usager's record", e)),
+            }
+        }
+    }
+    Ok(cleaned)
 }
 
 /// Contacts that could not be routed never got a usager id, but those that

@@ -7,6 +7,7 @@
 //! terminated at once: retrying cannot help. The server's own limit is
 //! one delivery more than the router's, so a contact whose last try died
 //! with its router (crash, lost connection) is still dead-lettered.
+//! Pulling itself, and its recovery from stalls, is [`crate::pull`].
 
 use std::{panic::AssertUnwindSafe, time::Duration};
 
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     RouterConfig, RouterError,
+    pull::Puller,
     route::{RouteOutcome, Router},
 };
 
@@ -70,44 +72,25 @@ pub async fn consume(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> Result<(), RouterError> {
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(config.batch_size)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| RouterError::jetstream("pulling from INTAKE", e))?;
+    let mut puller = Puller::open(bus.clone(), config.clone(), consumer).await?;
     on_ready();
     let lag_stop = shutdown.child_token();
-    let lag_task = tokio::spawn(report_lag(consumer, lag_stop.clone()));
+    let lag_task = tokio::spawn(report_lag(puller.consumer(), lag_stop.clone()));
     let mut in_flight = FuturesUnordered::new();
-    let mut errors_in_a_row = 0u32;
     let outcome = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            next = messages.next(), if in_flight.len() < config.concurrency => match next {
-                Some(Ok(message)) => {
-                    errors_in_a_row = 0;
-                    in_flight.push(handle(&router, &bus, &config, message));
-                }
-                Some(Err(e)) => {
-                    errors_in_a_row += 1;
-                    tracing::warn!(error = %e, "pulling from INTAKE failed; continuing");
-                    if errors_in_a_row >= 20 {
-                        break Err(RouterError::jetstream("pulling from INTAKE", format!("{e} (20 failures in a row)")));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                None => break Err(RouterError::jetstream("pulling from INTAKE", "the message stream ended")),
+            next = puller.next(), if in_flight.len() < config.concurrency => match next {
+                Ok(message) => in_flight.push(handle(&router, &bus, &config, message)),
+                Err(e) => break Err(e),
             },
         }
     };
     // Stop fetching; finish what is in hand. Messages buffered but not
     // started are not acked: the server gives them to another router.
-    drop(messages);
+    drop(puller);
     while in_flight.next().await.is_some() {}
     lag_stop.cancel();
     let _ = lag_task.await;

@@ -2,32 +2,35 @@
 //!
 //! Identifiers are normalized by [`guichet_core::identity`] and looked up
 //! in `guichet_identity` by keyed hash ([`Pseudonymizer::identity_key`]) (layout in
-//! [`guichet_core::bus::usagers`]). A new person gets a new id claimed
-//! with KV `create` on their strongest identifier, so two routers racing
-//! on the same new person end with one id: the loser sees the winner's
-//! key and starts over. New identifiers attach to the usager found.
-//! When identifiers point at different usagers the strongest identifier
-//! wins (account > e-mail > phone), nothing is re-pointed, and an
-//! `identity_conflict` event is published for a human to review.
+//! [`guichet_core::bus::usagers`]). A new person gets a new id claimed on
+//! their strongest identifier with [`guichet_core::bus::claim`] (a write
+//! expecting no value, then, if refused, a read from the stream leader),
+//! so two routers racing on the same new person end with one id: the
+//! loser learns the winner's id from the leader, removes the record it
+//! wrote for its own id, and routes the contact to the winner at once.
+//! New identifiers attach to the usager found. When identifiers point at
+//! different usagers — found so, or because a claim was lost to another
+//! usager — the strongest identifier wins (account > e-mail > phone),
+//! nothing is re-pointed, and an `identity_conflict` event is published
+//! for a human to review: a person is never split silently.
 //!
-//! With an [`IdentityCache`] the lookups are answered from memory. The
-//! first attempt trusts it; a lost race (a `create` that finds the key
-//! already there: another router claimed it and the cache has not heard
-//! yet) makes every later attempt read the KV directly. A known usager
-//! bringing an identifier the cache does not know is read from the KV
-//! too before anything is attached, so the strongest identifier is chosen
-//! on fresh data. A new person is created on the cache's word: a weaker
-//! identifier claimed meanwhile by another router shows as a conflict, as
-//! it does without a cache when two routers meet one person at once.
+//! With an [`IdentityCache`] the lookups are answered from memory. A
+//! known usager bringing an identifier the cache does not know is read
+//! from the stream leader before anything is attached, so the strongest
+//! identifier is chosen on fresh data. A new person is created on the
+//! cache's word: an identifier claimed meanwhile by another router is
+//! found by the claim itself, and shows as the winner (strongest) or a
+//! conflict (weaker).
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use chrono::Utc;
 use guichet_core::{
     Bus,
     bus::{
+        claim::{self, Claim, leader_entry},
         subjects::{self, is_token},
         usagers::{alias_key, record_key},
     },
@@ -132,27 +135,18 @@ pub async fn resolve_with(
             unusable,
         });
     }
-    // Each lost race means another router just claimed this person: the
-    // next attempt finds them, reading the KV (the cache may not have
-    // heard of them yet). Four losses in a row is not a race.
-    for attempt in 0..4 {
-        let reader = Reader {
-            bus,
-            keys,
-            cache,
-            fresh: attempt > 0,
-        };
-        if let Some(mut resolution) = try_resolve(&reader, &ids).await? {
-            resolution.unusable = unusable;
-            if !resolution.conflicts.is_empty() {
-                publish_conflict(bus, contact, &resolution).await?;
-            }
-            return Ok(resolution);
-        }
+    let reader = Reader {
+        bus,
+        keys,
+        cache,
+        fresh: false,
+    };
+    let mut resolution = try_resolve(&reader, &ids).await?;
+    resolution.unusable = unusable;
+    if !resolution.conflicts.is_empty() {
+        publish_conflict(bus, contact, &resolution).await?;
     }
-    Err(RouterError::Identity(
-        "could not claim a usager id after 4 attempts (keys created and removed concurrently?)".into(),
-    ))
+    Ok(resolution)
 }
 
 /// The usager id of a contact with no identifier: its own, derived from
@@ -193,17 +187,26 @@ impl Reader<'_> {
             return Ok(cached.map_or(Stored::Absent, Stored::Text));
         }
         let ticket = self.cache.and_then(|c| c.ticket(key));
-        let entry = self
-            .kv()
-            .entry(key)
-            .await
-            .map_err(|e| RouterError::identity_store(format!("reading {what}"), e))?;
+        let entry = if self.fresh {
+            // From the stream leader: a replica may not have the write of
+            // another router yet, and a fresh read is made to see it.
+            leader_entry(self.kv(), key)
+                .await
+                .map_err(|e| RouterError::identity_store(format!("reading {what}"), e))?
+                .map(|(value, revision, tombstone)| (value, revision, !tombstone))
+        } else {
+            self.kv()
+                .entry(key)
+                .await
+                .map_err(|e| RouterError::identity_store(format!("reading {what}"), e))?
+                .map(|entry| (entry.value, entry.revision, entry.operation == Operation::Put))
+        };
         let (stored, revision) = match entry {
-            Some(entry) if entry.operation == Operation::Put => match std::str::from_utf8(&entry.value) {
-                Ok(text) => (Stored::Text(Arc::from(text)), entry.revision),
+            Some((value, revision, true)) => match std::str::from_utf8(&value) {
+                Ok(text) => (Stored::Text(Arc::from(text)), revision),
                 Err(_) => return Ok(Stored::NotText),
             },
-            Some(entry) => (Stored::Absent, entry.revision),
+            Some((_, revision, false)) => (Stored::Absent, revision),
             None => (Stored::Absent, 0),
         };
         if let (Some(cache), Some(ticket)) = (self.cache, ticket) {
@@ -231,27 +234,29 @@ impl Reader<'_> {
     /// The (canonical) usager an identifier points at, if any.
     async fn lookup(&self, id: &Identifier) -> Result<Option<String>, RouterError> {
         let key = self.keys.identity_key(id);
-        let raw = match self.read(&key, &format!("a {} key", id.kind.as_str())).await? {
-            Stored::Absent => return Ok(None),
-            Stored::Text(text) => text.trim().to_owned(),
-            Stored::NotText => {
-                return Err(RouterError::Identity(format!("key {key} does not hold UTF-8 text")));
-            }
-        };
+        match self.read(&key, &format!("a {} key", id.kind.as_str())).await? {
+            Stored::Absent => Ok(None),
+            Stored::Text(text) => Ok(Some(self.owner(&key, text.trim()).await?)),
+            Stored::NotText => Err(RouterError::Identity(format!("key {key} does not hold UTF-8 text"))),
+        }
+    }
+
+    /// The canonical usager that `raw`, the value of `key`, designates.
+    async fn owner(&self, key: &str, raw: &str) -> Result<String, RouterError> {
         let not_an_id = |value: &str| {
             RouterError::Identity(format!(
                 "key {key} leads to `{}`, which is not a usager id (letters, digits, - and _ only); fix or purge the key",
                 value.escape_default()
             ))
         };
-        if !is_token(&raw) {
-            return Err(not_an_id(&raw));
+        if !is_token(raw) {
+            return Err(not_an_id(raw));
         }
-        let canonical = self.canonical(&raw).await?;
+        let canonical = self.canonical(raw).await?;
         if !is_token(&canonical) {
             return Err(not_an_id(&canonical));
         }
-        Ok(Some(canonical))
+        Ok(canonical)
     }
 
     /// Follows merges (`alias.<U>`), as [`Bus::canonical_usager`] does.
@@ -268,8 +273,15 @@ impl Reader<'_> {
     }
 }
 
-/// `None` when another router won the race to create this person.
-async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<Resolution>, RouterError> {
+/// Resolves one contact's identifiers, strongest first.
+///
+/// Every identifier ends designating someone: found, claimed for the
+/// usager chosen, or found claimed by another router meanwhile. A claim
+/// lost to another usager is a conflict, so a person is never split
+/// without an `identity_conflict` event; a lost race for the strongest
+/// identifier of a new person makes its winner the usager, in the same
+/// attempt (no NAK, no retry).
+async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Resolution, RouterError> {
     let (mut known, mut unknown) = classify(reader, ids).await?;
     if !reader.fresh && !known.is_empty() && !unknown.is_empty() {
         // A known usager with an identifier the cache has not seen: another
@@ -279,8 +291,13 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
         (known, unknown) = classify(&Reader { fresh: true, ..*reader }, ids).await?;
     }
     let kv = reader.kv();
+    // Who each identifier designates once this resolution is done, and
+    // whether it did before (found) or was claimed now.
+    let mut owners: Vec<(&Identifier, String, bool)> = known.iter().map(|(id, u)| (*id, u.clone(), true)).collect();
 
-    let Some((_, winner)) = known.first() else {
+    let (chosen, created) = if let Some((_, chosen)) = known.first() {
+        (chosen.clone(), false)
+    } else {
         // A new person: the record first (so that `forget` always finds
         // every key), then the strongest key decides who created them.
         let usager_id = guichet_core::ids::usager_id();
@@ -294,69 +311,61 @@ async fn try_resolve(reader: &Reader<'_>, ids: &[Identifier]) -> Result<Option<R
             identifiers: ids.iter().map(|id| reader.keys.identity_key(id)).collect(),
         };
         put_record(kv, &record).await?;
-        let first = &ids[0];
-        let first_key = reader.keys.identity_key(first);
-        let ticket = reader.ticket(&first_key);
-        match kv.create(first_key.as_str(), Bytes::from(usager_id.clone())).await {
-            Ok(revision) => reader.wrote(ticket, &first_key, Some(&usager_id), revision),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+        let first = unknown.remove(0);
+        match claim_key(reader, first, &usager_id).await? {
+            None => {
+                reader.wrote(alias_ticket, &alias, None, 0);
+                owners.push((first, usager_id.clone(), false));
+                (usager_id, true)
+            }
+            Some(holder) => {
+                // Another router created this person a moment ago: theirs
+                // is the id. Ours was never used: its record goes.
                 metrics::counter!("guichet_router_identity_races_total").increment(1);
-                if let Err(e) = kv.purge(record_key(&usager_id)).await {
-                    tracing::warn!(usager_id, error = %e, "orphan usager record left after a lost race");
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(RouterError::identity_store("claiming a new usager id", e)),
-        }
-        reader.wrote(alias_ticket, &alias, None, 0);
-        let mut conflicts = Vec::new();
-        for id in &ids[1..] {
-            if let Some(other) = claim(reader, id, &usager_id).await? {
-                conflicts.push((id.kind.as_str().to_owned(), other));
+                remove_record(kv, &usager_id).await?;
+                owners.push((first, holder.clone(), true));
+                (holder, false)
             }
         }
-        metrics::counter!("guichet_router_usagers_created_total").increment(1);
-        return Ok(Some(Resolution {
-            matched_by: Vec::new(),
-            outcome: if conflicts.is_empty() {
-                Outcome::Created
-            } else {
-                Outcome::Conflict
-            },
-            usager_id,
-            conflicts,
-            unusable: Vec::new(),
-        }));
     };
-    let winner = winner.clone();
+    if !unknown.is_empty() {
+        if !created {
+            add_to_record(kv, &chosen, unknown.iter().map(|id| reader.keys.identity_key(id))).await?;
+        }
+        for id in unknown {
+            match claim_key(reader, id, &chosen).await? {
+                Some(holder) => owners.push((id, holder, true)),
+                None => owners.push((id, chosen.clone(), false)),
+            }
+        }
+    }
+    if created {
+        metrics::counter!("guichet_router_usagers_created_total").increment(1);
+    }
+    // The strongest identifier decides, including one that another router
+    // claimed while this contact was being resolved.
+    owners.sort_by_key(|(id, _, _)| id.kind);
+    let winner = owners.first().map_or(chosen, |(_, owner, _)| owner.clone());
     let mut matched_by = Vec::new();
     let mut conflicts = Vec::new();
-    for (id, u) in &known {
-        if *u == winner {
+    for (id, owner, found) in &owners {
+        if *owner != winner {
+            conflicts.push((id.kind.as_str().to_owned(), owner.clone()));
+        } else if *found {
             matched_by.push(id.kind.as_str().to_owned());
-        } else {
-            conflicts.push((id.kind.as_str().to_owned(), u.clone()));
         }
     }
-    if !unknown.is_empty() {
-        add_to_record(kv, &winner, unknown.iter().map(|id| reader.keys.identity_key(id))).await?;
-        for id in unknown {
-            if let Some(other) = claim(reader, id, &winner).await? {
-                conflicts.push((id.kind.as_str().to_owned(), other));
-            }
-        }
-    }
-    Ok(Some(Resolution {
+    Ok(Resolution {
         usager_id: winner,
-        outcome: if conflicts.is_empty() {
-            Outcome::Known
-        } else {
-            Outcome::Conflict
+        outcome: match (conflicts.is_empty(), created) {
+            (false, _) => Outcome::Conflict,
+            (true, true) => Outcome::Created,
+            (true, false) => Outcome::Known,
         },
         matched_by,
         conflicts,
         unusable: Vec::new(),
-    }))
+    })
 }
 
 /// The identifiers that designate a usager (with that usager) and those
@@ -376,33 +385,36 @@ async fn classify<'i>(
     Ok((known, unknown))
 }
 
-/// Points `id` at `usager_id` unless it exists; returns the other usager
-/// when it already points elsewhere.
-async fn claim(reader: &Reader<'_>, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
+/// Points `id` at `usager_id` unless it designates someone already:
+/// `None` when claimed, else the (canonical) usager holding it, read from
+/// the stream leader whatever the server said about the refused write.
+async fn claim_key(reader: &Reader<'_>, id: &Identifier, usager_id: &str) -> Result<Option<String>, RouterError> {
     let key = reader.keys.identity_key(id);
     let ticket = reader.ticket(&key);
-    match reader
-        .kv()
-        .create(key.as_str(), Bytes::from(usager_id.to_owned()))
+    let what = || format!("claiming a {} key", id.kind.as_str());
+    match claim::claim(reader.kv(), &key, Bytes::from(usager_id.to_owned()))
         .await
+        .map_err(|e| RouterError::identity_store(what(), e))?
     {
-        Ok(revision) => {
+        Claim::Won(revision) => {
             reader.wrote(ticket, &key, Some(usager_id), revision);
             Ok(None)
         }
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-            // The cache did not know the key: ask the KV.
+        Claim::Held { value, revision } => {
+            let raw = std::str::from_utf8(&value)
+                .map_err(|_| RouterError::Identity(format!("key {key} does not hold UTF-8 text")))?;
+            reader.wrote(ticket, &key, Some(raw), revision);
             let fresh = Reader { fresh: true, ..*reader };
-            match fresh.lookup(id).await? {
-                Some(other) if other != usager_id => Ok(Some(other)),
-                _ => Ok(None),
-            }
+            Ok(Some(fresh.owner(&key, raw.trim()).await?))
         }
-        Err(e) => Err(RouterError::identity_store(
-            format!("attaching a {} key", id.kind.as_str()),
-            e,
-        )),
     }
+}
+
+/// Removes the record of an id that lost the race for its person.
+async fn remove_record(kv: &kv::Store, usager_id: &str) -> Result<(), RouterError> {
+    kv.purge(record_key(usager_id))
+        .await
+        .map_err(|e| RouterError::identity_store("removing the record of an id that lost its race", e))
 }
 
 async fn put_record(kv: &kv::Store, record: &UsagerRecord) -> Result<(), RouterError> {
@@ -434,6 +446,21 @@ async fn read_record_in(kv: &kv::Store, usager_id: &str) -> Result<Option<(Usage
     }
 }
 
+/// A record as the stream leader has it: the revision a compare-and-set
+/// must name (a replica may be behind).
+async fn read_record_from_leader(kv: &kv::Store, usager_id: &str) -> Result<Option<(UsagerRecord, u64)>, RouterError> {
+    let key = record_key(usager_id);
+    let Some((value, revision)) = claim::leader_value(kv, &key)
+        .await
+        .map_err(|e| RouterError::identity_store("reading a usager record", e))?
+    else {
+        return Ok(None);
+    };
+    let record: UsagerRecord = serde_json::from_slice(&value)
+        .map_err(|e| RouterError::Identity(format!("{key} is not a usager record ({e}); fix or purge it")))?;
+    Ok(Some((record, revision)))
+}
+
 /// Adds identity keys to a record (compare-and-set, created if missing).
 pub(crate) async fn add_to_record(
     kv: &kv::Store,
@@ -442,7 +469,7 @@ pub(crate) async fn add_to_record(
 ) -> Result<(), RouterError> {
     let keys: Vec<String> = keys.into_iter().collect();
     for _ in 0..8 {
-        let current = read_record_in(kv, usager_id).await?;
+        let current = read_record_from_leader(kv, usager_id).await?;
         let (mut record, revision) = match current {
             Some((record, revision)) => (record, Some(revision)),
             None => (
@@ -469,11 +496,19 @@ pub(crate) async fn add_to_record(
         let written = match revision {
             Some(revision) => match kv.update(key.as_str(), value, revision).await {
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                // On a cluster, a competing update still in flight gets
+                // ours refused with another code (10164): read the leader
+                // again. A write of ours that did land is seen there.
+                Err(e) if e.kind() == UpdateErrorKind::Other => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
                 other => other.map(|_| ()).map_err(|e| e.to_string()),
             },
-            None => match kv.create(key.as_str(), value).await {
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
-                other => other.map(|_| ()).map_err(|e| e.to_string()),
+            None => match claim::claim(kv, &key, value).await {
+                Ok(Claim::Won(_)) => Ok(()),
+                Ok(Claim::Held { .. }) => continue,
+                Err(e) => Err(e.to_string()),
             },
         };
         return written.map_err(|e| RouterError::identity_store("updating a usager record", e));

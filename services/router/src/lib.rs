@@ -19,6 +19,7 @@ mod error;
 pub mod identity;
 pub mod identity_cache;
 pub mod live;
+pub mod pull;
 pub mod rekey;
 pub mod requests;
 pub mod route;

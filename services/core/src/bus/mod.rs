@@ -6,6 +6,7 @@
 //! opens the stores and starts the readiness monitor. Every service receives a clone of the same `Bus`.
 
 mod attachments;
+pub mod claim;
 mod connect;
 mod publish;
 mod readiness;

@@ -74,6 +74,12 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
                 "  files deleted: {} (kept, another contact has the same file: {})",
                 report.files.deleted, report.files.kept_shared
             );
+            if report.other_records_cleaned > 0 {
+                println!(
+                    "  other records that listed their identifiers, cleaned: {}",
+                    report.other_records_cleaned
+                );
+            }
         }
     }
     Ok(())

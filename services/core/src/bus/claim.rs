@@ -1,0 +1,106 @@
+//! Claiming a KV key once, in a way that holds on replicated buckets.
+//!
+//! async-nats's `create` is a write expecting revision 0 followed, when
+//! that fails, by a read to tell "the key exists" from other failures.
+//! With `allow_direct` (our buckets) that read may be answered by a
+//! replica that has not applied the winning write yet, and the lost race
+//! then surfaces as an opaque error (`wrong last sequence`) instead of
+//! "already exists". Here the write is followed, on any failure, by a
+//! read from the stream leader, which has every acknowledged write: the
+//! key is either ours (a write whose answer was lost), someone else's
+//! (a lost race, with the holder's value), free (a tombstone: written
+//! again over it), or not there yet (a competing write proposed and not
+//! yet applied, which a cluster refuses ours for: tried again shortly).
+
+use async_nats::jetstream::{kv, stream::LastRawMessageErrorKind};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::Error;
+
+/// The outcome of [`claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key now holds our value, at this revision.
+    Won(u64),
+    /// Another writer holds the key: its value and revision, read from
+    /// the stream leader.
+    Held { value: Bytes, revision: u64 },
+}
+
+/// The last entry of `key` as the stream leader has it (not a direct get,
+/// which any replica may answer): value, revision, and whether it is a
+/// tombstone (deleted or purged).
+pub async fn leader_entry(kv: &kv::Store, key: &str) -> Result<Option<(Bytes, u64, bool)>, Error> {
+    let subject = format!("{}{key}", kv.prefix);
+    match kv.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => {
+            let operation = message
+                .headers
+                .get("KV-Operation")
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let tombstone = matches!(operation.as_str(), "DEL" | "PURGE");
+            Ok(Some((message.payload, message.sequence, tombstone)))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(Error::store(
+            &kv.name,
+            format!("reading {key} from the stream leader: {e}"),
+        )),
+    }
+}
+
+/// Writes `value` under `key` unless the key already holds a value.
+///
+/// A lost race is [`Claim::Held`] whatever the server said about the
+/// refused write. An error means the outcome is unknown (NATS away): the
+/// caller retries, and a retry finds its own value as [`Claim::Won`] if
+/// the first write did land — so values must be unique per writer (a new
+/// usager id, a record naming it).
+pub async fn claim(kv: &kv::Store, key: &str, value: Bytes) -> Result<Claim, Error> {
+    let mut expected = 0;
+    // Bounded: a key deleted and written again between our tries, or a
+    // competing write still in flight.
+    for attempt in 0..6u32 {
+        let refused = match kv.update(key, value.clone(), expected).await {
+            Ok(revision) => return Ok(Claim::Won(revision)),
+            Err(e) => e,
+        };
+        let held = match leader_entry(kv, key).await {
+            Ok(held) => held,
+            // The leader cannot be asked: report the write's own error.
+            Err(_) => return Err(Error::store(&kv.name, format!("claiming {key}: {refused}"))),
+        };
+        match held {
+            Some((held, revision, false)) if held == value => return Ok(Claim::Won(revision)),
+            Some((held, revision, false)) => return Ok(Claim::Held { value: held, revision }),
+            // Deleted or purged: free, written over its tombstone.
+            Some((_, revision, true)) => expected = revision,
+            // Refused, yet the leader has nothing: on a cluster, another
+            // write of the key is proposed and not yet applied (NATS
+            // refuses ours with `wrong last sequence`, error 10164, not
+            // the usual 10071). A moment later the leader has it.
+            None => {
+                expected = 0;
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+        }
+    }
+    Err(Error::store(
+        &kv.name,
+        format!(
+            "claiming {key}: refused, yet not found on the stream leader after 6 tries (written and removed concurrently?); retry"
+        ),
+    ))
+}
+
+/// Reads `key` from the stream leader as a KV entry would: `None` when
+/// absent or deleted, else its value and revision.
+pub async fn leader_value(kv: &kv::Store, key: &str) -> Result<Option<(Bytes, u64)>, Error> {
+    Ok(match leader_entry(kv, key).await? {
+        Some((value, revision, false)) => Some((value, revision)),
+        _ => None,
+    })
+}
