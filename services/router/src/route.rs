@@ -162,6 +162,9 @@ impl Router {
                 message_ids: requests::own_message_id(contact)
                     .map(|m| vec![hex_of_msgid(m)])
                     .unwrap_or_default(),
+                channel: contact.channel().token().to_owned(),
+                version: 1,
+                ..RequestRecord::default()
             };
             let (record, seen_before) = requests::open(bus, contact, record).await?;
             (record.service, record.reference, seen_before)
