@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod dispatch;
 pub mod engine;
 mod error;
+pub mod follow_up;
 pub mod identity;
 pub mod identity_cache;
 pub mod live;
@@ -80,8 +81,9 @@ pub async fn run(ctx: ServiceContext, config: RouterConfig, shutdown: Cancellati
         }
     };
     let (identity_cache, cache_task) = cache.unzip();
-    let mut router =
-        route::Router::new(bus.clone(), rules, ctx.privacy.clone()).with_crosspost_window(config.crosspost_window);
+    let mut router = route::Router::new(bus.clone(), rules, ctx.privacy.clone())
+        .with_crosspost_window(config.crosspost_window)
+        .with_reopen_window(config.reopen_window);
     if let Some(cache) = identity_cache {
         router = router.with_identity_cache(cache);
     }

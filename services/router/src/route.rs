@@ -40,6 +40,8 @@ pub struct Router {
     keys: Pseudonymizer,
     identities: Option<IdentityCache>,
     crosspost_window: std::time::Duration,
+    /// A follow-up on a request closed longer ago opens a new one.
+    reopen_window: std::time::Duration,
 }
 
 /// What routing one contact did.
@@ -59,6 +61,7 @@ impl Router {
             keys,
             identities: None,
             crosspost_window: crate::config::RouterConfig::default().crosspost_window,
+            reopen_window: crate::config::RouterConfig::default().reopen_window,
         }
     }
 
@@ -66,6 +69,13 @@ impl Router {
     /// (`router.crosspost_window`).
     pub fn with_crosspost_window(mut self, window: std::time::Duration) -> Self {
         self.crosspost_window = window;
+        self
+    }
+
+    /// How long after its closing a follow-up reopens a request
+    /// (`router.reopen_window`).
+    pub fn with_reopen_window(mut self, window: std::time::Duration) -> Self {
+        self.reopen_window = window;
         self
     }
 
@@ -109,6 +119,7 @@ impl Router {
         let mut qualification = qualification(&verdict, active.revision);
         let mut follow_up_of = String::new();
         let mut copy_of = None;
+        let mut continues = String::new();
         let (service, reference, seen_before) = if verdict.discard {
             // Journal only: the rule's service stays in the qualification,
             // the subject keeps it out of every queue.
@@ -133,8 +144,11 @@ impl Router {
             qualification = joined(qualification, &request, &verdict, how, "copy");
             copy_of = Some(first);
             (COPIES.to_owned(), request.reference, seen_before)
-        } else if let Some(follow) = requests::find_follow_up(bus, contact).await? {
+        } else if let Some(follow) = requests::find_follow_up(bus, contact).await?
+            && crate::follow_up::joins(&follow.request, self.reopen_window, &mut continues)
+        {
             let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
+            crate::follow_up::move_on(bus, &request.reference, &request.status, contact).await?;
             // The reference the follow-up was given at intake now finds
             // the request too.
             requests::add_alias(bus, &reference, &request.reference).await?;
@@ -164,6 +178,7 @@ impl Router {
                     .unwrap_or_default(),
                 channel: contact.channel().token().to_owned(),
                 version: 1,
+                continues: std::mem::take(&mut continues),
                 ..RequestRecord::default()
             };
             let (record, seen_before) = requests::open(bus, contact, record).await?;
