@@ -27,6 +27,13 @@ pub struct RequestsConfig {
     pub page_size: u32,
     /// The largest page a call may ask for.
     pub max_page_size: u32,
+    /// How often each process sweeps the deadlines for due-soon and
+    /// overdue alerts (and refreshes the gauges).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: std::time::Duration,
+    /// How long before a deadline its `due_soon` alert is published.
+    #[serde(with = "humantime_serde")]
+    pub due_soon: std::time::Duration,
 }
 
 impl Default for RequestsConfig {
@@ -38,6 +45,8 @@ impl Default for RequestsConfig {
             max_note_length: 4000,
             page_size: 50,
             max_page_size: 500,
+            sweep_interval: std::time::Duration::from_secs(60),
+            due_soon: std::time::Duration::from_secs(2 * 24 * 3600),
         }
     }
 }
@@ -116,6 +125,9 @@ impl Validate for RequestsConfig {
                 "requests.page_size",
                 format!("between 1 and `requests.max_page_size` ({})", self.max_page_size),
             ));
+        }
+        if self.sweep_interval < std::time::Duration::from_millis(100) {
+            return Err(Error::config("requests.sweep_interval", "at least 100ms (e.g. \"1m\")"));
         }
         Ok(())
     }

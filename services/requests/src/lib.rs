@@ -10,7 +10,8 @@
 //! Modules: [`lifecycle`] (the state machine, pure), [`clock`] (the
 //! engagement and legal deadlines), [`store`] (reading a request, applying
 //! a transition), [`events`] (the journal and its repair), [`view`] and
-//! [`list`] (what the API shows), [`auth`] (client tokens scoped to
+//! [`list`] (what the API shows), [`sweep`] (due-soon and overdue
+//! alerts, exactly once, and the gauges), [`auth`] (client tokens scoped to
 //! services), [`config`] (`[requests]`), [`server`] (tonic, TLS, health,
 //! reflection).
 
@@ -23,6 +24,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod server;
 pub mod store;
+pub mod sweep;
 pub mod view;
 
 use guichet_core::ServiceContext;

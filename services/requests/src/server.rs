@@ -360,6 +360,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| serve_error(format!("reflection: {e}")))?;
     let tls = prepared.tls.is_some();
+    let (sweep_interval, due_soon) = (config.sweep_interval, config.due_soon);
     let state = State {
         bus: ctx.bus.clone(),
         events: events_stream,
@@ -387,6 +388,12 @@ pub async fn serve(
         .add_service(requests);
     let health_stop = shutdown.child_token();
     let health_task = tokio::spawn(follow_broker(ctx.bus.clone(), reporter, health_stop.clone()));
+    let sweep_task = tokio::spawn(crate::sweep::run(
+        ctx.bus.clone(),
+        sweep_interval,
+        due_soon,
+        health_stop.clone(),
+    ));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     ctx.health.set_ready("requests", true);
     tracing::info!(%addr, tls, "requests gRPC service listening");
@@ -395,6 +402,7 @@ pub async fn serve(
         .await;
     health_stop.cancel();
     let _ = health_task.await;
+    let _ = sweep_task.await;
     result.map_err(|e| serve_error(e.to_string()))
 }
 
