@@ -53,7 +53,7 @@ async fn alerts_are_published_once_across_two_processes_and_a_restart() {
     let swept = sweep::sweep_once(&restarted, due_soon, later).await.unwrap();
     assert_eq!(swept.published, 0, "nothing again after a restart");
 
-    let journal = journal(&seeder).await;
+    let journal = request_events(&seeder).await;
     let mut alerts: Vec<(String, DeadlineKind, DeadlineAlert)> = journal
         .iter()
         .map(|(_, e)| (e.reference.clone(), e.deadline_kind(), e.alert()))

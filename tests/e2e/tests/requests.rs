@@ -11,8 +11,8 @@ use std::{collections::BTreeMap, time::Duration};
 use guichet::{Config, Listeners, ServiceName};
 use guichet_core::{
     proto::v1::{
-        GetRequestRequest, Outcome, RequestEvent, RequestStatus, RequestView, Transition, UpdateRequestRequest,
-        requests_client::RequestsClient,
+        DeadlineAlert, GetRequestRequest, Outcome, RequestEvent, RequestStatus, RequestView, Transition,
+        UpdateRequestRequest, requests_client::RequestsClient,
     },
     secret::Secret,
 };
@@ -202,6 +202,7 @@ async fn a_web_request_lives_its_whole_life_through_the_gateway() {
         .into_iter()
         .filter(|m| m.subject.starts_with("guichet.events.request."))
         .map(|m| RequestEvent::decode(m.payload.as_slice()).unwrap())
+        .filter(|e| e.alert() == DeadlineAlert::Unspecified)
         .collect();
     let journal: Vec<(u64, Transition)> = events.iter().map(|e| (e.version, e.transition())).collect();
     assert_eq!(

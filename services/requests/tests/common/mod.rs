@@ -161,8 +161,18 @@ pub async fn stored(bus: &Bus, reference: &str) -> (RequestRecord, u64) {
     (serde_json::from_slice(&entry.value).unwrap(), entry.revision)
 }
 
-/// Every request event of the journal, as (subject, event).
+/// The transition events of the journal (the sweeper's deadline alerts
+/// left out: they come when they come), as (subject, event).
 pub async fn journal(bus: &Bus) -> Vec<(String, RequestEvent)> {
+    request_events(bus)
+        .await
+        .into_iter()
+        .filter(|(_, e)| e.alert() == guichet_core::proto::v1::DeadlineAlert::Unspecified)
+        .collect()
+}
+
+/// Every request event of the journal, alerts included.
+pub async fn request_events(bus: &Bus) -> Vec<(String, RequestEvent)> {
     guichet_harness::streams::read_all(bus.jetstream(), subjects::EVENTS_STREAM, Duration::from_secs(20))
         .await
         .unwrap()
