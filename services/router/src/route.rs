@@ -179,6 +179,17 @@ impl Router {
                 channel: contact.channel().token().to_owned(),
                 version: 1,
                 continues: std::mem::take(&mut continues),
+                legal_due_at: verdict
+                    .legal_due_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                implicit_decision: match guichet_core::proto::v1::ImplicitDecision::try_from(verdict.implicit_decision)
+                {
+                    Ok(guichet_core::proto::v1::ImplicitDecision::Acceptance) => "acceptance".into(),
+                    Ok(guichet_core::proto::v1::ImplicitDecision::Rejection) => "rejection".into(),
+                    _ => String::new(),
+                },
+                legal_delay: verdict.legal_delay.clone(),
                 ..RequestRecord::default()
             };
             let (record, seen_before) = requests::open(bus, contact, record).await?;
@@ -293,6 +304,10 @@ fn joined(
         due_date: request.due_date.clone(),
         rule_id: String::new(),
         explanation: vec![how, rule_line],
+        // The request's clocks, not the rules' verdict on this contact.
+        legal_due_at: request.deadlines().legal_due_at,
+        implicit_decision: request.deadlines().implicit_decision,
+        legal_delay: request.legal_delay.clone(),
         tags,
         ..qualification
     }
@@ -329,5 +344,8 @@ fn qualification(verdict: &Verdict, revision: u64) -> Qualification {
         tags: verdict.tags.clone(),
         discarded: verdict.discard,
         explanation: verdict.explanation.clone(),
+        legal_due_at: verdict.legal_due_at.map(proto::timestamp),
+        implicit_decision: verdict.implicit_decision,
+        legal_delay: verdict.legal_delay.clone(),
     }
 }

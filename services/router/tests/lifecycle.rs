@@ -110,3 +110,57 @@ async fn a_follow_up_resumes_a_waiting_request_and_reopens_a_closed_one() {
     assert!(!old.contacts.contains(&late.id));
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_demand_with_an_implicit_decision_carries_its_legal_clock_into_the_request() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let rules = r#"manual_service = "accueil"
+
+[[services]]
+name = "accueil"
+deadline = "5 business days"
+
+[[services]]
+name = "urbanisme"
+deadline = "1 business day"
+implicit_decision = { kind = "acceptance", delay = "2 months" }
+
+[[rules]]
+id = "permis"
+when.keywords = "permis"
+service = "urbanisme"
+"#;
+    guichet_router::live::push(&bus, "rules", rules, "t.toml", "t")
+        .await
+        .unwrap();
+    let router = RunningRouter::start(&nats, config()).await;
+    let mut contact = email_contact("a@example.fr", "Permis", "demande de permis de construire");
+    contact.received_at = Some(guichet_core::proto::timestamp(
+        chrono::DateTime::parse_from_rfc3339("2026-01-31T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    ));
+    publish(&bus, &contact).await;
+    let routed = routed(&bus, &contact.id).await;
+    let q = routed.qualification.clone().unwrap();
+    assert_eq!(
+        q.implicit_decision(),
+        guichet_core::proto::v1::ImplicitDecision::Acceptance
+    );
+    let legal = guichet_core::proto::to_datetime(q.legal_due_at.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        legal.to_rfc3339(),
+        "2026-03-31T09:00:00+00:00",
+        "31 January 11:00 CET + 2 months, 11:00 CEST"
+    );
+    let decision = guichet_core::bus::routing::decision_of(&routed);
+    assert_eq!(decision.legal_due_at, q.legal_due_at);
+    let request = requests::request(&bus, &routed.reference).await.unwrap().unwrap();
+    assert_eq!(request.legal_due_at, "2026-03-31T09:00:00Z");
+    assert_eq!(
+        (request.implicit_decision.as_str(), request.legal_delay.as_str()),
+        ("acceptance", "2 months")
+    );
+    router.shutdown().await;
+}
