@@ -9,6 +9,7 @@
 //! - [`ids`] and [`identity`]: contact ids, request references, and the
 //!   normalization of the identifiers that make one usager;
 //! - [`privacy`]: the keyed pseudonyms of logs and identity keys;
+//! - [`request`]: the request record the router and the lifecycle share;
 //! - [`admin`]: health, readiness and Prometheus metrics over HTTP;
 //! - [`backoff`]: the doubling delay of retry loops;
 //! - [`nats_server`]: a `nats-server` child process (embedded mode, tests).
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod nats_server;
 pub mod privacy;
 pub mod proto;
+pub mod request;
 pub mod secret;
 pub mod service;
 pub mod telemetry;

@@ -424,6 +424,7 @@ async fn stand_in_router(nats: &Nats, delay: Duration) -> tokio::task::JoinHandl
                 due_at: Some(proto::timestamp(chrono::Utc::now() + chrono::Duration::days(14))),
                 due_date: "2026-03-16".into(),
                 follow_up: false,
+                ..Default::default()
             };
             client
                 .publish(subjects::decided(&contact.id), decision.encode_to_vec().into())

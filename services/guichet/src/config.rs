@@ -35,6 +35,8 @@ pub struct Config {
     pub desk: guichet_desk::DeskConfig,
     /// `[mail]`: the shared mailboxes watched over IMAP.
     pub mail: guichet_mail::MailConfig,
+    /// `[requests]`: the back-office API of the request lifecycle.
+    pub requests: guichet_requests::RequestsConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -50,6 +52,7 @@ impl Default for Config {
             privacy: PrivacyConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
             mail: guichet_mail::MailConfig::default(),
+            requests: guichet_requests::RequestsConfig::default(),
             router: guichet_router::RouterConfig::default(),
             web: guichet_web::WebConfig::default(),
         }
@@ -127,6 +130,7 @@ impl Validate for Config {
         self.mail.validate()?;
         self.router.validate()?;
         self.web.validate()?;
+        self.requests.validate()?;
         Ok(())
     }
 }

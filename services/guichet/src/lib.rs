@@ -32,6 +32,8 @@ pub struct Listeners {
     pub admin: Option<StdListener>,
     pub web: Option<StdListener>,
     pub grpc: Option<StdListener>,
+    /// The back-office `Requests` gRPC listener (`requests.listen`).
+    pub requests: Option<StdListener>,
 }
 
 impl Listeners {
@@ -45,10 +47,15 @@ impl Listeners {
             .contains(&ServiceName::Web)
             .then(|| bind("web.listen", config.web.listen))
             .transpose()?;
+        let requests = services
+            .contains(&ServiceName::Requests)
+            .then(|| bind("requests.listen", config.requests.listen))
+            .transpose()?;
         Ok(Self {
             admin: Some(bind("admin.listen", config.admin.listen)?),
             web,
             grpc,
+            requests,
         })
     }
 }

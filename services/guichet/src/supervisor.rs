@@ -24,14 +24,16 @@ pub enum ServiceName {
     Web,
     Desk,
     Router,
+    Requests,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 4] = [
+    pub const ALL: [ServiceName; 5] = [
         ServiceName::Mail,
         ServiceName::Web,
         ServiceName::Desk,
         ServiceName::Router,
+        ServiceName::Requests,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +42,7 @@ impl ServiceName {
             ServiceName::Web => "web",
             ServiceName::Desk => "desk",
             ServiceName::Router => "router",
+            ServiceName::Requests => "requests",
         }
     }
 
@@ -234,6 +237,30 @@ fn factory(
                 }) as ServiceFuture
             })
         }
+        ServiceName::Requests => {
+            let key = "requests.listen";
+            let addr = config.requests.listen;
+            // Tokens and TLS files are checked once, here.
+            guichet_requests::check(&config.requests).map_err(|e| RunError::Service {
+                service: "requests",
+                reason: e.to_string(),
+            })?;
+            let socket = match &listeners.requests {
+                Some(l) => l.try_clone().map_err(|source| RunError::Bind { key, addr, source })?,
+                None => crate::bind(key, addr)?,
+            };
+            let socket = Arc::new(socket);
+            let (context, requests) = (context.clone(), config.requests.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (socket, context, requests) = (socket.clone(), context.clone(), requests.clone());
+                Box::pin(async move {
+                    let listener = listener_for_run(&socket).map_err(|e| format!("requests listener: {e}"))?;
+                    guichet_requests::run(context, requests, listener, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         ServiceName::Mail => {
             let (context, mail) = (context.clone(), config.mail.clone());
             Arc::new(move |token: CancellationToken| {
@@ -267,7 +294,7 @@ mod tests {
         );
         let err = ServiceName::parse_list("web,fax").unwrap_err().to_string();
         assert!(
-            err.contains("`fax`") && err.contains("mail, web, desk, router"),
+            err.contains("`fax`") && err.contains("mail, web, desk, router, requests"),
             "{err}"
         );
     }

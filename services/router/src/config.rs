@@ -43,6 +43,10 @@ pub struct RouterConfig {
     /// copy's request as a copy instead of opening another one.
     #[serde(with = "humantime_serde")]
     pub crosspost_window: Duration,
+    /// A follow-up on a request closed less than this ago reopens it;
+    /// after that it opens a new request that references the closed one.
+    #[serde(with = "humantime_serde")]
+    pub reopen_window: Duration,
 }
 
 impl Default for RouterConfig {
@@ -64,6 +68,7 @@ impl Default for RouterConfig {
             identity_cache: true,
             identity_cache_entries: 200_000,
             crosspost_window: Duration::from_secs(7 * 24 * 3600),
+            reopen_window: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -23,6 +23,12 @@ pub struct Verdict {
     /// Flagged noise: recorded in the journal, never put in a queue.
     pub discard: bool,
     pub explanation: Vec<String>,
+    /// The legal clock of a demand with an implicit decision.
+    pub legal_due_at: Option<DateTime<Utc>>,
+    /// `guichet.v1.ImplicitDecision` (0: none).
+    pub implicit_decision: i32,
+    /// "2 months", to restart the legal clock on RESUME.
+    pub legal_delay: String,
 }
 
 /// A compiled rule set, ready to evaluate contacts.
@@ -57,6 +63,9 @@ impl Engine for RuleSet {
             tags: q.tags,
             discard: q.discarded,
             explanation: q.explanation,
+            legal_due_at: q.legal_due_at.as_ref().and_then(guichet_core::proto::to_datetime),
+            implicit_decision: q.implicit_decision,
+            legal_delay: q.legal_delay,
         }
     }
 
@@ -97,6 +106,9 @@ impl Engine for Fallback {
                 "no rules pushed yet: manual qualification by `{}` (push rules with `guichet rules push FILE`)",
                 self.service
             )],
+            legal_due_at: None,
+            implicit_decision: 0,
+            legal_delay: String::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod erase_files;
 mod error;
+pub mod follow_up;
 pub mod identity;
 pub mod identity_cache;
 pub mod live;
@@ -115,7 +116,8 @@ pub async fn run_with_hooks(
     let (identity_cache, cache_task) = cache.unzip();
     let mut router = route::Router::new(bus.clone(), rules, ctx.privacy.clone())
         .with_crosspost_window(config.crosspost_window)
-        .with_hooks(hooks);
+        .with_hooks(hooks)
+        .with_reopen_window(config.reopen_window);
     if let Some(cache) = identity_cache {
         router = router.with_identity_cache(cache);
     }

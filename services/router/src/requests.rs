@@ -34,37 +34,13 @@ use sha2::{Digest, Sha256};
 
 use crate::RouterError;
 
-/// One request: what a reference stands for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct RequestRecord {
-    pub reference: String,
-    pub service: String,
-    pub usager_id: String,
-    pub typology: String,
-    /// RFC 3339, empty when the rules gave no deadline.
-    pub due_at: String,
-    pub due_date: String,
-    /// "open" when created; back-offices may set others.
-    pub status: String,
-    /// The contact that opened it.
-    pub opened_by: String,
-    /// RFC 3339.
-    pub opened_at: String,
-    pub rule_id: String,
-    pub rules_revision: u64,
-    /// Every contact of the request, in arrival order.
-    pub contacts: Vec<String>,
-    /// SHA-256 (hex) of the Message-IDs of its e-mails.
-    pub message_ids: Vec<String>,
-}
+/// One request: the record lives in the core, because the lifecycle
+/// service (`guichet-requests`) writes it too.
+pub use guichet_core::request::{RequestRecord, request_key};
 
 /// Where a routed contact is: the layout lives in the core, because the
 /// desk reads it too.
 pub use guichet_core::bus::routing::{RoutedIndex, contact_key};
-
-pub fn request_key(reference: &str) -> String {
-    format!("ref.{reference}")
-}
 
 pub fn msgid_key(message_id: &str) -> String {
     format!("msgid.{}", msgid_hash(message_id))

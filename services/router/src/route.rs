@@ -41,6 +41,8 @@ pub struct Router {
     identities: Option<IdentityCache>,
     crosspost_window: std::time::Duration,
     hooks: crate::Hooks,
+    /// A follow-up on a request closed longer ago opens a new one.
+    reopen_window: std::time::Duration,
 }
 
 /// What routing one contact did.
@@ -61,6 +63,7 @@ impl Router {
             identities: None,
             crosspost_window: crate::config::RouterConfig::default().crosspost_window,
             hooks: crate::Hooks::default(),
+            reopen_window: crate::config::RouterConfig::default().reopen_window,
         }
     }
 
@@ -74,6 +77,13 @@ impl Router {
     /// (`router.crosspost_window`).
     pub fn with_crosspost_window(mut self, window: std::time::Duration) -> Self {
         self.crosspost_window = window;
+        self
+    }
+
+    /// How long after its closing a follow-up reopens a request
+    /// (`router.reopen_window`).
+    pub fn with_reopen_window(mut self, window: std::time::Duration) -> Self {
+        self.reopen_window = window;
         self
     }
 
@@ -155,6 +165,7 @@ impl Router {
         let mut follow_up_of = String::new();
         let mut copy_of = None;
         let mut cited_elsewhere = None;
+        let mut continues = String::new();
         let (service, reference, seen_before) = if verdict.discard {
             // Journal only: the rule's service stays in the qualification,
             // the subject keeps it out of every queue.
@@ -179,8 +190,11 @@ impl Router {
             qualification = joined(qualification, &request, &verdict, how, "copy");
             copy_of = Some(first);
             (COPIES.to_owned(), request.reference, seen_before)
-        } else if let Some(follow) = self.follow_up(contact, &usager_id, &mut cited_elsewhere).await? {
+        } else if let Some(follow) = self.follow_up(contact, &usager_id, &mut cited_elsewhere).await?
+            && crate::follow_up::joins(&follow.request, self.reopen_window, &mut continues)
+        {
             let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
+            crate::follow_up::move_on(bus, &request.reference, &request.status, contact).await?;
             // The reference the follow-up was given at intake now finds
             // the request too.
             requests::add_alias(bus, &reference, &request.reference).await?;
@@ -208,6 +222,21 @@ impl Router {
                 message_ids: requests::own_message_id(contact)
                     .map(|m| vec![hex_of_msgid(m)])
                     .unwrap_or_default(),
+                channel: contact.channel().token().to_owned(),
+                version: 1,
+                continues: std::mem::take(&mut continues),
+                legal_due_at: verdict
+                    .legal_due_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                implicit_decision: match guichet_core::proto::v1::ImplicitDecision::try_from(verdict.implicit_decision)
+                {
+                    Ok(guichet_core::proto::v1::ImplicitDecision::Acceptance) => "acceptance".into(),
+                    Ok(guichet_core::proto::v1::ImplicitDecision::Rejection) => "rejection".into(),
+                    _ => String::new(),
+                },
+                legal_delay: verdict.legal_delay.clone(),
+                ..RequestRecord::default()
             };
             let (record, seen_before) = requests::open(bus, contact, record).await?;
             (record.service, record.reference, seen_before)
@@ -330,6 +359,10 @@ fn joined(
         due_date: request.due_date.clone(),
         rule_id: String::new(),
         explanation: vec![how, rule_line],
+        // The request's clocks, not the rules' verdict on this contact.
+        legal_due_at: request.deadlines().legal_due_at,
+        implicit_decision: request.deadlines().implicit_decision,
+        legal_delay: request.legal_delay.clone(),
         tags,
         ..qualification
     }
@@ -366,5 +399,8 @@ fn qualification(verdict: &Verdict, revision: u64) -> Qualification {
         tags: verdict.tags.clone(),
         discarded: verdict.discard,
         explanation: verdict.explanation.clone(),
+        legal_due_at: verdict.legal_due_at.map(proto::timestamp),
+        implicit_decision: verdict.implicit_decision,
+        legal_delay: verdict.legal_delay.clone(),
     }
 }

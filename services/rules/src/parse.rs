@@ -19,6 +19,7 @@ use crate::{
     deadline::DEADLINE_FORMS,
     diagnostics::Diagnostics,
     fold::fold,
+    implicit::{ImplicitDecision, ImplicitKind, LegalDelay},
     matcher::{AtomKey, FLAGS, Node, Vocabulary},
 };
 
@@ -28,6 +29,7 @@ pub(crate) struct ParsedService {
     pub name: String,
     pub deadline: Deadline,
     pub description: String,
+    pub implicit: Option<ImplicitDecision>,
     pub span: Range<usize>,
 }
 
@@ -44,6 +46,7 @@ pub(crate) struct ParsedRule {
     pub service: Option<(String, Range<usize>)>,
     pub priority: Priority,
     pub deadline: Option<Deadline>,
+    pub implicit: Option<ImplicitDecision>,
     pub tags: Vec<String>,
     pub discard: bool,
 }
@@ -57,7 +60,9 @@ pub(crate) struct Parsed {
 }
 
 const TOP_KEYS: &[&str] = &["manual_service", "calendar", "services", "rules"];
-const SERVICE_KEYS: &[&str] = &["name", "deadline", "description"];
+const SERVICE_KEYS: &[&str] = &["name", "deadline", "description", "implicit_decision"];
+const IMPLICIT_FORMS: &str =
+    "implicit_decision = { kind = \"acceptance\" or \"rejection\", delay = \"2 months\" } (months or days)";
 const CALENDAR_KEYS: &[&str] = &["time_zone", "business_hours_end", "alsace_moselle", "closures"];
 const RULE_KEYS: &[&str] = &[
     "id",
@@ -67,6 +72,7 @@ const RULE_KEYS: &[&str] = &[
     "service",
     "priority",
     "deadline",
+    "implicit_decision",
     "tags",
     "discard",
 ];
@@ -307,6 +313,7 @@ impl Walk<'_, '_> {
         let mut out: Vec<ParsedService> = Vec::new();
         for (table, span) in self.tables("services", value) {
             let (mut name, mut deadline, mut description) = (None, None, String::new());
+            let mut implicit = None;
             for (key, value) in table.iter() {
                 match key.get_ref().as_ref() {
                     "name" => {
@@ -330,6 +337,7 @@ impl Walk<'_, '_> {
                         }
                     }
                     "deadline" => deadline = self.deadline(value),
+                    "implicit_decision" => implicit = self.implicit(value),
                     "description" => description = self.string("description", value).unwrap_or("").to_owned(),
                     other => self.unknown_key(key.span(), other, "[[services]]", SERVICE_KEYS),
                 }
@@ -353,11 +361,55 @@ impl Walk<'_, '_> {
                     name,
                     deadline,
                     description,
+                    implicit,
                     span,
                 });
             }
         }
         out
+    }
+
+    /// `{ kind = "acceptance" | "rejection", delay = "2 months" }`.
+    fn implicit(&mut self, value: &Value<'_>) -> Option<ImplicitDecision> {
+        let table = self.table("implicit_decision", value)?;
+        let (mut kind, mut delay) = (None, None);
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "kind" => {
+                    let text = self.string("kind", value)?;
+                    match text.trim().to_ascii_lowercase().as_str() {
+                        "acceptance" => kind = Some(ImplicitKind::Acceptance),
+                        "rejection" => kind = Some(ImplicitKind::Rejection),
+                        _ => self.d.error(
+                            &value.span(),
+                            format!("unknown implicit decision kind `{text}`"),
+                            Some("kind = \"acceptance\" or \"rejection\""),
+                        ),
+                    }
+                }
+                "delay" => {
+                    let text = self.string("delay", value)?;
+                    match LegalDelay::parse(text) {
+                        Ok(d) => delay = Some(d),
+                        Err(why) => self
+                            .d
+                            .error(&value.span(), format!("bad delay {why}"), Some(IMPLICIT_FORMS)),
+                    }
+                }
+                other => self.unknown_key(key.span(), other, "implicit_decision", &["kind", "delay"]),
+            }
+        }
+        if !table.contains_key("kind") || !table.contains_key("delay") {
+            self.d.error(
+                &value.span(),
+                "implicit_decision needs both `kind` and `delay`",
+                Some(IMPLICIT_FORMS),
+            );
+        }
+        Some(ImplicitDecision {
+            kind: kind?,
+            delay: delay?,
+        })
     }
 
     fn deadline(&mut self, value: &Value<'_>) -> Option<Deadline> {
@@ -458,6 +510,7 @@ impl Walk<'_, '_> {
                 service: None,
                 priority: Priority::Normal,
                 deadline: None,
+                implicit: None,
                 tags: Vec::new(),
                 discard: false,
             };
@@ -510,6 +563,7 @@ impl Walk<'_, '_> {
                         }
                     }
                     "deadline" => rule.deadline = self.deadline(value),
+                    "implicit_decision" => rule.implicit = self.implicit(value),
                     "tags" => {
                         if let Some(tags) = self.strings("tags", value) {
                             for (tag, span) in tags {

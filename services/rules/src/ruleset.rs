@@ -8,6 +8,7 @@ use guichet_core::proto::v1::{Contact, Priority, Qualification};
 use crate::{
     Calendar, Deadline, Due,
     diagnostics::{Diagnostics, RulesError},
+    implicit::{ImplicitDecision, ImplicitKind},
     matcher::{AtomId, Matcher, Node, Vocabulary},
     parse::{self, ParsedRule},
 };
@@ -20,6 +21,8 @@ pub struct Service {
     /// Applies when the deciding rule sets no deadline.
     pub deadline: Deadline,
     pub description: String,
+    /// Silence is worth a decision after a delay (CRPA L231-1).
+    pub implicit_decision: Option<ImplicitDecision>,
 }
 
 struct Rule {
@@ -33,6 +36,8 @@ struct Rule {
     priority: Priority,
     deadline: Deadline,
     deadline_from_service: bool,
+    /// The rule's, else its service's.
+    implicit: Option<ImplicitDecision>,
     tags: Vec<String>,
     discard: bool,
 }
@@ -50,6 +55,8 @@ pub struct Evaluation {
     pub service: String,
     pub priority: Priority,
     pub deadline: Deadline,
+    /// The legal clock, when the demand has an implicit decision.
+    pub implicit_decision: Option<ImplicitDecision>,
     pub tags: Vec<String>,
     /// Noise (auto-reply, bounce...): record it, never put it before an agent.
     pub discard: bool,
@@ -75,6 +82,12 @@ impl Evaluation {
             tags: self.tags.clone(),
             discarded: self.discard,
             explanation: self.explanation.clone(),
+            implicit_decision: self.implicit_decision.map_or(0, |i| match i.kind {
+                ImplicitKind::Acceptance => guichet_core::proto::v1::ImplicitDecision::Acceptance as i32,
+                ImplicitKind::Rejection => guichet_core::proto::v1::ImplicitDecision::Rejection as i32,
+            }),
+            legal_delay: self.implicit_decision.map(|i| i.delay.to_string()).unwrap_or_default(),
+            legal_due_at: None,
         }
     }
 }
@@ -122,6 +135,8 @@ impl RuleSet {
             }
         };
         let defaults: HashMap<&str, Deadline> = parsed.services.iter().map(|s| (s.name.as_str(), s.deadline)).collect();
+        let implicit_defaults: HashMap<&str, Option<ImplicitDecision>> =
+            parsed.services.iter().map(|s| (s.name.as_str(), s.implicit)).collect();
         let manual = parsed.manual_service.clone();
         let rules: Vec<Rule> = parsed
             .rules
@@ -142,6 +157,9 @@ impl RuleSet {
                     priority: r.priority,
                     deadline: r.deadline.unwrap_or(default),
                     deadline_from_service: r.deadline.is_none(),
+                    implicit: r
+                        .implicit
+                        .or_else(|| implicit_defaults.get(service.as_str()).copied().flatten()),
                     service,
                     tags: r.tags,
                     discard: r.discard,
@@ -180,6 +198,7 @@ impl RuleSet {
                     name: s.name,
                     deadline: s.deadline,
                     description: s.description,
+                    implicit_decision: s.implicit,
                 })
                 .collect(),
             manual_service: parsed.manual_service,
@@ -244,6 +263,13 @@ impl RuleSet {
                 } else {
                     format!("deadline {} (set by the rule)", rule.deadline)
                 });
+                if let Some(implicit) = rule.implicit {
+                    explanation.push(format!(
+                        "implicit {} after {} of silence (CRPA L231-1); the delay restarts when missing pieces arrive",
+                        implicit.kind.as_str(),
+                        implicit.delay
+                    ));
+                }
                 return Evaluation {
                     rule_id: Some(rule.id.clone()),
                     rule_line: Some(rule.line),
@@ -251,6 +277,7 @@ impl RuleSet {
                     service: rule.service.clone(),
                     priority: rule.priority,
                     deadline: rule.deadline,
+                    implicit_decision: rule.implicit,
                     tags: rule.tags.clone(),
                     discard: rule.discard,
                     explanation,
@@ -266,6 +293,7 @@ impl RuleSet {
             service: self.manual_service.clone(),
             priority: Priority::Normal,
             deadline,
+            implicit_decision: None,
             tags: Vec::new(),
             discard: false,
             explanation: vec![
@@ -294,7 +322,11 @@ impl RuleSet {
             .as_ref()
             .and_then(guichet_core::proto::to_datetime)
             .unwrap_or_else(Utc::now);
-        evaluation.qualification(&self.due(received_at, evaluation.deadline), rules_revision)
+        let mut q = evaluation.qualification(&self.due(received_at, evaluation.deadline), rules_revision);
+        q.legal_due_at = evaluation
+            .implicit_decision
+            .map(|i| guichet_core::proto::timestamp(i.delay.after(received_at)));
+        q
     }
 
     fn service_deadline(&self, name: &str) -> Deadline {

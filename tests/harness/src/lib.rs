@@ -7,6 +7,7 @@
 //! happens while the broker is away. [`Dovecot`] does the same for a
 //! real IMAP server (plain or TLS), for the mail adapter.
 
+pub mod bench;
 pub mod cluster;
 pub mod dovecot;
 pub mod streams;

@@ -38,6 +38,8 @@ pub fn decision_of(routed: &Routed) -> Decision {
         due_at: q.due_at,
         due_date: q.due_date,
         follow_up: !routed.follow_up_of.is_empty(),
+        legal_due_at: q.legal_due_at,
+        implicit_decision: q.implicit_decision,
     }
 }
 

@@ -65,6 +65,16 @@ pub async fn run(config_path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
         if q.due_date.is_empty() { "-" } else { &q.due_date },
         at(&q.due_at)
     );
+    if q.legal_due_at.is_some() {
+        println!(
+            "legal      {} after {} ({})",
+            guichet_core::proto::v1::ImplicitDecision::try_from(q.implicit_decision)
+                .map(|d| d.as_str_name().trim_start_matches("IMPLICIT_DECISION_").to_lowercase())
+                .unwrap_or_default(),
+            q.legal_delay,
+            at(&q.legal_due_at)
+        );
+    }
     println!(
         "rule       {}",
         if q.rule_id.is_empty() { "(none)" } else { &q.rule_id }

@@ -3,6 +3,7 @@
 mod explain;
 mod identity;
 mod queue;
+mod request;
 mod rules;
 mod rules_store;
 mod run;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Look at a service's queue as its back-office sees it.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// The request lifecycle: show, list, update (take, answer, close ...).
+    #[command(subcommand)]
+    Request(request::RequestCommand),
     /// The routing rules: check a file, dry-run it on sample contacts.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -66,6 +70,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Identity(command) => identity::run(&cli.config, command).await,
         Command::Explain(args) => explain::run(&cli.config, args).await,
         Command::Queue(command) => queue::run(&cli.config, command).await,
+        Command::Request(command) => request::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
     }
 }

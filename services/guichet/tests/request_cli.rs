@@ -1,0 +1,83 @@
+//! `guichet request show|list|update` through the binary, against a real
+//! nats-server.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::guichet;
+use guichet_core::request::{RequestRecord, request_key};
+use guichet_harness::Nats;
+
+#[tokio::test]
+async fn request_show_list_and_update() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guichet.toml");
+    std::fs::write(
+        &config,
+        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
+    )
+    .unwrap();
+    for (reference, due_at) in [
+        ("2026-CKAA-0001", "2026-03-06T16:59:59Z"),
+        ("2026-CKAA-0002", "2099-01-01T00:00:00Z"),
+    ] {
+        let record = RequestRecord {
+            reference: reference.into(),
+            service: "voirie".into(),
+            usager_id: "U1".into(),
+            due_at: due_at.into(),
+            due_date: due_at[..10].into(),
+            status: "open".into(),
+            opened_by: "C1".into(),
+            opened_at: "2026-03-02T09:00:00Z".into(),
+            channel: "web".into(),
+            version: 1,
+            ..Default::default()
+        };
+        bus.stores()
+            .requests
+            .create(request_key(reference), serde_json::to_vec(&record).unwrap().into())
+            .await
+            .unwrap();
+    }
+
+    let (ok, out, err) = guichet(
+        &config,
+        &["request", "update", "2026-ckaa-0001", "take", "--agent", "a.martin"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("2026-CKAA-0001 is taken (version 2)"), "{out}");
+    let (ok, _, err) = guichet(
+        &config,
+        &["request", "update", "2026-CKAA-0001", "reopen", "--agent", "a.martin"],
+    );
+    assert!(!ok);
+    assert!(err.contains("while the request is taken"), "{err}");
+    let (ok, _, err) = guichet(
+        &config,
+        &["request", "update", "2026-CKAA-0001", "close", "--agent", "a.martin"],
+    );
+    assert!(!ok);
+    assert!(err.contains("--outcome"), "{err}");
+
+    let (ok, out, err) = guichet(&config, &["request", "show", "2026-CKAA-0001"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("taken") && out.contains("v2 take open → taken by a.martin (cli)"),
+        "{out}"
+    );
+
+    let (ok, out, err) = guichet(&config, &["request", "list", "--service", "voirie", "--overdue"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 request(s) overdue"), "{out}");
+    assert!(
+        out.contains("2026-CKAA-0001") && !out.contains("2026-CKAA-0002"),
+        "{out}"
+    );
+    let (ok, _, err) = guichet(&config, &["request", "show", "2026-ZZZZ-0000"]);
+    assert!(!ok);
+    assert!(err.contains("no request has reference 2026-ZZZZ-0000"), "{err}");
+}

@@ -1,0 +1,88 @@
+//! Due-soon and overdue alerts: published once per request and deadline,
+//! with two processes sweeping at once and a restart between sweeps.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use guichet_core::proto::v1::{DeadlineAlert, DeadlineKind};
+use guichet_harness::Nats;
+use guichet_requests::{clock, sweep};
+
+#[tokio::test]
+async fn alerts_are_published_once_across_two_processes_and_a_restart() {
+    let nats = Nats::start().await;
+    let seeder = nats.bus().await;
+    let now = Utc::now();
+    let mut late = record("2026-ALRT-0001", "voirie");
+    late.due_at = clock::rfc3339(now - chrono::Duration::hours(3));
+    late.legal_due_at = clock::rfc3339(now - chrono::Duration::hours(1));
+    late.implicit_decision = "rejection".into();
+    seed(&seeder, &late).await;
+    let mut soon = record("2026-ALRT-0002", "voirie");
+    soon.due_at = clock::rfc3339(now + chrono::Duration::hours(20));
+    seed(&seeder, &soon).await;
+    let mut far = record("2026-ALRT-0003", "voirie");
+    far.due_at = clock::rfc3339(now + chrono::Duration::days(20));
+    seed(&seeder, &far).await;
+    let mut waiting = record("2026-ALRT-0004", "voirie");
+    waiting.status = "waiting_usager".into();
+    waiting.due_at = clock::rfc3339(now - chrono::Duration::hours(3));
+    seed(&seeder, &waiting).await;
+
+    let due_soon = Duration::from_secs(2 * 24 * 3600);
+    // Two processes (two connections) sweeping at the same time, three times.
+    let (a, b) = (nats.bus().await, nats.bus().await);
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(
+            sweep::sweep_once(&a, due_soon, Utc::now()),
+            sweep::sweep_once(&b, due_soon, Utc::now())
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!((x.requests, x.overdue), (4, 1));
+        assert_eq!((y.requests, y.overdue), (4, 1));
+    }
+    // A restart: a new process, long after (beyond the duplicate window:
+    // the markers, not the window, keep it once).
+    drop((a, b));
+    let restarted = nats.bus().await;
+    let later = Utc::now() + chrono::Duration::minutes(10);
+    let swept = sweep::sweep_once(&restarted, due_soon, later).await.unwrap();
+    assert_eq!(swept.published, 0, "nothing again after a restart");
+
+    let journal = request_events(&seeder).await;
+    let mut alerts: Vec<(String, DeadlineKind, DeadlineAlert)> = journal
+        .iter()
+        .map(|(_, e)| (e.reference.clone(), e.deadline_kind(), e.alert()))
+        .collect();
+    alerts.sort_by_key(|(r, k, a)| (r.clone(), *k as i32, *a as i32));
+    assert_eq!(
+        alerts,
+        [
+            (
+                "2026-ALRT-0001".to_owned(),
+                DeadlineKind::Engagement,
+                DeadlineAlert::Overdue
+            ),
+            ("2026-ALRT-0001".to_owned(), DeadlineKind::Legal, DeadlineAlert::Overdue),
+            (
+                "2026-ALRT-0002".to_owned(),
+                DeadlineKind::Engagement,
+                DeadlineAlert::DueSoon
+            ),
+        ],
+        "{journal:#?}"
+    );
+    let subjects: Vec<&str> = journal.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(
+        subjects.contains(&"guichet.events.request.overdue.2026-ALRT-0001"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&"guichet.events.request.due_soon.2026-ALRT-0002"),
+        "{subjects:?}"
+    );
+}
