@@ -289,6 +289,11 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
         }
     }
     if ids.iter().all(|id| !is_known(&records, id)) && contacts.is_empty() {
+        // A forget interrupted after its identity step left markers under
+        // the id's own keys: the rerun removes those (not the identifiers'
+        // ones, whose names it can no longer know).
+        let own = [record_key(usager_id), alias_key(usager_id), merged_key(usager_id)];
+        drop_markers(kv, own).await?;
         return Err(RouterError::NotFound(format!(
             "no usager {usager_id}: no record and no routed message"
         )));

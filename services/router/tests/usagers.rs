@@ -450,3 +450,35 @@ async fn forget_deletes_the_files_no_one_else_points_at_and_keeps_a_shared_one()
     assert!(stored(&bus, &shared.key).await);
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn forget_rerun_after_an_interruption_removes_the_markers_left_under_the_id() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let c = email_contact("interrompu@example.fr", "x", "x");
+    publish(&bus, &c).await;
+    let u = routed(&bus, &c.id).await.usager_id;
+    // As a forget stopped after its identity step leaves it: history and
+    // record purged, the record's marker (named after the id) still there.
+    let routed_stream = bus.jetstream().get_stream(subjects::ROUTED_STREAM).await.unwrap();
+    routed_stream
+        .purge()
+        .filter(subjects::usager_history(&u))
+        .await
+        .unwrap();
+    let kv = &bus.stores().identity;
+    kv.purge(record_key(&u)).await.unwrap();
+    let marker = kv.entry(record_key(&u)).await.unwrap().unwrap();
+    assert_ne!(marker.operation, async_nats::jetstream::kv::Operation::Put);
+
+    let again = admin::forget(&bus, guichet_harness::pseudonymizer(), &u).await;
+    assert!(matches!(again, Err(RouterError::NotFound(_))), "{again:?}");
+    assert!(kv.entry(record_key(&u)).await.unwrap().is_none(), "the marker is gone");
+    let identity = read_all(&bus, "KV_guichet_identity", "$KV.guichet_identity.>").await;
+    assert!(
+        identity.iter().all(|(subject, _)| !subject.contains(&u)),
+        "{identity:?}"
+    );
+    router.shutdown().await;
+}
