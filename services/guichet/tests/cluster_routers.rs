@@ -7,7 +7,8 @@
 //!   5 s of being ready under a steady load — none sits idle waiting for
 //!   its first pull request to expire;
 //! - 300 people × 3 contacts (e-mail only, phone only, both) sent through
-//!   the three gateways at once: no contact NAKed for an identity race, no
+//!   the three gateways at once: each routed once, none dead-lettered,
+//!   none NAKed for an identity race (the routers' logs), no
 //!   record of an id nobody was routed to, an `identity_conflict` event
 //!   for every person with more than one id, and `usager forget` leaves no
 //!   record listing the person's identifier hashes.
@@ -96,11 +97,13 @@ impl Process {
         })
     }
 
-    /// The lines of its log that contain `needle` (at most 10).
+    /// The lines of its log that contain `needle`.
     fn log_lines(&self, needle: &str) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     async fn ready(&self, http: &reqwest::Client) -> bool {
@@ -257,7 +260,13 @@ async fn routers_started_together_on_the_cluster_each_route_within_5_s_of_being_
         let first = first.unwrap_or_else(|| {
             panic!(
                 "router {i} routed nothing within 5 s of being ready; its log:\n{}",
-                routers[i].log_lines("")
+                routers[i]
+                    .log_lines("")
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         });
         // Polled every 100 ms, on a machine shared with other tests.
@@ -399,8 +408,28 @@ async fn three_gateways_at_once_no_identity_race_retried_no_orphan_record_no_sil
     eprintln!(
         "identity races lost and resolved in the same attempt: {races}; conflicts published: {conflicts_counted}"
     );
-    let why: Vec<String> = gateways.iter().map(|g| g.log_lines("will retry")).collect();
-    assert_eq!(retried, 0.0, "contacts NAKed and retried: {why:#?}");
+    // A retry for an identity reason names the identity bucket in its
+    // error; other retries (a publish timeout on a loaded machine) are
+    // allowed here, and reported. The logs are read: each names its start.
+    let mut identity_retries = Vec::new();
+    for gateway in &gateways {
+        assert!(
+            !gateway.log_lines("router ready").is_empty(),
+            "the log is not being read"
+        );
+        let retries = gateway.log_lines("will retry");
+        identity_retries.extend(
+            retries
+                .lines()
+                .filter(|l| l.contains(guichet_core::bus::subjects::IDENTITY_BUCKET))
+                .map(str::to_owned),
+        );
+    }
+    eprintln!("contacts retried for any reason: {retried}");
+    assert!(
+        identity_retries.is_empty(),
+        "contacts NAKed for identity races: {identity_retries:#?}"
+    );
     assert_eq!(dead, 0.0, "contacts dead-lettered");
 
     // Each contact routed once; the ids each person got.
