@@ -166,6 +166,14 @@ fn ascii_domain(domain: &str) -> Result<String, &'static str> {
     Ok(ascii)
 }
 
+/// Loads the phone-number metadata now (the parser reads it at its first
+/// use: over a second in a debug build, tens of milliseconds in release),
+/// so that an adapter's first contact does not pay for it. Blocking: call
+/// it from `spawn_blocking` at start.
+pub fn warm_up() {
+    let _ = normalize_phone("01 23 45 67 89");
+}
+
 /// Parses a phone number (France by default) into E.164.
 pub fn normalize_phone(raw: &str) -> Result<Identifier, Error> {
     let bad = |reason: String| Error::Identity { field: "phone", reason };

@@ -50,5 +50,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DeskError> {
+    // Before the first call, not during it (a caller's deadline is short).
+    let _ = tokio::task::spawn_blocking(guichet_core::identity::warm_up).await;
     server::serve(ctx, config, listener, shutdown).await
 }

@@ -24,7 +24,9 @@ use tonic::Status;
 use crate::{auth::Site, state::State, status::bus_status, validate};
 
 /// Kept between the end of the routing wait and the caller's deadline, so
-/// the answer arrives before the deadline.
+/// the answer arrives before the deadline: at least this, and a tenth of
+/// the time the caller gave (a loaded host or network needs more than a
+/// fixed 150 ms to carry the answer back before a long deadline).
 const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
 
 /// Records one contact. `deadline` is the caller's, from `grpc-timeout`.
@@ -34,6 +36,7 @@ pub async fn record(
     request: RecordContactRequest,
     deadline: Option<Instant>,
 ) -> Result<RecordContactResponse, Status> {
+    let started = Instant::now();
     crate::auth::check_site(site, &request.site)?;
     let valid = validate::record_request(&state.config, &request)?;
     let bus = &state.bus;
@@ -57,7 +60,7 @@ pub async fn record(
             duplicate: true,
             ..receipt
         };
-        return answer(state, receipt, None, valid.wait, deadline).await;
+        return answer(state, receipt, None, valid.wait, deadline, started).await;
     }
 
     let mut attachments = Vec::with_capacity(request.attachments.len());
@@ -111,7 +114,7 @@ pub async fn record(
     );
     // A retry answers for the first contact: the subscription was for ours.
     let subscription = if receipt.duplicate { None } else { subscription };
-    answer(state, receipt, subscription, valid.wait, deadline).await
+    answer(state, receipt, subscription, valid.wait, deadline, started).await
 }
 
 /// Runs `f` within the caller's deadline, or DEADLINE_EXCEEDED.
@@ -142,6 +145,7 @@ async fn answer(
     subscription: Option<async_nats::Subscriber>,
     wait: Option<Duration>,
     deadline: Option<Instant>,
+    started: Instant,
 ) -> Result<RecordContactResponse, Status> {
     let received_at = chrono::DateTime::parse_from_rfc3339(&receipt.received_at)
         .ok()
@@ -159,7 +163,8 @@ async fn answer(
     };
     let mut until = Instant::now() + wait;
     if let Some(deadline) = deadline {
-        until = until.min(deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline));
+        let margin = DEADLINE_MARGIN.max(deadline.saturating_duration_since(started) / 10);
+        until = until.min(deadline.checked_sub(margin).unwrap_or(deadline));
     }
     let decision = match subscription {
         Some(subscription) => wait_for_decision(subscription, &receipt.contact_id, until).await,

@@ -689,3 +689,64 @@ async fn a_panicking_watcher_is_restarted_alone_and_the_other_mailboxes_go_on() 
     // Still running, and stops cleanly (it used to have returned an error).
     gateway.stop().await;
 }
+
+/// A loopback proxy to `upstream` that drops the `[UIDNEXT n]` lines of
+/// the server's answers: Dovecot always sends UIDNEXT, which RFC 3501
+/// makes optional in a SELECT's answer. Returns the proxy's port.
+async fn without_uidnext(upstream: u16) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(server_read);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match lines.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if line.windows(9).any(|w| w == b"[UIDNEXT ") {
+                        continue;
+                    }
+                    if client_write.write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Issue 12: a SELECT answer without UIDNEXT used to be read as "the end
+/// of UID space", so a first `flag_seen` start put its checkpoint there
+/// and skipped every later message. Through a proxy that removes UIDNEXT
+/// from a real Dovecot's answers, later messages are ingested.
+#[tokio::test]
+async fn a_server_that_gives_no_uidnext_skips_no_later_message() {
+    let nats = Nats::start().await;
+    let dovecot = Dovecot::start().await;
+    dovecot.append(IMAP_USER, "INBOX", &simple(1)).await;
+    let mut config = contact_mailbox(&dovecot);
+    config.port = Some(without_uidnext(dovecot.port()).await);
+    config.after = After::FlagSeen;
+    let gateway = Gateway::start(&nats, vec![config], "gw-1", Hooks::default()).await;
+    wait_intake(&nats, 1, Duration::from_secs(30)).await;
+    for n in 2..4 {
+        dovecot.append(IMAP_USER, "INBOX", &simple(n)).await;
+    }
+    let messages = wait_intake(&nats, 3, Duration::from_secs(30)).await;
+    assert_unique(&messages);
+    gateway.stop().await;
+}

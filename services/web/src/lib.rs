@@ -68,6 +68,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
     let routes = router(&ctx, config)?;
+    // Before the first submission, not during it.
+    let _ = tokio::task::spawn_blocking(guichet_core::identity::warm_up).await;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "web intake listening");
     }

@@ -79,8 +79,10 @@ async fn shutdown_finishes_the_request_in_progress() {
     let (first, second) = body.split_at(body.len() / 2);
     let (first, second) = (first.to_vec(), second.to_vec());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
     let stream =
         futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(futures::stream::once(async move {
+            let _ = sent_tx.send(());
             let _ = rx.await;
             Ok(second)
         }));
@@ -94,13 +96,20 @@ async fn shutdown_finishes_the_request_in_progress() {
         .body(reqwest::Body::wrap_stream(stream))
         .send();
     let in_flight = tokio::spawn(request);
+    // The request's first half is on its way (the stream is asked for
+    // its second half only once the first is written).
+    sent_rx.await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     web.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused while the request in progress goes on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while web.client.post(web.url("voirie")).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting 10 s after shutdown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        web.client.post(web.url("voirie")).send().await.is_err(),
-        "still accepting after shutdown"
+        !in_flight.is_finished(),
+        "the request in progress waits for its second half"
     );
     tx.send(()).unwrap();
     let response = in_flight.await.unwrap().unwrap();
