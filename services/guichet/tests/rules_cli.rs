@@ -93,7 +93,7 @@ fn test_routes_the_samples_and_says_why_and_when() {
         "    received 2026-12-23 11:12 CET, due 2027-01-12 17:00 CET (2027-01-12)",
         "etat-civil-formulaire.json: rule `etat-civil-formulaire` (line 144)",
         "    - form field \"type_acte\" is \"deces\"",
-        "dechets-hors-commune.json: rule `dechets-hors-commune` (line 197) → service accueil",
+        "dechets-hors-commune.json: rule `dechets-hors-commune` (line 201) → service accueil",
         "    - not (postal code is 67000)",
         "sans-regle.json: no rule → service accueil, priority normal",
         "    - no rule matched: manual qualification by service accueil",

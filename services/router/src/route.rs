@@ -239,6 +239,11 @@ impl Router {
                 ..RequestRecord::default()
             };
             let (record, seen_before) = requests::open(bus, contact, record).await?;
+            // The journal's first event of the request (`open`, version 1,
+            // `Nats-Msg-Id` <reference>:1): a redelivery publishes it again,
+            // deduplicated within the window (the requests service repairs
+            // it too if this process dies first).
+            guichet_requests::events::publish(bus, &record).await?;
             (record.service, record.reference, seen_before)
         };
         // Seen before, e.g. replayed after the duplicate window: routed already?

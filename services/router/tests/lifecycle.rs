@@ -47,6 +47,9 @@ async fn a_follow_up_resumes_a_waiting_request_and_reopens_a_closed_one() {
     publish(&bus, &first).await;
     routed(&bus, &first.id).await;
     let reference = first.reference.clone();
+    // The router put the request's first event on the journal.
+    let opened = read_all(&bus, "EVENTS", &format!("guichet.events.request.open.{reference}")).await;
+    assert_eq!(opened.len(), 1, "the open event, once");
     apply(&bus, &reference, Transition::Take, Outcome::Unspecified, Utc::now()).await;
     apply(
         &bus,
