@@ -33,7 +33,10 @@ impl Gateway {
         let task = tokio::spawn(guichet::run(config, services, listeners, shutdown.clone()));
         let gateway = Self { admin, shutdown, task };
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        // A start waits out a cluster election and loads its caches; on a
+        // loaded 2-core machine that can take tens of seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
             if client
                 .get(gateway.readyz_url())
                 .send()
@@ -48,7 +51,7 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the gateway never became ready");
+        panic!("the gateway was not ready within 60 s");
     }
 
     pub fn readyz_url(&self) -> String {
