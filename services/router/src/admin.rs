@@ -429,6 +429,23 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
 
 /// Every message on `filter` in `stream` as (sequence, payload), oldest first.
 async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
+    Ok(read_stored(bus, stream, filter)
+        .await?
+        .into_iter()
+        .map(|m| (m.sequence, m.payload))
+        .collect())
+}
+
+/// One message as a stream stores it.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// Every message on `filter` in `stream`, oldest first.
+pub(crate) async fn read_stored(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<Stored>, RouterError> {
     let stream = bus
         .jetstream()
         .get_stream(stream)
@@ -465,7 +482,11 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
             .info()
             .map(|i| (i.stream_sequence, i.pending))
             .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        out.push((sequence, message.payload.clone()));
+        out.push(Stored {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+        });
         if left == 0 {
             break;
         }

@@ -7,11 +7,13 @@
 //! [`engine`] seam), open or join the request, publish one `Routed` on
 //! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
-//! do: merge and forget usagers, explain a decision, look at a queue.
+//! do: merge and forget usagers, explain a decision, look at a queue;
+//! [`deadletter`] lists, replays and discards what the router gave up on.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod deadletter;
 pub mod dispatch;
 pub mod engine;
 mod error;

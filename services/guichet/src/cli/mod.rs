@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+mod deadletter;
 mod explain;
 mod identity;
 mod queue;
@@ -52,6 +53,9 @@ pub enum Command {
     /// The routing rules: check a file, dry-run it on sample contacts.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// What the router gave up on: list, show, replay, discard.
+    #[command(subcommand)]
+    Deadletter(deadletter::DeadletterCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(&cli.config, args).await,
         Command::Queue(command) => queue::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
+        Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
     }
 }
 
