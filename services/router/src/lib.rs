@@ -8,7 +8,8 @@
 //! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
 //! do: merge and forget usagers, explain a decision, look at a queue;
-//! [`deadletter`] lists, replays and discards what the router gave up on.
+//! [`deadletter`] lists, replays and discards what the router gave up on;
+//! [`rules_replay`] compares candidate rules with past decisions.
 
 pub mod admin;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod live;
 pub mod rekey;
 pub mod requests;
 pub mod route;
+pub mod rules_replay;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

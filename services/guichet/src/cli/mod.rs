@@ -5,6 +5,7 @@ mod explain;
 mod identity;
 mod queue;
 mod rules;
+mod rules_replay;
 mod rules_store;
 mod run;
 mod usager;
