@@ -142,6 +142,11 @@ pub async fn list(bus: &Bus, origin: Option<&str>) -> Result<Vec<Pending>, Route
 
 /// One pending dead letter; a clear error if it is not (any more).
 pub async fn get(bus: &Bus, id: u64) -> Result<Pending, RouterError> {
+    if id == 0 {
+        return Err(RouterError::Invalid(
+            "dead letter ids start at 1: take one from `guichet deadletter list`".into(),
+        ));
+    }
     let stream = deadletter_stream(bus).await?;
     let message = match stream.direct_get(id).await {
         Ok(message) => message,

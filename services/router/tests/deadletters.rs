@@ -167,6 +167,8 @@ async fn a_discard_is_recorded_and_bad_input_changes_nothing() {
     assert!(unknown.to_string().contains("no dead letter 999999"), "{unknown}");
     let unknown = deadletter::replay(&bus, 999_999, "ops-bob").await.unwrap_err();
     assert!(unknown.to_string().contains("no dead letter 999999"), "{unknown}");
+    let zero = deadletter::replay(&bus, 0, "ops-bob").await.unwrap_err();
+    assert!(matches!(zero, RouterError::Invalid(_)), "{zero}");
     let origin = deadletter::list(&bus, Some("a.b")).await.unwrap_err();
     assert!(origin.to_string().contains("--origin"), "{origin}");
     let hopeless = deadletter::replay(&bus, undecodable.id, "ops-bob").await.unwrap_err();
