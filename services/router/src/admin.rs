@@ -573,6 +573,30 @@ async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64
     Ok(out)
 }
 
+/// One message as a stream stores it.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// Every message on `filter` in `stream`, oldest first, in memory: for
+/// the operators' commands that show or compare them all (dead letters,
+/// rules replay). Forget scans instead ([`scan_messages`]).
+pub(crate) async fn read_stored(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<Stored>, RouterError> {
+    let mut out = Vec::new();
+    scan_messages(bus, stream, filter, |message| {
+        out.push(Stored {
+            sequence: message.sequence,
+            subject: message.subject.to_owned(),
+            payload: message.payload.clone(),
+        })
+    })
+    .await?;
+    Ok(out)
+}
+
 /// One message of a stream, as [`scan_messages`] shows it.
 pub(crate) struct Scanned<'a> {
     pub sequence: u64,

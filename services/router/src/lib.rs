@@ -7,11 +7,14 @@
 //! [`engine`] seam), open or join the request, publish one `Routed` on
 //! `guichet.routed.<service>.<usager>` ([`dispatch`]), then ack the intake
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
-//! do: merge and forget usagers (with [`erase_files`]), explain a decision, look at a queue.
+//! do: merge and forget usagers (with [`erase_files`]), explain a decision, look at a queue;
+//! [`deadletter`] lists, replays and discards what the router gave up on;
+//! [`rules_replay`] compares candidate rules with past decisions.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod deadletter;
 pub mod dispatch;
 pub mod engine;
 pub mod erase_files;
@@ -24,6 +27,7 @@ pub mod pull;
 pub mod rekey;
 pub mod requests;
 pub mod route;
+pub mod rules_replay;
 pub mod tombstones;
 
 pub use config::RouterConfig;

@@ -259,8 +259,9 @@ async fn forget_after_merge_erases_both_ids() {
         .unwrap();
     assert_eq!(report.usager_ids, vec![ux.clone(), uy.clone()]);
     assert_eq!(report.routed_messages_purged, 2);
-    // The merge event named both: gone with them.
-    assert_eq!(report.events_removed, 1);
+    // The merge event named both, and each request's `open` event its
+    // usager: gone with them.
+    assert_eq!(report.events_removed, 3);
     assert!(events(&bus, "usager_merged").await.is_empty());
     assert!(routed_all(&bus).await.is_empty());
     assert!(bus.stores().identity.get(alias_key(&uy)).await.unwrap().is_none());

@@ -336,6 +336,12 @@ impl RuleSet {
             .map_or(Deadline::BusinessDays(1), |s| s.deadline)
     }
 
+    /// Every rule's id, in file order (`guichet rules replay` reports the
+    /// ones that would never fire).
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
     /// Describes the rule `id` for operators (`guichet rules test`).
     pub fn rule_description(&self, id: &str) -> Option<&str> {
         self.rules.iter().find(|r| r.id == id).map(|r| r.description.as_str())

@@ -1,10 +1,12 @@
 //! The command line: one module per subcommand.
 
+mod deadletter;
 mod explain;
 mod identity;
 mod queue;
 mod request;
 mod rules;
+mod rules_replay;
 mod rules_store;
 mod run;
 mod usager;
@@ -56,6 +58,9 @@ pub enum Command {
     /// The routing rules: check a file, dry-run it on sample contacts.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// What the router gave up on: list, show, replay, discard.
+    #[command(subcommand)]
+    Deadletter(deadletter::DeadletterCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -72,6 +77,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(command) => queue::run(&cli.config, command).await,
         Command::Request(command) => request::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
+        Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
     }
 }
 

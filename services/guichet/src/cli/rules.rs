@@ -25,6 +25,10 @@ pub enum RulesCommand {
         #[arg(required = true)]
         samples: Vec<PathBuf>,
     },
+    /// Replay a period's contacts with a rules file, routing nothing: how
+    /// decisions would change (services, typologies, due dates, rules
+    /// that never fire, example contact ids).
+    Replay(super::rules_replay::ReplayArgs),
     /// push, history, rollback: the revisions stored for running routers.
     #[command(flatten)]
     Store(super::rules_store::RulesStoreCommand),
@@ -35,6 +39,7 @@ pub enum RulesCommand {
 pub async fn run(_config_path: &Path, command: RulesCommand) -> anyhow::Result<()> {
     match command {
         RulesCommand::Store(command) => super::rules_store::run(_config_path, command).await,
+        RulesCommand::Replay(args) => super::rules_replay::run(_config_path, args).await,
         RulesCommand::Check { file } => {
             let rules = load(&file)?;
             println!(
