@@ -49,6 +49,7 @@ mod fold;
 mod matcher;
 mod parse;
 mod ruleset;
+pub mod service_contact;
 pub mod testing;
 
 pub use calendar::{Calendar, Due, easter_sunday, public_holidays};
@@ -56,3 +57,4 @@ pub use deadline::Deadline;
 pub use diagnostics::{Diagnostic, RulesError};
 pub use fold::fold;
 pub use ruleset::{Evaluation, RuleSet, Service};
+pub use service_contact::ServiceContact;

@@ -20,6 +20,9 @@ pub struct Service {
     /// Applies when the deciding rule sets no deadline.
     pub deadline: Deadline,
     pub description: String,
+    /// Designation, postal address, e-mail and phone, for the accusé de
+    /// réception (R112-5); empty when the file gives none.
+    pub contact: crate::ServiceContact,
 }
 
 struct Rule {
@@ -180,6 +183,7 @@ impl RuleSet {
                     name: s.name,
                     deadline: s.deadline,
                     description: s.description,
+                    contact: s.contact,
                 })
                 .collect(),
             manual_service: parsed.manual_service,
