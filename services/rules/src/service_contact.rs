@@ -95,6 +95,13 @@ pub fn is_address(text: &str) -> bool {
 mod tests {
     use crate::RuleSet;
 
+    fn refused(text: &str) -> crate::RulesError {
+        match RuleSet::parse(text, "r.toml") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e,
+        }
+    }
+
     const HEAD: &str = "manual_service = \"accueil\"\n";
 
     #[test]
@@ -109,18 +116,18 @@ mod tests {
         let partial = format!(
             "{HEAD}[[services]]\nname = \"accueil\"\ndeadline = \"5 business days\"\ndesignation = \"Accueil\"\n"
         );
-        let err = RuleSet::parse(&partial, "r.toml").err().expect("refused").to_string();
+        let err = refused(&partial).to_string();
         assert!(err.contains("not `postal_address`") && err.contains("R112-5"), "{err}");
 
         let bad = good.replace("accueil@ville.example", "accueil at ville");
-        let err = RuleSet::parse(&bad, "r.toml").err().expect("refused").to_string();
+        let err = refused(&bad).to_string();
         assert!(
             err.contains("`email`") && err.contains("not an e-mail address"),
             "{err}"
         );
 
         let bad = good.replace("+33 1 23 45 67 89", "call us");
-        let err = RuleSet::parse(&bad, "r.toml").err().expect("refused").to_string();
+        let err = refused(&bad).to_string();
         assert!(err.contains("`phone`"), "{err}");
 
         let none = format!("{HEAD}[[services]]\nname = \"accueil\"\ndeadline = \"5 business days\"\n");
