@@ -33,6 +33,8 @@ pub struct Config {
     pub desk: guichet_desk::DeskConfig,
     /// `[mail]`: the shared mailboxes watched over IMAP.
     pub mail: guichet_mail::MailConfig,
+    /// `[notify]`: the accusé de réception by e-mail.
+    pub notify: guichet_notify::NotifyConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -48,6 +50,7 @@ impl Default for Config {
             privacy: PrivacyConfig::default(),
             desk: guichet_desk::DeskConfig::default(),
             mail: guichet_mail::MailConfig::default(),
+            notify: guichet_notify::NotifyConfig::default(),
             router: guichet_router::RouterConfig::default(),
             web: guichet_web::WebConfig::default(),
         }
@@ -108,6 +111,7 @@ impl Validate for Config {
         self.log.validate()?;
         self.desk.validate()?;
         self.mail.validate()?;
+        self.notify.validate()?;
         self.router.validate()?;
         self.web.validate()?;
         Ok(())

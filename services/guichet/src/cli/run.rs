@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Services to run in this process, comma-separated: mail, web, desk,
-    /// router. All of them by default.
+    /// router, notify. All but notify by default: notify writes to usagers,
+    /// so it is turned on explicitly once `[notify]` is configured.
     #[arg(long, value_name = "LIST", default_value = "mail,web,desk,router")]
     pub services: String,
 }
@@ -17,7 +18,7 @@ pub struct RunArgs {
 pub async fn run(config_path: &Path, args: RunArgs) -> anyhow::Result<()> {
     let services = ServiceName::parse_list(&args.services)?;
     if services.is_empty() {
-        anyhow::bail!("--services names no service (expected some of: mail, web, desk, router)");
+        anyhow::bail!("--services names no service (expected some of: mail, web, desk, router, notify)");
     }
     let config = super::load_config(config_path)?;
     guichet_core::telemetry::init_tracing(&config.log);
