@@ -38,6 +38,9 @@ pub async fn run(
     watched: Vec<String>,
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {
+    // Unready until the consumers exist: notify's ROUTED consumer starts
+    // at new messages, so what is routed before it exists is not acknowledged.
+    ctx.health.set_ready("notify", false);
     let bus = ctx.bus.clone();
     let sources = match &config.templates_dir {
         Some(dir) => templates::read_dir(dir)?,

@@ -178,6 +178,17 @@ impl Templates {
         })
     }
 
+    /// Renders one template by name with any context (`templates preview`).
+    pub fn render_one(&self, name: &str, context: &impl Serialize) -> Result<String, NotifyError> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| NotifyError::Template(format!("{name}: {e}")))?;
+        template
+            .render(minijinja::Value::from_serialize(context))
+            .map_err(|e| NotifyError::Template(format!("{name}: {e:#}")))
+    }
+
     /// Every template name.
     pub fn names(&self) -> Vec<String> {
         self.env.templates().map(|(n, _)| n.to_owned()).collect()

@@ -6,6 +6,7 @@ mod queue;
 mod rules;
 mod rules_store;
 mod run;
+mod templates;
 mod usager;
 
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub enum Command {
     /// The routing rules: check a file, dry-run it on sample contacts.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// The notification templates: check them, preview one.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(&cli.config, args).await,
         Command::Queue(command) => queue::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
+        Command::Templates(command) => templates::run(command),
     }
 }
 
