@@ -84,6 +84,26 @@ where
     outcome
 }
 
+/// Exports a consumer's lag as `gauge`: messages not yet delivered plus
+/// delivered and not yet acked, read from the server every 15 s (the same
+/// shared figure from every process).
+pub async fn report_lag(mut consumer: PullConsumer, gauge: &'static str, stop: CancellationToken) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), consumer.info()).await {
+            Ok(Ok(info)) => {
+                let pending = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                metrics::gauge!(gauge).set(pending as f64);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, gauge, "reading a consumer's lag failed"),
+            Err(_) => tracing::debug!(gauge, "reading a consumer's lag timed out"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
 /// Copies a message that cannot be processed to `guichet.deadletter.notify`
 /// with the reason, then terminates it; NAKs it when the copy fails.
 pub async fn dead_letter(bus: &Bus, message: &Message, reason: String, undecodable: bool) {

@@ -94,6 +94,13 @@ pub async fn run(
         stop.cancel();
         outcome
     };
+    let lag = tokio::spawn(consume::report_lag(
+        send_consumer.clone(),
+        "guichet_notify_outbox_pending",
+        stop.clone(),
+    ));
     let (queued, sent) = tokio::join!(queueing, sending);
+    stop.cancel();
+    let _ = lag.await;
     queued.and(sent)
 }
