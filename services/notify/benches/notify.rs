@@ -156,7 +156,7 @@ async fn main() {
     let health = Health::default();
     let ctx = ServiceContext {
         bus: nats.bus().await,
-        health: health.clone(),
+        health,
         instance: "bench".into(),
         privacy: guichet_harness::pseudonymizer().clone(),
     };
@@ -166,10 +166,9 @@ async fn main() {
     loop {
         let js = nats.jetstream().await;
         let s = js.get_stream("ROUTED").await.unwrap();
-        if health.check().0
-            && s.get_consumer::<async_nats::jetstream::consumer::pull::Config>("notify")
-                .await
-                .is_ok()
+        if s.get_consumer::<async_nats::jetstream::consumer::pull::Config>("notify")
+            .await
+            .is_ok()
         {
             break;
         }
