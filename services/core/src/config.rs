@@ -513,6 +513,21 @@ impl Validate for LogConfig {
     }
 }
 
+/// `["5s", "30s"]` as a `Vec<Duration>`: `#[serde(with = "guichet_core::config::duration_list")]`
+/// (backoff schedules).
+pub mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        raw.iter()
+            .map(|s| humantime_serde::re::humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

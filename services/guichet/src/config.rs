@@ -37,6 +37,8 @@ pub struct Config {
     pub mail: guichet_mail::MailConfig,
     /// `[requests]`: the back-office API of the request lifecycle.
     pub requests: guichet_requests::RequestsConfig,
+    /// `[notify]`: the accusé de réception by e-mail.
+    pub notify: guichet_notify::NotifyConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -53,6 +55,7 @@ impl Default for Config {
             desk: guichet_desk::DeskConfig::default(),
             mail: guichet_mail::MailConfig::default(),
             requests: guichet_requests::RequestsConfig::default(),
+            notify: guichet_notify::NotifyConfig::default(),
             router: guichet_router::RouterConfig::default(),
             web: guichet_web::WebConfig::default(),
         }
@@ -128,6 +131,7 @@ impl Validate for Config {
         self.log.validate()?;
         self.desk.validate()?;
         self.mail.validate()?;
+        self.notify.validate()?;
         self.router.validate()?;
         self.web.validate()?;
         self.requests.validate()?;

@@ -13,7 +13,7 @@ pub enum RunError {
         source: std::io::Error,
     },
 
-    #[error("unknown service `{0}` (expected one of: mail, web, desk, router, requests)")]
+    #[error("unknown service `{0}` (expected one of: mail, web, desk, router, requests, notify)")]
     UnknownService(String),
 
     #[error("service {service}: {reason}")]

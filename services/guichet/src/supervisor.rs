@@ -25,15 +25,17 @@ pub enum ServiceName {
     Desk,
     Router,
     Requests,
+    Notify,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 5] = [
+    pub const ALL: [ServiceName; 6] = [
         ServiceName::Mail,
         ServiceName::Web,
         ServiceName::Desk,
         ServiceName::Router,
         ServiceName::Requests,
+        ServiceName::Notify,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl ServiceName {
             ServiceName::Desk => "desk",
             ServiceName::Router => "router",
             ServiceName::Requests => "requests",
+            ServiceName::Notify => "notify",
         }
     }
 
@@ -261,6 +264,26 @@ fn factory(
                 }) as ServiceFuture
             })
         }
+        ServiceName::Notify => {
+            // The watched mailboxes' logins are the town's own addresses:
+            // never acknowledged (no loop between mail and notify).
+            let watched: Vec<String> = config
+                .mail
+                .mailboxes
+                .iter()
+                .map(|m| m.user.clone())
+                .filter(|u| u.contains('@'))
+                .collect();
+            let (context, notify) = (context.clone(), config.notify.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (context, notify, watched) = (context.clone(), notify.clone(), watched.clone());
+                Box::pin(async move {
+                    guichet_notify::run(context, notify, watched, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         ServiceName::Mail => {
             let (context, mail) = (context.clone(), config.mail.clone());
             Arc::new(move |token: CancellationToken| {
@@ -294,7 +317,7 @@ mod tests {
         );
         let err = ServiceName::parse_list("web,fax").unwrap_err().to_string();
         assert!(
-            err.contains("`fax`") && err.contains("mail, web, desk, router, requests"),
+            err.contains("`fax`") && err.contains("mail, web, desk, router, requests, notify"),
             "{err}"
         );
     }

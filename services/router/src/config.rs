@@ -20,7 +20,7 @@ pub struct RouterConfig {
     pub max_deliveries: u32,
     /// Delay before each redelivery of a contact whose routing failed
     /// (the n-th failure waits the n-th value; the last one repeats).
-    #[serde(with = "humantime_serde_vec")]
+    #[serde(with = "guichet_core::config::duration_list")]
     pub backoff: Vec<Duration>,
     /// How long the server waits for an ack before redelivering a contact
     /// whose router vanished (crash, lost connection).
@@ -135,19 +135,5 @@ impl Validate for RouterConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// `humantime_serde` for a list of durations.
-mod humantime_serde_vec {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        let raw = Vec::<String>::deserialize(d)?;
-        raw.iter()
-            .map(|s| humantime_serde::re::humantime::parse_duration(s).map_err(serde::de::Error::custom))
-            .collect()
     }
 }

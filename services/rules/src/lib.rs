@@ -50,6 +50,7 @@ pub mod implicit;
 mod matcher;
 mod parse;
 mod ruleset;
+pub mod service_contact;
 pub mod testing;
 
 pub use calendar::{Calendar, Due, easter_sunday, public_holidays};
@@ -58,3 +59,4 @@ pub use diagnostics::{Diagnostic, RulesError};
 pub use fold::fold;
 pub use implicit::{ImplicitDecision, ImplicitKind, LegalDelay};
 pub use ruleset::{Evaluation, RuleSet, Service};
+pub use service_contact::ServiceContact;

@@ -30,6 +30,7 @@ pub(crate) struct ParsedService {
     pub deadline: Deadline,
     pub description: String,
     pub implicit: Option<ImplicitDecision>,
+    pub contact: crate::ServiceContact,
     pub span: Range<usize>,
 }
 
@@ -60,7 +61,16 @@ pub(crate) struct Parsed {
 }
 
 const TOP_KEYS: &[&str] = &["manual_service", "calendar", "services", "rules"];
-const SERVICE_KEYS: &[&str] = &["name", "deadline", "description", "implicit_decision"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "deadline",
+    "description",
+    "implicit_decision",
+    "designation",
+    "postal_address",
+    "email",
+    "phone",
+];
 const IMPLICIT_FORMS: &str =
     "implicit_decision = { kind = \"acceptance\" or \"rejection\", delay = \"2 months\" } (months or days)";
 const CALENDAR_KEYS: &[&str] = &["time_zone", "business_hours_end", "alsace_moselle", "closures"];
@@ -314,6 +324,7 @@ impl Walk<'_, '_> {
         for (table, span) in self.tables("services", value) {
             let (mut name, mut deadline, mut description) = (None, None, String::new());
             let mut implicit = None;
+            let mut contact = crate::ServiceContact::default();
             for (key, value) in table.iter() {
                 match key.get_ref().as_ref() {
                     "name" => {
@@ -339,6 +350,13 @@ impl Walk<'_, '_> {
                     "deadline" => deadline = self.deadline(value),
                     "implicit_decision" => implicit = self.implicit(value),
                     "description" => description = self.string("description", value).unwrap_or("").to_owned(),
+                    field @ ("designation" | "postal_address" | "email" | "phone") => {
+                        let text = self.string(field, value).unwrap_or("").trim().to_owned();
+                        if let Err(why) = crate::ServiceContact::check_field(field, &text) {
+                            self.d.error(&value.span(), why, Some(crate::service_contact::EXPECTED));
+                        }
+                        contact.set(field, text);
+                    }
                     other => self.unknown_key(key.span(), other, "[[services]]", SERVICE_KEYS),
                 }
             }
@@ -353,6 +371,13 @@ impl Walk<'_, '_> {
                     Some(DEADLINE_FORMS),
                 );
             }
+            if let Some(missing) = contact.missing() {
+                self.d.error(
+                    &span,
+                    format!("[[services]] gives part of the service's contact details but not `{missing}`: the accusé de réception needs all four (R112-5)"),
+                    Some(crate::service_contact::EXPECTED),
+                );
+            }
             if let Some((name, span)) = name {
                 // A bad or missing deadline is already an error; the name
                 // stays known so that rules naming it are not reported too.
@@ -362,6 +387,7 @@ impl Walk<'_, '_> {
                     deadline,
                     description,
                     implicit,
+                    contact,
                     span,
                 });
             }

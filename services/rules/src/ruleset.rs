@@ -23,6 +23,9 @@ pub struct Service {
     pub description: String,
     /// Silence is worth a decision after a delay (CRPA L231-1).
     pub implicit_decision: Option<ImplicitDecision>,
+    /// Designation, postal address, e-mail and phone, for the accusé de
+    /// réception (R112-5); empty when the file gives none.
+    pub contact: crate::ServiceContact,
 }
 
 struct Rule {
@@ -199,6 +202,7 @@ impl RuleSet {
                     deadline: s.deadline,
                     description: s.description,
                     implicit_decision: s.implicit,
+                    contact: s.contact,
                 })
                 .collect(),
             manual_service: parsed.manual_service,

@@ -5,17 +5,20 @@
 //! on drop, so tests run in parallel without sharing anything. It can be
 //! stopped and started again on the same port and store, to test what
 //! happens while the broker is away. [`Dovecot`] does the same for a
-//! real IMAP server (plain or TLS), for the mail adapter.
+//! real IMAP server (plain or TLS), for the mail adapter, and [`SmtpSink`]
+//! for a real SMTP server (Postfix's `smtp-sink`), for notify.
 
 pub mod bench;
 pub mod cluster;
 pub mod dovecot;
+pub mod smtp_sink;
 pub mod streams;
 
 use std::{path::PathBuf, time::Duration};
 
 pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
+pub use smtp_sink::SmtpSink;
 
 use guichet_core::{
     Bus,

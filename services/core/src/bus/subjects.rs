@@ -12,11 +12,15 @@ pub const DEADLETTER_STREAM: &str = "DEADLETTER";
 /// Events for review and audit (identity conflicts, merges, erasures,
 /// rules pushes): `guichet.events.<kind>`.
 pub const EVENTS_STREAM: &str = "EVENTS";
+/// Notifications to send (created by `notify`):
+/// `guichet.outbox.<kind>.<usager>.<reference>.<event>`.
+pub const OUTBOX_STREAM: &str = "OUTBOX";
 
 pub const INTAKE_ALL: &str = "guichet.intake.>";
 pub const ROUTED_ALL: &str = "guichet.routed.>";
 pub const DEADLETTER_ALL: &str = "guichet.deadletter.>";
 pub const EVENTS_ALL: &str = "guichet.events.>";
+pub const OUTBOX_ALL: &str = "guichet.outbox.>";
 
 /// Identifier hash → usager id.
 pub const IDENTITY_BUCKET: &str = "guichet_identity";
@@ -84,6 +88,13 @@ pub fn event(kind: &str) -> String {
     format!("guichet.events.{kind}")
 }
 
+/// `guichet.outbox.<kind>.<usager_id>.<reference>.<event>`: one subject per
+/// notification, so that JetStream refuses a second copy for as long as
+/// OUTBOX keeps the first; the usager's token lets an erasure purge it.
+pub fn outbox(kind: &str, usager_id: &str, reference: &str, event: &str) -> String {
+    format!("guichet.outbox.{kind}.{usager_id}.{reference}.{event}")
+}
+
 /// The stream of ours that stores `subject`, if any.
 pub fn stream_of(subject: &str) -> Option<&'static str> {
     [
@@ -91,6 +102,7 @@ pub fn stream_of(subject: &str) -> Option<&'static str> {
         (ROUTED_ALL, ROUTED_STREAM),
         (DEADLETTER_ALL, DEADLETTER_STREAM),
         (EVENTS_ALL, EVENTS_STREAM),
+        (OUTBOX_ALL, OUTBOX_STREAM),
     ]
     .into_iter()
     .find(|(all, _)| subject.starts_with(all.trim_end_matches('>')))

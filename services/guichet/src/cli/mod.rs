@@ -9,6 +9,7 @@ mod rules;
 mod rules_replay;
 mod rules_store;
 mod run;
+mod templates;
 mod usager;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     /// What the router gave up on: list, show, replay, discard.
     #[command(subcommand)]
     Deadletter(deadletter::DeadletterCommand),
+    /// The notification templates: check them, preview one.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -78,6 +82,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Request(command) => request::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
         Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
+        Command::Templates(command) => templates::run(command),
     }
 }
 

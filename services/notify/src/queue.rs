@@ -1,0 +1,288 @@
+//! From ROUTED to OUTBOX: which routed contact gets an acknowledgment,
+//! rendered from the templates in force.
+//!
+//! A `Routed` that opens a request (no `follow_up_of`), is not noise
+//! (`qualification.discarded`) nor a copy of an e-mail already routed, and
+//! whose usager gave an e-mail address, gets one acknowledgment unless a
+//! guard ([`crate::guards`], [`crate::rate`]) suppresses it — recorded
+//! with its reason. A notification that cannot be made (template error,
+//! service without contact details) is dead-lettered and the rest goes on.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    AckKind, Message,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    kv,
+};
+use chrono::{DateTime, Utc};
+use guichet_core::{
+    Bus,
+    bus::subjects,
+    proto::{
+        self,
+        v1::{Channel, FlagKind, Routed, contact::Details},
+    },
+};
+use prost::Message as _;
+
+use crate::{
+    NotifyConfig, NotifyError, consume, events,
+    guards::{self, OwnAddresses, Suppressed},
+    outbox::{self, Notification},
+    rate,
+    services::ServiceDirectory,
+    templates::{self, AckContext, ServiceContext, Templates, UsagerContext},
+};
+
+/// The ROUTED consumer of notify. New requests only: turning notify on
+/// does not acknowledge the whole journal.
+pub fn consumer_config(config: &NotifyConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("guichet: notify, acknowledging new requests".into()),
+        filter_subject: subjects::ROUTED_ALL.to_owned(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::New,
+        ack_wait: Duration::from_secs(60),
+        max_deliver: i64::from(config.max_deliveries) + 1,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// What one queueing needs.
+pub struct Queuer {
+    pub bus: Bus,
+    pub config: NotifyConfig,
+    pub own: OwnAddresses,
+    pub rate: kv::Store,
+    pub services: ServiceDirectory,
+    pub templates: Arc<std::sync::RwLock<Arc<Templates>>>,
+}
+
+/// The outcome of one routed contact, for the metric.
+enum Outcome {
+    Queued,
+    AlreadyQueued,
+    NotApplicable(&'static str),
+    Suppressed(Suppressed),
+}
+
+impl Queuer {
+    fn templates(&self) -> Arc<Templates> {
+        match self.templates.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Handles one ROUTED message: ack, NAK with backoff, or dead-letter.
+    pub async fn handle(&self, message: Message) {
+        let delivered = message
+            .info()
+            .map_or(1, |i| u32::try_from(i.delivered).unwrap_or(u32::MAX));
+        let routed = match Routed::decode(message.payload.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                consume::dead_letter(&self.bus, &message, format!("not a guichet.v1.Routed: {e}"), true).await;
+                return;
+            }
+        };
+        match self.queue(&routed).await {
+            Ok(outcome) => {
+                let label = match outcome {
+                    Outcome::Queued => "queued",
+                    Outcome::AlreadyQueued => "already_queued",
+                    Outcome::NotApplicable(why) => why,
+                    Outcome::Suppressed(s) => s.as_str(),
+                };
+                metrics::counter!("guichet_notify_messages_total", "kind" => templates::ACKNOWLEDGMENT, "outcome" => label)
+                    .increment(1);
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!(reference = %routed.reference, error = %e, "ack failed; the request comes back and is recognized");
+                }
+            }
+            Err(e) if !e.is_transient() => {
+                metrics::counter!("guichet_notify_messages_total", "kind" => templates::ACKNOWLEDGMENT, "outcome" => "dead_letter")
+                    .increment(1);
+                consume::dead_letter(
+                    &self.bus,
+                    &message,
+                    format!("acknowledgment of {}: {e}", routed.reference),
+                    false,
+                )
+                .await;
+            }
+            Err(e) if delivered >= self.config.max_deliveries => {
+                consume::dead_letter(
+                    &self.bus,
+                    &message,
+                    format!("queueing failed {delivered} times; last error: {e}"),
+                    false,
+                )
+                .await;
+            }
+            Err(e) => {
+                let delay = self.config.backoff_after(delivered);
+                tracing::warn!(reference = %routed.reference, delivered, retry_in = ?delay, error = %e, "queueing the acknowledgment failed; will retry");
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+
+    async fn queue(&self, routed: &Routed) -> Result<Outcome, NotifyError> {
+        let Some(contact) = routed.contact.as_ref() else {
+            return Ok(Outcome::NotApplicable("no_contact"));
+        };
+        let q = routed.qualification.clone().unwrap_or_default();
+        if !routed.follow_up_of.is_empty() {
+            return Ok(Outcome::NotApplicable("follow_up"));
+        }
+        if q.discarded {
+            return Ok(Outcome::NotApplicable("discarded"));
+        }
+        if q.service.starts_with('_') || contact.flags.iter().any(|f| f.kind == FlagKind::Copy as i32) {
+            return Ok(Outcome::NotApplicable("copy"));
+        }
+        let address = contact.claims.as_ref().map_or("", |c| c.email.trim());
+        if address.is_empty() {
+            return Ok(Outcome::NotApplicable("no_email"));
+        }
+        let event = "opened";
+        if let Err(reason) = guards::check(contact, address, &self.own) {
+            self.suppressed(routed, event, reason).await?;
+            return Ok(Outcome::Suppressed(reason));
+        }
+        let services = self.services.current(&self.bus, &self.config.rules_key).await?;
+        let service = services.get(&q.service).filter(|s| s.is_complete()).ok_or_else(|| {
+            NotifyError::Unusable(format!(
+                "service `{}` has no designation, postal_address, email and phone in the rules file: \
+                     the accusé de réception must give them (R112-5); add them to its [[services]] and push the rules",
+                q.service
+            ))
+        })?;
+        let received = contact
+            .received_at
+            .as_ref()
+            .and_then(proto::to_datetime)
+            .unwrap_or_else(Utc::now);
+        if !rate::admit(
+            &self.rate,
+            &routed.usager_id,
+            &routed.reference,
+            Utc::now(),
+            self.config.max_per_usager,
+        )
+        .await?
+        {
+            self.suppressed(routed, event, Suppressed::RateLimit).await?;
+            return Ok(Outcome::Suppressed(Suppressed::RateLimit));
+        }
+        let context = AckContext {
+            reference: routed.reference.clone(),
+            received_on: paris(received, "%d/%m/%Y"),
+            received_at: paris(received, "%H:%M"),
+            channel: Channel::try_from(contact.channel)
+                .unwrap_or(Channel::Unspecified)
+                .token()
+                .to_owned(),
+            subject: contact.subject.clone(),
+            usager: UsagerContext {
+                name: contact.claims.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+            },
+            service: ServiceContext {
+                name: q.service.clone(),
+                designation: service.designation.clone(),
+                postal_address: service.postal_address.clone(),
+                email: service.email.clone(),
+                phone: service.phone.clone(),
+            },
+            typology: q.typology.clone(),
+            due_date: french_date(&q.due_date),
+            // The legal clock of implicit decisions comes with the request
+            // lifecycle (issue 14); until then no request carries one.
+            implicit_decision: None,
+        };
+        let language = if contact.language.is_empty() {
+            templates::DEFAULT_LANGUAGE
+        } else {
+            contact.language.as_str()
+        };
+        let mut rendered =
+            self.templates()
+                .render(templates::ACKNOWLEDGMENT, &q.service, &q.typology, language, &context)?;
+        let tag = format!("[{}]", routed.reference);
+        if !rendered.subject.contains(&tag) {
+            rendered.subject = format!("{tag} {}", rendered.subject);
+        }
+        let (in_reply_to, references) = match &contact.details {
+            Some(Details::Email(email)) if !email.message_id.is_empty() => {
+                let mut refs = email.references.clone();
+                refs.push(email.message_id.clone());
+                (email.message_id.clone(), refs)
+            }
+            _ => (String::new(), Vec::new()),
+        };
+        let domain = self
+            .config
+            .from_address()
+            .rsplit('@')
+            .next()
+            .unwrap_or("guichet.invalid")
+            .to_owned();
+        let notification = Notification {
+            kind: templates::ACKNOWLEDGMENT.into(),
+            reference: routed.reference.clone(),
+            event: event.into(),
+            usager_id: routed.usager_id.clone(),
+            service: q.service.clone(),
+            to: address.to_owned(),
+            reply_to: if self.config.reply_to.is_empty() {
+                service.email.clone()
+            } else {
+                self.config.reply_to.clone()
+            },
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            message_id: format!("{}.{}.{event}@{domain}", templates::ACKNOWLEDGMENT, routed.reference),
+            in_reply_to,
+            references,
+            received_at: received.to_rfc3339(),
+        };
+        let fresh = outbox::enqueue(self.bus.jetstream(), &notification, self.bus.publish_timeout()).await?;
+        Ok(if fresh { Outcome::Queued } else { Outcome::AlreadyQueued })
+    }
+
+    async fn suppressed(&self, routed: &Routed, event: &str, reason: Suppressed) -> Result<(), NotifyError> {
+        tracing::info!(reference = %routed.reference, usager = %routed.usager_id, reason = reason.as_str(), "acknowledgment suppressed");
+        events::record(
+            &self.bus,
+            "notify_suppressed",
+            &format!(
+                "notify-suppressed-{}-{}-{event}",
+                templates::ACKNOWLEDGMENT,
+                routed.reference
+            ),
+            serde_json::json!({
+                "notification": templates::ACKNOWLEDGMENT,
+                "reference": routed.reference,
+                "usager_id": routed.usager_id,
+                "event": event,
+                "reason": reason.as_str(),
+            }),
+        )
+        .await
+    }
+}
+
+fn paris(at: DateTime<Utc>, format: &str) -> String {
+    at.with_timezone(&chrono_tz::Europe::Paris).format(format).to_string()
+}
+
+/// "2026-12-15" → "15/12/2026"; anything else unchanged.
+fn french_date(iso: &str) -> String {
+    chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d")
+        .map_or_else(|_| iso.to_owned(), |d| d.format("%d/%m/%Y").to_string())
+}
