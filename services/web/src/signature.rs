@@ -5,6 +5,8 @@
 //! The MAC covers the exact bytes of the body and the timestamp as sent;
 //! it is compared in constant time. Several `v1=` entries may be sent
 //! (a platform rotating its key signs with both); one match is enough.
+//! Only the first 4 entries of each scheme are kept (the rest are ignored,
+//! so a long header costs no more than four MACs).
 //!
 //! `v2=<hex HMAC-SHA256(secret, "<t>.<Idempotency-Key>.<body>")>` also
 //! covers the `Idempotency-Key` header (empty when absent). With `v1`
