@@ -84,17 +84,19 @@ pub async fn history(
     let until = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_READ_TIMEOUT);
     let read = async {
         let usager_id = match who {
-            Who::Id(id) => id,
-            Who::Identifier(identifier, field) => match state.bus.usager_of(&state.privacy, &identifier).await {
-                Ok(Some(id)) => id,
-                Ok(None) if only_site.is_some() => return Err(denied_here()),
-                Ok(None) => {
-                    return Err(Status::not_found(format!(
-                        "no usager is known by this {field} (it may not have been routed yet)"
-                    )));
+            UsagerDesignation::Id(id) => id,
+            UsagerDesignation::Identifier(identifier, field) => {
+                match state.bus.usager_of(&state.privacy, &identifier).await {
+                    Ok(Some(id)) => id,
+                    Ok(None) if only_site.is_some() => return Err(denied_here()),
+                    Ok(None) => {
+                        return Err(Status::not_found(format!(
+                            "no usager is known by this {field} (it may not have been routed yet)"
+                        )));
+                    }
+                    Err(e) => return Err(bus_status(&e, "looking up the usager")),
                 }
-                Err(e) => return Err(bus_status(&e, "looking up the usager")),
-            },
+            }
         };
         let ids = state
             .bus
@@ -161,25 +163,25 @@ fn scope_of(state: &State, site: &Site) -> HistoryScope {
 }
 
 /// How the request designates the usager.
-enum Who {
+enum UsagerDesignation {
     Id(String),
     Identifier(Identifier, &'static str),
 }
 
-impl Who {
+impl UsagerDesignation {
     /// The request field that designated the usager.
     fn field(&self) -> &'static str {
         match self {
-            Who::Id(_) => "usager_id",
-            Who::Identifier(_, "e-mail") => "email",
-            Who::Identifier(..) => "phone",
+            UsagerDesignation::Id(_) => "usager_id",
+            UsagerDesignation::Identifier(_, "e-mail") => "email",
+            UsagerDesignation::Identifier(..) => "phone",
         }
     }
 }
 
 /// A history request once checked.
 struct HistoryQuery {
-    who: Who,
+    who: UsagerDesignation,
     page_size: usize,
     before: Option<u64>,
     agent_id: String,
@@ -202,21 +204,21 @@ fn validate(state: &State, r: &GetUsagerHistoryRequest) -> Result<HistoryQuery, 
         Some(Usager::UsagerId(id)) => {
             let id = id.trim();
             if subjects::is_token(id) {
-                Some(Who::Id(id.to_owned()))
+                Some(UsagerDesignation::Id(id.to_owned()))
             } else {
                 v.add("usager_id", "a usager id such as \"U01J…\" (letters, digits, '-', '_')");
                 None
             }
         }
         Some(Usager::Email(e)) => match normalize_email(e) {
-            Ok(i) => Some(Who::Identifier(i, "e-mail")),
+            Ok(i) => Some(UsagerDesignation::Identifier(i, "e-mail")),
             Err(e) => {
                 v.add("email", identity_reason(&e));
                 None
             }
         },
         Some(Usager::Phone(p)) => match normalize_phone(p) {
-            Ok(i) => Some(Who::Identifier(i, "phone number")),
+            Ok(i) => Some(UsagerDesignation::Identifier(i, "phone number")),
             Err(e) => {
                 v.add("phone", identity_reason(&e));
                 None

@@ -52,7 +52,7 @@ pub async fn record(
 
     // With attachments, a retry is answered before uploading them again.
     if !request.attachments.is_empty()
-        && let Some(receipt) = within(deadline, bus.already_received(valid.channel, &idempotency_key))
+        && let Some(receipt) = before_deadline(deadline, bus.already_received(valid.channel, &idempotency_key))
             .await?
             .map_err(|e| bus_status(&e, "recording the contact"))?
     {
@@ -60,7 +60,7 @@ pub async fn record(
             duplicate: true,
             ..receipt
         };
-        return answer(state, receipt, None, valid.wait, deadline, started).await;
+        return respond_after_routing_wait(state, receipt, None, valid.wait, deadline, started).await;
     }
 
     let mut attachments = Vec::with_capacity(request.attachments.len());
@@ -100,7 +100,7 @@ pub async fn record(
         Some(_) => Some(subscribe(state, &contact.id).await?),
         None => None,
     };
-    let receipt = within(deadline, bus.publish_contact(&contact))
+    let receipt = before_deadline(deadline, bus.publish_contact(&contact))
         .await?
         .map_err(|e| bus_status(&e, "recording the contact"))?;
     tracing::info!(
@@ -114,11 +114,11 @@ pub async fn record(
     );
     // A retry answers for the first contact: the subscription was for ours.
     let subscription = if receipt.duplicate { None } else { subscription };
-    answer(state, receipt, subscription, valid.wait, deadline, started).await
+    respond_after_routing_wait(state, receipt, subscription, valid.wait, deadline, started).await
 }
 
 /// Runs `f` within the caller's deadline, or DEADLINE_EXCEEDED.
-async fn within<T>(deadline: Option<Instant>, f: impl Future<Output = T>) -> Result<T, Status> {
+async fn before_deadline<T>(deadline: Option<Instant>, f: impl Future<Output = T>) -> Result<T, Status> {
     match deadline {
         None => Ok(f.await),
         Some(at) => tokio::time::timeout_at(at, f).await.map_err(|_| {
@@ -139,7 +139,7 @@ async fn subscribe(state: &State, contact_id: &str) -> Result<async_nats::Subscr
 }
 
 /// The response for `receipt`, after the routing wait if one was asked.
-async fn answer(
+async fn respond_after_routing_wait(
     state: &State,
     receipt: IntakeReceipt,
     subscription: Option<async_nats::Subscriber>,
@@ -239,7 +239,7 @@ async fn store_attachment(
     } else {
         a.file_name.as_str()
     };
-    within(deadline, state.bus.put_attachment(&a.content, file_name, media_type))
+    before_deadline(deadline, state.bus.put_attachment(&a.content, file_name, media_type))
         .await?
         .map_err(|e| bus_status(&e, "storing an attachment"))
 }

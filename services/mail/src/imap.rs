@@ -187,7 +187,7 @@ pub async fn connect(
 }
 
 /// Bounds an IMAP command by `limit`.
-pub async fn within<T, E: fmt::Display>(
+pub async fn with_command_timeout<T, E: fmt::Display>(
     mailbox: &str,
     what: &'static str,
     limit: Duration,

@@ -37,7 +37,7 @@ use crate::{
     Hooks,
     config::{After, MailboxConfig},
     error::MailError,
-    imap::{self, ImapSession, within},
+    imap::{self, ImapSession, with_command_timeout},
     lease::{self, Lease},
     normalize::{self, Limits, Normalized},
     state::{self, Checkpoint},
@@ -243,7 +243,7 @@ impl Run<'_> {
         let name = cfg.name.clone();
         let mut session = imap::connect(&cfg, self.tls.as_ref(), &self.password).await?;
         metrics::gauge!("guichet_mail_connected", &self.labels()).set(1.0);
-        let caps = within(&name, "CAPABILITY", limit, session.capabilities()).await?;
+        let caps = with_command_timeout(&name, "CAPABILITY", limit, session.capabilities()).await?;
         let server = Server {
             idle: caps.has_str("IDLE"),
             has_move: caps.has_str("MOVE"),
@@ -251,10 +251,10 @@ impl Run<'_> {
         };
         // Folders are created if missing; "already exists" is the usual answer.
         if cfg.after == After::Move {
-            let _ = within(&name, "CREATE", limit, session.create(&cfg.move_to)).await;
+            let _ = with_command_timeout(&name, "CREATE", limit, session.create(&cfg.move_to)).await;
         }
-        let _ = within(&name, "CREATE", limit, session.create(&cfg.error_folder)).await;
-        let selected = within(&name, "SELECT", limit, session.select(&cfg.folder)).await?;
+        let _ = with_command_timeout(&name, "CREATE", limit, session.create(&cfg.error_folder)).await;
+        let selected = with_command_timeout(&name, "SELECT", limit, session.select(&cfg.folder)).await?;
         let uidvalidity = selected
             .uid_validity
             .ok_or_else(|| MailError::imap(&name, "SELECT", "the server gave no UIDVALIDITY"))?;
@@ -265,7 +265,7 @@ impl Run<'_> {
             // every later message: the highest UID in the folder + 1 is
             // what it stands for.
             None => {
-                let all = within(&name, "SEARCH", limit, session.uid_search("ALL")).await?;
+                let all = with_command_timeout(&name, "SEARCH", limit, session.uid_search("ALL")).await?;
                 all.into_iter().max().map_or(1, |highest| highest.saturating_add(1))
             }
         };
@@ -299,7 +299,7 @@ impl Run<'_> {
                 if cfg.after == After::FlagSeen {
                     // First start on a mailbox that is kept: only what is
                     // still unread is new, not its whole history.
-                    let unseen = within(&name, "SEARCH", limit, session.uid_search("UNSEEN")).await?;
+                    let unseen = with_command_timeout(&name, "SEARCH", limit, session.uid_search("UNSEEN")).await?;
                     let mut unseen: Vec<u32> = unseen.into_iter().collect();
                     unseen.sort_unstable();
                     let mut batch = Vec::new();
@@ -324,7 +324,7 @@ impl Run<'_> {
             // What the server reported before this search is covered by it.
             while session.unsolicited_responses.try_recv().is_ok() {}
             let query = format!("UNDELETED UID {}:*", checkpoint.last_uid.saturating_add(1));
-            let found = within(&name, "SEARCH", limit, session.uid_search(&query)).await?;
+            let found = with_command_timeout(&name, "SEARCH", limit, session.uid_search(&query)).await?;
             let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > checkpoint.last_uid).collect();
             uids.sort_unstable();
             let found_some = !uids.is_empty();
@@ -353,7 +353,7 @@ impl Run<'_> {
                     () = stop.cancelled() => {}
                     () = tokio::time::sleep(cfg.poll_interval) => {}
                 }
-                within(&name, "NOOP", limit, session.noop()).await?;
+                with_command_timeout(&name, "NOOP", limit, session.noop()).await?;
                 session
             };
         }
@@ -365,7 +365,7 @@ impl Run<'_> {
         let name = self.name();
         let unsolicited = session.unsolicited_responses.clone();
         let mut handle = session.idle();
-        within(name, "IDLE", cfg.command_timeout, handle.init()).await?;
+        with_command_timeout(name, "IDLE", cfg.command_timeout, handle.init()).await?;
         // A message that arrived between the last search and IDLE is
         // announced before the server's "+ idling": do not wait for it.
         let mut pending = false;
@@ -388,7 +388,7 @@ impl Run<'_> {
                 }
             }
         }
-        within(name, "DONE", cfg.command_timeout, handle.done()).await
+        with_command_timeout(name, "DONE", cfg.command_timeout, handle.done()).await
     }
 
     /// One message: ingested and added to the batch to mark handled, or
@@ -455,7 +455,7 @@ impl Run<'_> {
         // The size first: an oversized message is fetched only up to the
         // limit, so that one huge message costs neither memory nor the
         // time to download it all.
-        let sized: Vec<Fetch> = within(name, "FETCH", limit, async {
+        let sized: Vec<Fetch> = with_command_timeout(name, "FETCH", limit, async {
             session
                 .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
                 .await?
@@ -472,7 +472,7 @@ impl Run<'_> {
             }
             _ => "(UID INTERNALDATE BODY.PEEK[])".to_owned(),
         };
-        let fetched: Vec<Fetch> = within(name, "FETCH", limit, async {
+        let fetched: Vec<Fetch> = with_command_timeout(name, "FETCH", limit, async {
             session.uid_fetch(uid.to_string(), &items).await?.try_collect().await
         })
         .await?;
@@ -597,7 +597,7 @@ impl Run<'_> {
         match cfg.after {
             After::Move => self.move_to(session, server, set, &cfg.move_to).await,
             After::FlagSeen => {
-                within(cfg.name.as_str(), "STORE", cfg.command_timeout, async {
+                with_command_timeout(cfg.name.as_str(), "STORE", cfg.command_timeout, async {
                     session
                         .uid_store(set, "+FLAGS.SILENT (\\Seen)")
                         .await?
@@ -621,10 +621,10 @@ impl Run<'_> {
         let name = self.name();
         let limit = self.cfg().command_timeout;
         if server.has_move {
-            return within(name, "MOVE", limit, session.uid_mv(set, folder)).await;
+            return with_command_timeout(name, "MOVE", limit, session.uid_mv(set, folder)).await;
         }
-        within(name, "COPY", limit, session.uid_copy(set, folder)).await?;
-        within(name, "STORE", limit, async {
+        with_command_timeout(name, "COPY", limit, session.uid_copy(set, folder)).await?;
+        with_command_timeout(name, "STORE", limit, async {
             session
                 .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
                 .await?
@@ -633,12 +633,12 @@ impl Run<'_> {
         })
         .await?;
         if server.uidplus {
-            within(name, "EXPUNGE", limit, async {
+            with_command_timeout(name, "EXPUNGE", limit, async {
                 session.uid_expunge(set).await?.try_collect::<Vec<_>>().await
             })
             .await?;
         } else {
-            within(name, "EXPUNGE", limit, async {
+            with_command_timeout(name, "EXPUNGE", limit, async {
                 session.expunge().await?.try_collect::<Vec<_>>().await
             })
             .await?;

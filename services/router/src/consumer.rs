@@ -131,7 +131,7 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
         }
     };
     let subject = message.subject.to_string();
-    let fail = |reason: String, undecodable: bool| DeadLetter {
+    let dead_letter_of = |reason: String, undecodable: bool| DeadLetter {
         original_subject: subject.clone(),
         original_stream: subjects::INTAKE_STREAM.to_owned(),
         original_sequence: sequence,
@@ -147,14 +147,14 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
             "gave up after {} deliveries: the last one did not finish (router crash, lost connection or timeout after {:?})",
             config.max_deliveries, config.ack_wait
         );
-        dead_letter(bus, &message, fail(reason, false)).await;
+        dead_letter(bus, &message, dead_letter_of(reason, false)).await;
         return;
     }
     let contact = match Contact::decode(message.payload.clone()) {
         Ok(contact) => contact,
         Err(e) => {
             let reason = format!("not a guichet.v1.Contact: {e}");
-            dead_letter(bus, &message, fail(reason, true)).await;
+            dead_letter(bus, &message, dead_letter_of(reason, true)).await;
             return;
         }
     };
@@ -179,7 +179,7 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
             }
         }
         Err(e @ RouterError::Contact { .. }) => {
-            dead_letter(bus, &message, fail(format!("not routable: {e}"), true)).await;
+            dead_letter(bus, &message, dead_letter_of(format!("not routable: {e}"), true)).await;
         }
         Err(e) if delivered >= config.max_deliveries => {
             let reason = format!(
@@ -190,7 +190,7 @@ async fn handle(router: &Router, bus: &Bus, config: &RouterConfig, message: Mess
                     ""
                 }
             );
-            dead_letter(bus, &message, fail(reason, false)).await;
+            dead_letter(bus, &message, dead_letter_of(reason, false)).await;
         }
         Err(e) => {
             let delay = config.backoff_after(delivered);

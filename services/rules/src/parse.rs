@@ -647,7 +647,7 @@ impl Walk<'_, '_> {
         let mut parts = Vec::new();
         let mut ok = true;
         for (k, v) in table.iter() {
-            match self.test(k.get_ref().as_ref(), k.span(), v) {
+            match self.when_condition(k.get_ref().as_ref(), k.span(), v) {
                 Some(node) => parts.push(node),
                 None => ok = false,
             }
@@ -669,8 +669,8 @@ impl Walk<'_, '_> {
         Node::Atoms(ids)
     }
 
-    /// One test of a condition table.
-    fn test(&mut self, key: &str, key_span: Range<usize>, value: &Value<'_>) -> Option<Node> {
+    /// One `when.<key>` condition of a condition table (channel, source, …).
+    fn when_condition(&mut self, key: &str, key_span: Range<usize>, value: &Value<'_>) -> Option<Node> {
         match key {
             "channel" => {
                 let mut keys = Vec::new();
