@@ -7,14 +7,12 @@
 //! terminated at once: retrying cannot help. The server's own limit is
 //! one delivery more than the router's, so a contact whose last try died
 //! with its router (crash, lost connection) is still dead-lettered.
-//! Pulling itself, and its recovery from stalls, is [`crate::pull`].
+//! Pulling itself, the consumer it pulls from and its recovery from
+//! stalls, is [`crate::pull`].
 
 use std::{panic::AssertUnwindSafe, time::Duration};
 
-use async_nats::jetstream::{
-    AckKind, Message,
-    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-};
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
@@ -34,34 +32,6 @@ use crate::{
     pull::Puller,
     route::{RouteOutcome, Router},
 };
-
-/// The INTAKE consumer every router process shares.
-pub fn intake_config(config: &RouterConfig) -> pull::Config {
-    pull::Config {
-        durable_name: Some(config.consumer.clone()),
-        description: Some("guichet: the routers, sharing the intake".into()),
-        filter_subject: subjects::INTAKE_ALL.to_owned(),
-        ack_policy: AckPolicy::Explicit,
-        deliver_policy: DeliverPolicy::All,
-        ack_wait: config.ack_wait,
-        max_deliver: i64::from(config.max_deliveries) + 1,
-        max_ack_pending: 20_000,
-        ..Default::default()
-    }
-}
-
-/// Creates the consumer, or brings an existing one to the configuration.
-pub async fn ensure_intake_consumer(bus: &Bus, config: &RouterConfig) -> Result<PullConsumer, RouterError> {
-    let stream = bus
-        .jetstream()
-        .get_stream(subjects::INTAKE_STREAM)
-        .await
-        .map_err(|e| RouterError::jetstream("opening INTAKE", e))?;
-    stream
-        .create_consumer(intake_config(config))
-        .await
-        .map_err(|e| RouterError::jetstream(format!("creating the INTAKE consumer `{}`", config.consumer), e))
-}
 
 /// Pulls and routes until `shutdown`, then finishes the contacts in hand.
 pub async fn consume(

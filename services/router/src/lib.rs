@@ -105,7 +105,7 @@ pub async fn run_with_hooks(
         } else {
             None
         };
-        let consumer = consumer::ensure_intake_consumer(&bus, &config).await?;
+        let consumer = pull::ensure_intake_consumer(&bus, &config).await?;
         Ok::<_, RouterError>((cache, consumer))
     }
     .await;

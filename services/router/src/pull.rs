@@ -7,22 +7,23 @@
 //! previous one expires: a router could sit idle for half a minute while
 //! its peers route. Here every such error drops the stream and opens a
 //! new one — a new pull request — after a short backoff (200 ms doubling
-//! to 3 s), and a deleted consumer is created again.
+//! to 3 s), and a deleted consumer is created again ([`ensure_intake_consumer`]
+//! holds its configuration).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{
     Message,
     consumer::{
-        PullConsumer,
-        pull::{MessagesErrorKind, Stream},
+        AckPolicy, DeliverPolicy, PullConsumer,
+        pull::{self, MessagesErrorKind, Stream},
     },
 };
 use futures::StreamExt;
-use guichet_core::Bus;
+use guichet_core::{Bus, bus::subjects};
 use tokio::time::Instant;
 
-use crate::{RouterConfig, RouterError, consumer::ensure_intake_consumer};
+use crate::{RouterConfig, RouterError};
 
 /// The idle heartbeat asked of the server: a pull request it lost is
 /// noticed after two of them (2 s), not after the request's expiry.
@@ -37,6 +38,34 @@ const REPULL_MAX: Duration = Duration::from_secs(3);
 /// (its supervisor starts it again): about a minute of a broker that
 /// answers nothing.
 const MAX_FAILURES: u32 = 30;
+
+/// The INTAKE consumer every router process shares.
+pub fn intake_config(config: &RouterConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("guichet: the routers, sharing the intake".into()),
+        filter_subject: subjects::INTAKE_ALL.to_owned(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: config.ack_wait,
+        max_deliver: i64::from(config.max_deliveries) + 1,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// Creates the consumer, or brings an existing one to the configuration.
+pub async fn ensure_intake_consumer(bus: &Bus, config: &RouterConfig) -> Result<PullConsumer, RouterError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(subjects::INTAKE_STREAM)
+        .await
+        .map_err(|e| RouterError::jetstream("opening INTAKE", e))?;
+    stream
+        .create_consumer(intake_config(config))
+        .await
+        .map_err(|e| RouterError::jetstream(format!("creating the INTAKE consumer `{}`", config.consumer), e))
+}
 
 /// Pulls from the INTAKE consumer, opening a new pull request whenever
 /// the current one fails.
