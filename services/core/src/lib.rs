@@ -11,6 +11,8 @@
 //! - [`privacy`]: the keyed pseudonyms of logs and identity keys;
 //! - [`request`]: the request record the router and the lifecycle share;
 //! - [`admin`]: health, readiness and Prometheus metrics over HTTP;
+//! - [`grpc`]: what the gRPC services share (bearer tokens, TLS, limits,
+//!   health following the broker);
 //! - [`backoff`]: the doubling delay of retry loops;
 //! - [`nats_server`]: a `nats-server` child process (embedded mode, tests).
 
@@ -19,6 +21,7 @@ pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod identity;
 pub mod ids;
 pub mod nats_server;

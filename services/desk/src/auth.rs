@@ -1,15 +1,10 @@
-//! Bearer tokens, one per site.
-//!
-//! Tokens are resolved once at start and kept only as SHA-256 digests; a
-//! presented token is hashed and compared with every site's digest in
-//! constant time, so neither timing nor a memory dump gives a token away.
-//! The interceptor runs before the request body is decoded: a caller
-//! without a valid token costs no decoding.
+//! Bearer tokens, one per site (kept as digests by
+//! [`guichet_core::grpc::Tokens`]).
 
-use std::sync::Arc;
-
-use guichet_core::Error;
-use sha2::{Digest, Sha256};
+use guichet_core::{
+    Error,
+    grpc::{Tokens, caller_of},
+};
 use tonic::{Request, Status, metadata::MetadataMap};
 
 use crate::config::{DeskConfig, MIN_TOKEN_LEN};
@@ -22,7 +17,7 @@ pub struct Site(pub String);
 /// The configured sites and their token digests.
 #[derive(Clone, Debug)]
 pub struct Sites {
-    digests: Arc<Vec<([u8; 32], String)>>,
+    tokens: Tokens<Site>,
 }
 
 impl Sites {
@@ -34,93 +29,31 @@ impl Sites {
                 "no site is configured, so no caller could authenticate: add `[desk.sites.<site>]` with a `token`",
             ));
         }
-        let mut digests: Vec<([u8; 32], String)> = Vec::with_capacity(config.sites.len());
+        let mut tokens = Tokens::builder("desk.sites", "site", "site");
         for (site, site_config) in &config.sites {
-            let key = format!("desk.sites.{site}.token");
-            let token = site_config.token.resolve(&key)?;
-            if token.len() < MIN_TOKEN_LEN {
-                return Err(Error::config(
-                    key,
-                    format!("at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"),
-                ));
-            }
-            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::config(key, "a token has no spaces or control characters"));
-            }
-            let digest = digest(&token);
-            if let Some((_, other)) = digests.iter().find(|(d, _)| *d == digest) {
-                return Err(Error::config(
-                    key,
-                    format!("the same token as `desk.sites.{other}.token`: each site needs its own"),
-                ));
-            }
-            digests.push((digest, site.clone()));
+            tokens.add(site, &site_config.token, MIN_TOKEN_LEN, Site(site.clone()))?;
         }
-        Ok(Self {
-            digests: Arc::new(digests),
-        })
+        Ok(Self { tokens: tokens.build() })
     }
 
     /// The site of the bearer token in `metadata`, or UNAUTHENTICATED.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Site, Status> {
-        let Some(value) = metadata.get("authorization") else {
-            return Err(unauthenticated("no `authorization: Bearer <token>` metadata"));
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| unauthenticated("the authorization metadata is not readable text"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(unauthenticated("expected `authorization: Bearer <token>`")),
-        };
-        let presented = digest(token);
-        // Compare with every digest, whatever matches, in constant time.
-        let mut found: Option<&str> = None;
-        for (d, site) in self.digests.iter() {
-            let diff = d.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(site);
-            }
-        }
-        match found {
-            Some(site) => Ok(Site(site.to_owned())),
-            None => Err(unauthenticated("the token is not valid for any site")),
-        }
+        self.tokens.authenticate(metadata).cloned()
     }
 
     /// The interceptor that puts the caller's [`Site`] in the request.
     pub fn interceptor(&self) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-        let sites = self.clone();
-        move |mut request: Request<()>| match sites.authenticate(request.metadata()) {
-            Ok(site) => {
-                request.extensions_mut().insert(site);
-                Ok(request)
-            }
-            Err(status) => {
-                metrics::counter!("guichet_desk_requests_total", "method" => "any", "site" => "unknown",
-                    "channel" => "unknown", "outcome" => "unauthenticated")
-                .increment(1);
-                Err(status)
-            }
-        }
+        self.tokens.interceptor(|| {
+            metrics::counter!("guichet_desk_requests_total", "method" => "any", "site" => "unknown",
+                "channel" => "unknown", "outcome" => "unauthenticated")
+            .increment(1);
+        })
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn unauthenticated(why: &str) -> Status {
-    Status::unauthenticated(format!("{why}: use the bearer token configured for your site"))
 }
 
 /// The caller's site, as the interceptor found it.
 pub fn site_of<T>(request: &Request<T>) -> Result<Site, Status> {
-    request
-        .extensions()
-        .get::<Site>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no valid bearer token"))
+    caller_of(request)
 }
 
 /// The request's `site` must be the token's.

@@ -3,14 +3,11 @@
 /// The one error type of the desk crate.
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
-    /// A configuration value (or a file it names) is unusable: fix the
-    /// configuration; retrying will not help.
+    /// A configuration value (or a file it names, such as a TLS
+    /// certificate) is unusable: fix the configuration; retrying will not
+    /// help.
     #[error(transparent)]
     Config(#[from] guichet_core::Error),
-
-    /// The TLS certificate, key or client CA could not be used.
-    #[error("configuration key `{key}`: {reason}")]
-    Tls { key: &'static str, reason: String },
 
     /// The gRPC server failed while serving (the supervisor restarts it).
     #[error("gRPC server on {addr}: {reason}")]

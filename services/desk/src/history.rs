@@ -1,8 +1,8 @@
 //! `GetUsagerHistory`: a usager's routed contacts, newest first, paged.
 //!
 //! The history is the ROUTED stream filtered by `guichet.routed.*.<id>`
-//! for the usager and every id merged into it. An ordered (ephemeral,
-//! memory, ack-less) consumer reads the filtered messages oldest first and
+//! for the usager and every id merged into it. An ordered consumer
+//! ([`guichet_core::Bus::scan_until`]) reads the filtered messages oldest first and
 //! keeps only the last `page_size` below the page bound, so memory stays
 //! bounded whatever the history's length. A page token is the stream
 //! sequence the next (older) page must stay below.
@@ -13,10 +13,8 @@
 //! recorded in the access journal ([`crate::access`]) before it is
 //! returned.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, ops::ControlFlow, time::Duration};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use futures::StreamExt;
 use guichet_core::{
     bus::subjects::{self, ROUTED_STREAM},
     identity::{Identifier, normalize_email, normalize_phone},
@@ -284,41 +282,15 @@ async fn read_page(
     page_size: usize,
     before: Option<u64>,
 ) -> Result<(Vec<HistoryEntry>, bool), Status> {
-    let unavailable = |e: String| bus_status(&guichet_core::Error::Unavailable(e), "reading the history");
-    let stream = state
-        .bus
-        .jetstream()
-        .get_stream_no_info(ROUTED_STREAM)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
     let filters: Vec<String> = ids.iter().map(|id| subjects::usager_history(id)).collect();
-    let mut config = OrderedConfig {
-        deliver_policy: DeliverPolicy::All,
-        ..Default::default()
-    };
-    if filters.len() == 1 {
-        config.filter_subject = filters[0].clone();
-    } else {
-        config.filter_subjects = filters;
-    }
-    let consumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let name = consumer.cached_info().name.clone();
-    let pending = consumer.cached_info().num_pending;
     let mut window: VecDeque<HistoryEntry> = VecDeque::with_capacity(page_size + 1);
     let mut more = false;
-    if pending > 0 {
-        let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| unavailable(e.to_string()))?;
-            let (sequence, left) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.pending),
-                Err(e) => return Err(unavailable(e.to_string())),
-            };
+    state
+        .bus
+        .scan_until(ROUTED_STREAM, &filters, |message| {
+            let sequence = message.sequence;
             if before.is_some_and(|b| sequence >= b) {
-                break;
+                return ControlFlow::Break(());
             }
             match Routed::decode(message.payload.clone()) {
                 Ok(routed) if only_site.is_some_and(|site| !recorded_at(&routed, site)) => {}
@@ -337,15 +309,10 @@ async fn read_page(
                     tracing::warn!(sequence, error = %e, "undecodable routed message left out of a history");
                 }
             }
-            if left == 0 {
-                break;
-            }
-        }
-    }
-    // The consumer would expire by itself; deleting it frees the server now.
-    tokio::spawn(async move {
-        let _ = stream.delete_consumer(&name).await;
-    });
+            ControlFlow::Continue(())
+        })
+        .await
+        .map_err(|e| bus_status(&e, "reading the history"))?;
     let mut page: Vec<HistoryEntry> = window.into_iter().collect();
     page.reverse();
     Ok((page, more))

@@ -3,34 +3,26 @@
 //! reflection, TLS, size limits, graceful shutdown.
 //!
 //! What callers can make the server hold is bounded three ways: HTTP/2
-//! streams per connection ([`MAX_STREAMS_PER_CONNECTION`]), the size of one
+//! streams per connection ([`guichet_core::grpc::MAX_STREAMS_PER_CONNECTION`]), the size of one
 //! request (`desk.max_message_size`, refused by tonic while decoding), and
 //! the request bytes being processed by all callers together
 //! (`desk.max_buffered_bytes`: a request that does not fit is UNAVAILABLE
 //! at once, before any work or any wait on the broker).
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use guichet_core::{
-    Bus, ServiceContext,
-    proto::{
-        FILE_DESCRIPTOR_SET,
-        v1::{
-            Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, RecordContactRequest, RecordContactResponse,
-            desk_server::{Desk, DeskServer},
-        },
+    ServiceContext, grpc,
+    proto::v1::{
+        Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, RecordContactRequest, RecordContactResponse,
+        desk_server::{Desk, DeskServer},
     },
 };
 use prost::Message;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Request, Response, Status,
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
-};
-use tonic_health::ServingStatus;
+use tonic::{Request, Response, Status, service::interceptor::InterceptedService, transport::ServerTlsConfig};
 
 use crate::{
     DeskError,
@@ -42,9 +34,6 @@ use crate::{
 
 /// The health-service name of the desk service.
 pub const SERVICE_NAME: &str = "guichet.v1.Desk";
-
-/// HTTP/2 streams (calls in progress) per client connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// The `Desk` gRPC service.
 #[derive(Clone)]
@@ -136,34 +125,12 @@ pub fn prepare(config: &DeskConfig) -> Result<Prepared, DeskError> {
     let sites = Sites::from_config(config)?;
     let tls = match &config.tls {
         None => None,
-        Some(tls) => {
-            let read = |key: &'static str, path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| DeskError::Tls {
-                    key,
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })
-            };
-            let cert = read("desk.tls.cert_file", &tls.cert_file)?;
-            let key = read("desk.tls.key_file", &tls.key_file)?;
-            if !String::from_utf8_lossy(&cert).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(DeskError::Tls {
-                    key: "desk.tls.cert_file",
-                    reason: format!("{} holds no PEM certificate", tls.cert_file.display()),
-                });
-            }
-            if !String::from_utf8_lossy(&key).contains("PRIVATE KEY-----") {
-                return Err(DeskError::Tls {
-                    key: "desk.tls.key_file",
-                    reason: format!("{} holds no PEM private key", tls.key_file.display()),
-                });
-            }
-            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-            if let Some(ca) = &tls.client_ca_file {
-                let ca = read("desk.tls.client_ca_file", ca)?;
-                server_tls = server_tls.client_ca_root(Certificate::from_pem(ca));
-            }
-            Some(server_tls)
-        }
+        Some(tls) => Some(grpc::server_tls(
+            "desk.tls",
+            &tls.cert_file,
+            &tls.key_file,
+            tls.client_ca_file.as_deref(),
+        )?),
     };
     Ok(Prepared { sites, tls })
 }
@@ -198,13 +165,6 @@ pub async fn serve(
         reason,
     };
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| serve_error(format!("reflection: {e}")))?;
-
     let max_message_size = config.max_message_size;
     let tls = prepared.tls.is_some();
     let state = State::new(ctx.bus.clone(), ctx.instance.clone(), ctx.privacy.clone(), config);
@@ -212,59 +172,11 @@ pub async fn serve(
         DeskServer::new(DeskService::new(state)).max_decoding_message_size(max_message_size),
         prepared.sites.interceptor(),
     );
-
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Bounds the memory one connection can pin (requests carry files).
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        // A ceiling for any call, whatever the caller's deadline.
-        .timeout(Duration::from_secs(60));
-    if let Some(tls_config) = prepared.tls {
-        builder = builder.tls_config(tls_config).map_err(|e| DeskError::Tls {
-            key: "desk.tls",
-            reason: e.to_string(),
-        })?;
-    }
-    let router = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(desk);
-
-    // Health follows the bus's readiness: NOT_SERVING while NATS is away
-    // or INTAKE cannot take contacts (no leader, publishes failing), so
-    // load balancers send counters elsewhere.
-    let health_stop = shutdown.child_token();
-    let health_task = tokio::spawn(follow_broker(ctx.bus.clone(), reporter, health_stop.clone()));
-
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (router, health) = grpc::server(prepared.tls, "desk.tls")?;
+    let router = router.add_service(desk);
     ctx.health.set_ready("desk", true);
     tracing::info!(%addr, tls, "desk gRPC service listening");
-    let result = router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
-    health_stop.cancel();
-    let _ = health_task.await;
-    result.map_err(|e| serve_error(e.to_string()))
-}
-
-async fn follow_broker(bus: Bus, reporter: tonic_health::server::HealthReporter, stop: CancellationToken) {
-    let mut last: Option<bool> = None;
-    loop {
-        let up = bus.ready().is_ok();
-        if last != Some(up) {
-            let status = if up {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            reporter.set_service_status(SERVICE_NAME, status).await;
-            reporter.set_service_status("", status).await;
-            last = Some(up);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
+    grpc::serve(router, listener, ctx.bus.clone(), health, SERVICE_NAME, shutdown)
+        .await
+        .map_err(|e| serve_error(e.to_string()))
 }

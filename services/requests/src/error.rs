@@ -10,9 +10,6 @@ pub enum RequestsError {
     /// Configuration or broker error from the core.
     #[error(transparent)]
     Core(#[from] guichet_core::Error),
-    /// A TLS file cannot be used.
-    #[error("configuration key `{key}`: {reason}")]
-    Tls { key: &'static str, reason: String },
     /// The gRPC server could not serve.
     #[error("requests gRPC service on {addr}: {reason}")]
     Serve { addr: String, reason: String },
@@ -57,7 +54,7 @@ impl RequestsError {
                 tracing::error!(error = %self, "unreadable request record");
                 Status::internal("the request record cannot be read; the details are in the server's logs")
             }
-            RequestsError::Tls { .. } | RequestsError::Serve { .. } => Status::internal(self.to_string()),
+            RequestsError::Serve { .. } => Status::internal(self.to_string()),
         }
     }
 }

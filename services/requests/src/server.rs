@@ -2,31 +2,23 @@
 //! interceptor, the standard health service (following the broker
 //! connection), server reflection, TLS, graceful shutdown.
 
-use std::{collections::BTreeSet, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, pin::Pin, sync::Arc};
 
 use async_nats::jetstream::stream::Stream as JsStream;
 use futures::Stream;
 use guichet_core::{
-    Bus, ServiceContext,
-    proto::{
-        FILE_DESCRIPTOR_SET,
-        v1::{
-            GetRequestRequest, GetRequestResponse, ListRequestsEnd, ListRequestsRequest, ListRequestsResponse, Outcome,
-            Transition, UpdateRequestRequest, UpdateRequestResponse, list_requests_response,
-            requests_server::{Requests, RequestsServer},
-        },
+    Bus, ServiceContext, grpc,
+    proto::v1::{
+        GetRequestRequest, GetRequestResponse, ListRequestsEnd, ListRequestsRequest, ListRequestsResponse, Outcome,
+        Transition, UpdateRequestRequest, UpdateRequestResponse, list_requests_response,
+        requests_server::{Requests, RequestsServer},
     },
     request::GATEWAY_AGENT,
 };
 use guichet_desk::status::{Violations, printable};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Request, Response, Status,
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
-};
-use tonic_health::ServingStatus;
+use tonic::{Request, Response, Status, service::interceptor::InterceptedService, transport::ServerTlsConfig};
 
 use crate::{
     RequestsError,
@@ -306,29 +298,12 @@ pub fn prepare(config: &RequestsConfig) -> Result<Prepared, RequestsError> {
     let clients = Clients::from_config(config)?;
     let tls = match &config.tls {
         None => None,
-        Some(tls) => {
-            let read = |key: &'static str, path: &std::path::Path, marker: &str| {
-                let bytes = std::fs::read(path).map_err(|e| RequestsError::Tls {
-                    key,
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })?;
-                if !String::from_utf8_lossy(&bytes).contains(marker) {
-                    return Err(RequestsError::Tls {
-                        key,
-                        reason: format!("{} holds no PEM `{marker}`", path.display()),
-                    });
-                }
-                Ok(bytes)
-            };
-            let cert = read("requests.tls.cert_file", &tls.cert_file, "-----BEGIN CERTIFICATE-----")?;
-            let key = read("requests.tls.key_file", &tls.key_file, "PRIVATE KEY-----")?;
-            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-            if let Some(ca) = &tls.client_ca_file {
-                let ca = read("requests.tls.client_ca_file", ca, "-----BEGIN CERTIFICATE-----")?;
-                server_tls = server_tls.client_ca_root(Certificate::from_pem(ca));
-            }
-            Some(server_tls)
-        }
+        Some(tls) => Some(grpc::server_tls(
+            "requests.tls",
+            &tls.cert_file,
+            &tls.key_file,
+            tls.client_ca_file.as_deref(),
+        )?),
     };
     Ok(Prepared { clients, tls })
 }
@@ -353,12 +328,6 @@ pub async fn serve(
     // The last version's event of every request, if a crash lost it.
     repair_all(&ctx.bus, &events_stream, &shutdown).await?;
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| serve_error(format!("reflection: {e}")))?;
     let tls = prepared.tls.is_some();
     let (sweep_interval, due_soon) = (config.sweep_interval, config.due_soon);
     let state = State {
@@ -371,37 +340,19 @@ pub async fn serve(
         RequestsServer::new(RequestsService::new(state)),
         prepared.clients.interceptor(),
     );
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(256))
-        .timeout(Duration::from_secs(60));
-    if let Some(tls_config) = prepared.tls {
-        builder = builder.tls_config(tls_config).map_err(|e| RequestsError::Tls {
-            key: "requests.tls",
-            reason: e.to_string(),
-        })?;
-    }
-    let router = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(requests);
-    let health_stop = shutdown.child_token();
-    let health_task = tokio::spawn(follow_broker(ctx.bus.clone(), reporter, health_stop.clone()));
+    let (router, health) = grpc::server(prepared.tls, "requests.tls")?;
+    let router = router.add_service(requests);
+    let sweep_stop = shutdown.child_token();
     let sweep_task = tokio::spawn(crate::sweep::run(
         ctx.bus.clone(),
         sweep_interval,
         due_soon,
-        health_stop.clone(),
+        sweep_stop.clone(),
     ));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     ctx.health.set_ready("requests", true);
     tracing::info!(%addr, tls, "requests gRPC service listening");
-    let result = router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
-    health_stop.cancel();
-    let _ = health_task.await;
+    let result = grpc::serve(router, listener, ctx.bus.clone(), health, SERVICE_NAME, shutdown).await;
+    sweep_stop.cancel();
     let _ = sweep_task.await;
     result.map_err(|e| serve_error(e.to_string()))
 }
@@ -425,25 +376,4 @@ pub async fn repair_all(
         tracing::warn!(repaired, "published request events a previous run had not");
     }
     Ok(repaired)
-}
-
-async fn follow_broker(bus: Bus, reporter: tonic_health::server::HealthReporter, stop: CancellationToken) {
-    let mut last: Option<bool> = None;
-    loop {
-        let up = bus.ready().is_ok();
-        if last != Some(up) {
-            let status = if up {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            reporter.set_service_status(SERVICE_NAME, status).await;
-            reporter.set_service_status("", status).await;
-            last = Some(up);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
 }

@@ -11,6 +11,7 @@ mod connect;
 mod publish;
 mod readiness;
 pub mod routing;
+mod scan;
 pub mod subjects;
 mod topology;
 pub mod usagers;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use attachments::{attachment_key, attachment_ref};
 pub use publish::{IntakeReceipt, Published, RETRY_AFTER};
 pub use readiness::NotReady;
+pub use scan::Scanned;
 pub use topology::ensure_topology;
 
 use crate::{
