@@ -4,11 +4,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use async_nats::jetstream::{
-    AckKind,
-    consumer::{DeliverPolicy, pull},
-    kv,
-};
+use async_nats::jetstream::{AckKind, kv};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
@@ -529,7 +525,7 @@ async fn purge_dead_letters(
 /// that no id of an erased person is left to link anything to.
 async fn purge_events(bus: &Bus, ids: &[String]) -> Result<u64, RouterError> {
     let mut theirs = Vec::new();
-    scan_messages(bus, subjects::EVENTS_STREAM, subjects::EVENTS_ALL, |m| {
+    bus.scan(subjects::EVENTS_STREAM, subjects::EVENTS_ALL, |m| {
         let text = String::from_utf8_lossy(m.payload);
         if ids.iter().any(|id| text.contains(id.as_str())) {
             theirs.push(m.sequence);
@@ -566,7 +562,7 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
 /// Every message on `filter` in `stream` as (sequence, payload), oldest first.
 async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
     let mut out = Vec::new();
-    scan_messages(bus, stream, filter, |message| {
+    bus.scan(stream, filter, |message| {
         out.push((message.sequence, message.payload.clone()))
     })
     .await?;
@@ -583,10 +579,10 @@ pub(crate) struct Stored {
 
 /// Every message on `filter` in `stream`, oldest first, in memory: for
 /// the operators' commands that show or compare them all (dead letters,
-/// rules replay). Forget scans instead ([`scan_messages`]).
+/// rules replay). Forget scans instead ([`Bus::scan`]).
 pub(crate) async fn read_stored(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<Stored>, RouterError> {
     let mut out = Vec::new();
-    scan_messages(bus, stream, filter, |message| {
+    bus.scan(stream, filter, |message| {
         out.push(Stored {
             sequence: message.sequence,
             subject: message.subject.to_owned(),
@@ -595,69 +591,6 @@ pub(crate) async fn read_stored(bus: &Bus, stream: &str, filter: &str) -> Result
     })
     .await?;
     Ok(out)
-}
-
-/// One message of a stream, as [`scan_messages`] shows it.
-pub(crate) struct Scanned<'a> {
-    pub sequence: u64,
-    pub subject: &'a str,
-    pub payload: &'a Bytes,
-}
-
-/// Shows every message on `filter` in `stream` to `visit`, oldest first,
-/// one at a time (a whole journal is never held in memory), up to the
-/// last one there when the scan began.
-pub(crate) async fn scan_messages(
-    bus: &Bus,
-    stream: &str,
-    filter: &str,
-    mut visit: impl FnMut(Scanned<'_>),
-) -> Result<(), RouterError> {
-    let stream = bus
-        .jetstream()
-        .get_stream(stream)
-        .await
-        .map_err(|e| RouterError::jetstream(format!("opening {stream}"), e))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-    let mut consumer = consumer;
-    let pending = consumer
-        .info()
-        .await
-        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?
-        .num_pending;
-    if pending == 0 {
-        return Ok(());
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .map_err(|_| RouterError::jetstream(format!("reading {filter}"), "timed out"))?
-    {
-        let message = message.map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        let (sequence, left) = message
-            .info()
-            .map(|i| (i.stream_sequence, i.pending))
-            .map_err(|e| RouterError::jetstream(format!("reading {filter}"), e))?;
-        visit(Scanned {
-            sequence,
-            subject: message.subject.as_str(),
-            payload: &message.payload,
-        });
-        if left == 0 {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// A routed contact's decision, for `guichet explain`.

@@ -21,7 +21,7 @@ use guichet_core::{
 };
 use prost::Message;
 
-use crate::{RouterError, admin::scan_messages};
+use crate::RouterError;
 
 /// What leaving the files did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,19 +77,19 @@ pub async fn erase_files(
             .next()
             .is_some_and(|usager| usager_ids.iter().any(|id| id == usager))
     };
-    scan_messages(bus, subjects::ROUTED_STREAM, subjects::ROUTED_ALL, |m| {
+    bus.scan(subjects::ROUTED_STREAM, subjects::ROUTED_ALL, |m| {
         if !theirs_routed(m.subject) {
             keys_in(m.payload, &candidates, &mut referenced);
         }
     })
     .await?;
-    scan_messages(bus, subjects::INTAKE_STREAM, subjects::INTAKE_ALL, |m| {
+    bus.scan(subjects::INTAKE_STREAM, subjects::INTAKE_ALL, |m| {
         if !intake_subjects.contains(m.subject) {
             keys_in(m.payload, &candidates, &mut referenced);
         }
     })
     .await?;
-    scan_messages(bus, subjects::DEADLETTER_STREAM, subjects::DEADLETTER_ALL, |m| {
+    bus.scan(subjects::DEADLETTER_STREAM, subjects::DEADLETTER_ALL, |m| {
         let theirs = DeadLetter::decode(m.payload.clone())
             .ok()
             .and_then(|letter| Contact::decode(letter.payload.as_slice()).ok())

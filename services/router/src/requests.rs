@@ -16,13 +16,19 @@
 //!   first contact of an e-mail, so that the same message arriving again
 //!   (through another watched mailbox, in Cc, or appended twice) joins its
 //!   request as a copy instead of opening a second one.
+//!
+//! Keys written once (a request, an alias, a Message-ID, a first copy) go
+//! through core's [`claim`]: on a replicated bucket a lost race can be
+//! refused with `wrong last sequence` instead of "already exists", and
+//! `claim` still tells whose the key is.
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use guichet_core::{
     Bus,
+    bus::claim::{Claim, claim},
     ids::parse_reference,
     proto::{
         self,
@@ -213,27 +219,29 @@ pub async fn open(
         let value = Bytes::from(
             serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
         );
-        match kv.create(request_key(&record.reference), value).await {
-            Ok(_) => return Ok((record, false)),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                if let Some((existing, _)) = read_request(kv, &record.reference).await?
-                    && existing.opened_by == contact.id
-                {
-                    return Ok((existing, true));
-                }
-                if attempt == 0 {
-                    let fresh = derived_reference(&record.reference, &contact.id);
-                    tracing::warn!(
-                        contact_id = %contact.id,
-                        taken = %record.reference,
-                        reference = %fresh,
-                        "request reference already taken by another contact; using a derived one"
-                    );
-                    metrics::counter!("guichet_router_reference_collisions_total").increment(1);
-                    record.reference = fresh;
-                }
-            }
-            Err(e) => return Err(RouterError::requests_store("opening a request", e)),
+        let key = request_key(&record.reference);
+        let held = match claim(kv, &key, value)
+            .await
+            .map_err(|e| RouterError::requests_store("opening a request", e))?
+        {
+            Claim::Won(_) => return Ok((record, false)),
+            Claim::Held { value, .. } => value,
+        };
+        let existing: RequestRecord = serde_json::from_slice(&held)
+            .map_err(|e| RouterError::Requests(format!("{key} is not a request record ({e})")))?;
+        if existing.opened_by == contact.id {
+            return Ok((existing, true));
+        }
+        if attempt == 0 {
+            let fresh = derived_reference(&record.reference, &contact.id);
+            tracing::warn!(
+                contact_id = %contact.id,
+                taken = %record.reference,
+                reference = %fresh,
+                "request reference already taken by another contact; using a derived one"
+            );
+            metrics::counter!("guichet_router_reference_collisions_total").increment(1);
+            record.reference = fresh;
         }
     }
     Err(RouterError::Requests(format!(
@@ -314,16 +322,10 @@ pub async fn add_alias(bus: &Bus, alias: &str, reference: &str) -> Result<(), Ro
 /// Writes `key` → `reference` unless the key exists: the first writer
 /// keeps it (a redelivery finds its own value there).
 async fn create_once(bus: &Bus, key: String, reference: &str, what: &str) -> Result<(), RouterError> {
-    match bus
-        .stores()
-        .requests
-        .create(key, Bytes::from(reference.to_owned()))
+    claim(&bus.stores().requests, &key, Bytes::from(reference.to_owned()))
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(RouterError::requests_store(what, e)),
-    }
+        .map_err(|e| RouterError::requests_store(what, e))?;
+    Ok(())
 }
 
 /// The first contact of an e-mail, under [`copy_key`].
@@ -373,19 +375,14 @@ pub async fn first_copy(bus: &Bus, contact: &Contact, window: Duration) -> Resul
     );
     let kv = &bus.stores().requests;
     for _ in 0..4 {
-        match kv.create(key.as_str(), value.clone()).await {
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(RouterError::requests_store("marking an e-mail's first copy", e)),
-        }
-        let entry = kv
-            .entry(key.as_str())
+        let (held, revision) = match claim(kv, &key, value.clone())
             .await
-            .map_err(|e| RouterError::requests_store("reading an e-mail's first copy", e))?;
-        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
-            continue; // deleted meanwhile (an erasure): create again
+            .map_err(|e| RouterError::requests_store("marking an e-mail's first copy", e))?
+        {
+            Claim::Won(_) => return Ok(None),
+            Claim::Held { value, revision } => (value, revision),
         };
-        let first: CopyMark = serde_json::from_slice(&entry.value)
+        let first: CopyMark = serde_json::from_slice(&held)
             .map_err(|e| RouterError::Requests(format!("{key} is not a copy mark ({e})")))?;
         if first.contact_id == contact.id {
             return Ok(None);
@@ -403,7 +400,7 @@ pub async fn first_copy(bus: &Bus, contact: &Contact, window: Duration) -> Resul
         }
         // Older than the window: this one is a new message, and the
         // first copy of what may come next.
-        match kv.update(key.as_str(), value.clone(), entry.revision).await {
+        match kv.update(key.as_str(), value.clone(), revision).await {
             Ok(_) => return Ok(None),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Err(e) => return Err(RouterError::requests_store("marking an e-mail's first copy", e)),
