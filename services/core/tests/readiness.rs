@@ -12,7 +12,6 @@ use guichet_core::{
     Bus, Error,
     bus::{NotReady, subjects},
     config::TopologyConfig,
-    nats_server::free_port,
 };
 use guichet_harness::Nats;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +138,7 @@ async fn a_missing_intake_is_reported_as_such_by_readiness_and_publishes() {
 #[tokio::test]
 async fn every_listed_server_is_tried_and_credentials_are_not_printed() {
     let nats = Nats::start().await;
-    let down = format!("nats://127.0.0.1:{}", free_port().unwrap());
+    let down = format!("nats://{}", guichet_harness::loopback::free_addr());
     // The server has no authorization: it ignores the credentials, which
     // must still not show in the bus's Debug.
     let live = format!("nats://guichet:s3cret-pw@127.0.0.1:{}", nats.port());
@@ -162,7 +161,7 @@ async fn every_listed_server_is_tried_and_credentials_are_not_printed() {
     // Every server down: the error names them, still without credentials.
     let mut config = nats.nats_config();
     config.connect_timeout = Duration::from_secs(1);
-    let other = format!("nats://guichet:s3cret-pw@127.0.0.1:{}", free_port().unwrap());
+    let other = format!("nats://guichet:s3cret-pw@{}", guichet_harness::loopback::free_addr());
     let err = Bus::start(
         &[down, other],
         &config,

@@ -576,6 +576,8 @@ async fn wait_for_routing_times_out_without_error() {
     assert_eq!(response.routing_status, RoutingStatus::Pending as i32);
 
     // A router slower than the wait: PENDING, then the decision is ignored.
+    use futures::StreamExt;
+    let mut decisions = nats.client().await.subscribe(subjects::decided("*")).await.unwrap();
     let router = stand_in_router(&nats, Duration::from_millis(600)).await;
     let mut request = counter_visit("wait-4");
     request.wait_for_routing = true;
@@ -589,6 +591,28 @@ async fn wait_for_routing_times_out_without_error() {
         .unwrap()
         .into_inner();
     assert_eq!(response.routing_status, RoutingStatus::Pending as i32);
+    assert!(response.decision.is_none());
+    // The decision does come, after the answer: the call did not take it.
+    let late = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = decisions.next().await {
+            if message.subject.as_str() == subjects::decided(&response.contact_id) {
+                return Some(Decision::decode(message.payload).unwrap());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stand-in router decides within 5 s")
+    .expect("a decision for the contact");
+    assert_eq!(late.contact_id, response.contact_id);
+    // Ignoring it is harmless: the next call is answered as usual.
+    let next = client
+        .record_contact(authed(counter_visit("wait-5"), NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.routing_status, RoutingStatus::NotRequested as i32);
+    assert!(next.decision.is_none());
     router.abort();
 }
 

@@ -155,8 +155,8 @@ fn server_lists_check_from_the_file_or_the_environment_and_a_bad_url_is_named() 
 #[test]
 fn a_missing_or_short_pseudonym_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = free_port().unwrap();
-    let base = format!("[nats]\nurl = \"nats://127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let admin = guichet_harness::loopback::free_addr();
+    let base = format!("[nats]\nurl = \"nats://127.0.0.1:1\"\n[admin]\nlisten = \"{admin}\"\n");
     let path = write_config(dir.path(), &base);
     let line = error_line(&guichet(&path, &["run", "--services", "router"]));
     assert!(
@@ -179,13 +179,11 @@ fn unknown_services_are_refused() {
 #[test]
 fn an_unreachable_nats_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let admin = free_port().unwrap();
+    let port = guichet_harness::loopback::free_addr();
+    let admin = guichet_harness::loopback::free_addr();
     let path = run_config(
         dir.path(),
-        &format!(
-            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nconnect_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
-        ),
+        &format!("[nats]\nurl = \"nats://{port}\"\nconnect_timeout = \"1s\"\n[admin]\nlisten = \"{admin}\"\n"),
     );
     let line = error_line(&guichet(&path, &["run", "--services", "router"]));
     assert!(
@@ -197,11 +195,11 @@ fn an_unreachable_nats_is_one_clear_error() {
 #[test]
 fn a_missing_nats_server_binary_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = free_port().unwrap();
+    let admin = guichet_harness::loopback::free_addr();
     let path = run_config(
         dir.path(),
         &format!(
-            "[nats.embedded]\nbinary = \"/nonexistent/nats-server\"\nstore_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            "[nats.embedded]\nbinary = \"/nonexistent/nats-server\"\nstore_dir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n",
             dir.path().join("nats").display()
         ),
     );
@@ -213,13 +211,10 @@ fn a_missing_nats_server_binary_says_how_to_install_it() {
 async fn a_server_without_jetstream_is_one_clear_error() {
     let nats = Nats::start_without_jetstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let admin = free_port().unwrap();
+    let admin = guichet_harness::loopback::free_addr();
     let path = run_config(
         dir.path(),
-        &format!(
-            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-            nats.url()
-        ),
+        &format!("[nats]\nurl = \"{}\"\n[admin]\nlisten = \"{admin}\"\n", nats.url()),
     );
     let out = tokio::task::spawn_blocking(move || guichet(&path, &["run", "--services", "router"]))
         .await
@@ -229,7 +224,7 @@ async fn a_server_without_jetstream_is_one_clear_error() {
 }
 
 /// Starts `guichet run --services router` and waits for `/readyz` 200.
-async fn run_until_ready(config: &Path, admin: u16) -> std::process::Child {
+async fn run_until_ready(config: &Path, admin: std::net::SocketAddr) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .arg("--config")
         .arg(config)
@@ -241,7 +236,7 @@ async fn run_until_ready(config: &Path, admin: u16) -> std::process::Child {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{admin}/readyz")).send().await
+        if let Ok(r) = client.get(format!("http://{admin}/readyz")).send().await
             && r.status() == 200
         {
             return child;
@@ -282,29 +277,21 @@ async fn embedded_mode_starts_a_private_nats_serves_readyz_and_stops_cleanly_on_
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let nats_port = free_port().unwrap();
-    let admin = free_port().unwrap();
+    let admin = guichet_harness::loopback::free_addr();
     let store = dir.path().join("nats");
     let path = run_config(
         dir.path(),
         &format!(
-            "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            "[nats.embedded]\nbinary = \"{}\"\nstore_dir = \"{}\"\nport = {nats_port}\n[admin]\nlisten = \"{admin}\"\n",
             nats_server_binary().display(),
             store.display()
         ),
     );
     let child = run_until_ready(&path, admin).await;
     let client = reqwest::Client::new();
-    let health = client
-        .get(format!("http://127.0.0.1:{admin}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = client.get(format!("http://{admin}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let metrics = client.get(format!("http://{admin}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 
     // The password file: created, for its owner only; the server's
@@ -336,7 +323,10 @@ async fn embedded_mode_starts_a_private_nats_serves_readyz_and_stops_cleanly_on_
         .connect(&url)
         .await
         .unwrap();
-    async_nats::jetstream::new(nc).get_stream("INTAKE").await.unwrap();
+    async_nats::jetstream::new(nc.clone())
+        .get_stream("INTAKE")
+        .await
+        .unwrap();
     // An operator's command finds the password by itself.
     let rules = guichet_harness::repo_root().join("deploy/rules.example.toml");
     let out = guichet(&path, &["rules", "push", rules.to_str().unwrap()]);
@@ -348,15 +338,20 @@ async fn embedded_mode_starts_a_private_nats_serves_readyz_and_stops_cleanly_on_
 
     let status = terminate(child).await;
     assert!(status.success(), "exit status {status}");
-    // Both processes are gone: nothing listens on either port any more.
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
-        "nats-server still running"
-    );
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_err(),
-        "admin port still open"
-    );
+    // Both processes are gone. The broker closed our connection (a port
+    // check on 127.0.0.1 could meet another test's server that took the
+    // port since); the admin address is this test's own, so nothing else
+    // can answer there.
+    let mut closed = false;
+    for _ in 0..100 {
+        if nc.connection_state() != async_nats::connection::State::Connected {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "nats-server still running");
+    assert!(std::net::TcpStream::connect(admin).is_err(), "admin port still open");
 
     // A second start keeps the password (and the data it protects).
     let child = run_until_ready(&path, admin).await;

@@ -30,7 +30,6 @@ use guichet_core::{
     bus::subjects,
     identity::{normalize_email, normalize_phone},
     ids,
-    nats_server::free_port,
     proto::{
         self,
         v1::{Channel, Contact, IdentityClaims, RecordContactRequest, Routed, Source, desk_client::DeskClient},
@@ -44,8 +43,8 @@ const TOKEN: &str = "cluster-routers-desk-token-0123";
 /// One `guichet run` process.
 struct Process {
     child: Child,
-    admin: u16,
-    grpc: u16,
+    admin: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
     log: PathBuf,
 }
 
@@ -53,16 +52,16 @@ impl Process {
     /// Starts `guichet run --services SERVICES` on the cluster, with its
     /// own admin and gRPC ports; its log goes to a file in `dir`.
     fn start(dir: &Path, name: &str, cluster: &Cluster, services: &str) -> Self {
-        let admin = free_port().unwrap();
-        let grpc = free_port().unwrap();
+        let admin = guichet_harness::loopback::free_addr();
+        let grpc = guichet_harness::loopback::free_addr();
         let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[nats]\nurl = [{}]\nuser = \"guichet\"\npassword = \"{PASSWORD}\"\nconnect_timeout = \"30s\"\n\
-                 [topology]\nreplicas = 3\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[log]\nformat = \"human\"\nlevel = \"info\"\n\
-                 [desk]\nlisten = \"127.0.0.1:{grpc}\"\n[desk.sites.accueil]\ntoken = \"{TOKEN}\"\n{}",
+                 [topology]\nreplicas = 3\n[admin]\nlisten = \"{admin}\"\n[log]\nformat = \"human\"\nlevel = \"info\"\n\
+                 [desk]\nlisten = \"{grpc}\"\n[desk.sites.accueil]\ntoken = \"{TOKEN}\"\n{}",
                 urls.join(", "),
                 guichet_harness::privacy_toml()
             ),
@@ -107,7 +106,7 @@ impl Process {
     }
 
     async fn ready(&self, http: &reqwest::Client) -> bool {
-        http.get(format!("http://127.0.0.1:{}/readyz", self.admin))
+        http.get(format!("http://{}/readyz", self.admin))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -115,11 +114,7 @@ impl Process {
 
     /// The sum of a metric's series whose labels contain `labels`.
     async fn metric(&self, http: &reqwest::Client, name: &str, labels: &str) -> f64 {
-        let Ok(response) = http
-            .get(format!("http://127.0.0.1:{}/metrics", self.admin))
-            .send()
-            .await
-        else {
+        let Ok(response) = http.get(format!("http://{}/metrics", self.admin)).send().await else {
             return 0.0;
         };
         let text = response.text().await.unwrap_or_default();
@@ -342,7 +337,7 @@ async fn three_gateways_at_once_no_identity_race_retried_no_orphan_record_no_sil
     let started = Instant::now();
     let mut senders = Vec::new();
     for (g, gateway) in gateways.iter().enumerate() {
-        let endpoint = format!("http://127.0.0.1:{}", gateway.grpc);
+        let endpoint = format!("http://{}", gateway.grpc);
         senders.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(endpoint)
                 .unwrap()

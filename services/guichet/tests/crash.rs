@@ -19,7 +19,6 @@ use std::{
 
 use guichet_core::{
     bus::subjects,
-    nats_server::free_port,
     proto::v1::{Contact, contact::Details},
 };
 use guichet_harness::{
@@ -85,9 +84,9 @@ async fn a_process_killed_mid_burst_loses_nothing_and_stores_nothing_twice() {
     std::fs::write(
         &config,
         format!(
-            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n{}{}",
+            "[nats]\nurl = \"{}\"\n[admin]\nlisten = \"{}\"\n{}{}",
             nats.url(),
-            free_port().unwrap(),
+            guichet_harness::loopback::free_addr(),
             dovecot.mailbox_toml(&secret),
             guichet_harness::privacy_toml()
         ),

@@ -41,6 +41,10 @@ pub struct Hooks {
     /// (before the watcher decides between retrying and the error folder).
     #[allow(clippy::type_complexity)]
     pub publish_failed: Option<Arc<dyn Fn(String, u32) + Send + Sync>>,
+    /// Called with the mailbox each time its watcher is in IDLE (the
+    /// server accepted the command and nothing was pending).
+    #[allow(clippy::type_complexity)]
+    pub idling: Option<Arc<dyn Fn(String) + Send + Sync>>,
 }
 
 /// Runs the mail service until `shutdown`: one watcher per mailbox.

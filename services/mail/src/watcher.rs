@@ -380,6 +380,9 @@ impl Run<'_> {
             // timeout, so the refresh is bounded here instead.
             let (wait, _interrupt) = handle.wait_with_timeout(cfg.idle_refresh + Duration::from_secs(60));
             tokio::pin!(wait);
+            if let Some(hook) = &self.watcher.hooks.idling {
+                hook(name.to_owned());
+            }
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = tokio::time::sleep(cfg.idle_refresh) => {}

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use guichet_core::{nats_server::free_port, proto::v1::FlagKind, secret::Secret};
+use guichet_core::{proto::v1::FlagKind, secret::Secret};
 use guichet_harness::{Dovecot, Nats, dovecot::IMAP_USER};
 use guichet_mail::{After, Hooks, TlsMode};
 use support::*;
@@ -22,11 +22,25 @@ use support::*;
 async fn a_burst_in_many_charsets_arriving_while_idle_is_ingested_exactly_once_then_moved() {
     let nats = Nats::start().await;
     let dovecot = Dovecot::start().await;
-    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", Hooks::default()).await;
+    let idled = Arc::new(AtomicU32::new(0));
+    let hooks = Hooks {
+        idling: Some(Arc::new({
+            let idled = idled.clone();
+            move |_mailbox| {
+                idled.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+        ..Hooks::default()
+    };
+    let gateway = Gateway::start(&nats, vec![contact_mailbox(&dovecot)], "gw-1", hooks).await;
     wait_watching(&gateway.bus, "contact").await;
     assert!(gateway.health.check().0, "ready once watching");
     // The watcher is in IDLE now; everything below arrives while it waits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the watcher is in IDLE", Duration::from_secs(10), || async {
+        idled.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let idle_entries = idled.load(Ordering::SeqCst);
     let mut raws: Vec<Vec<u8>> = corpus().into_iter().map(|(_, raw)| raw).collect();
     raws.extend((0..20).map(simple));
     let refs: Vec<&[u8]> = raws.iter().map(Vec::as_slice).collect();
@@ -35,6 +49,11 @@ async fn a_burst_in_many_charsets_arriving_while_idle_is_ingested_exactly_once_t
     let messages = wait_intake(&nats, raws.len(), Duration::from_secs(60)).await;
     wait_until("INBOX emptied", Duration::from_secs(10), || async {
         dovecot.count(IMAP_USER, "INBOX").await == 0
+    })
+    .await;
+    // Woken by the server, it ingested them and went back to IDLE.
+    wait_until("the watcher is back in IDLE", Duration::from_secs(10), || async {
+        idled.load(Ordering::SeqCst) > idle_entries
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -537,7 +556,10 @@ async fn a_failing_mailbox_never_stops_the_others() {
     let dovecot = Dovecot::start().await;
     let mut unreachable = contact_mailbox(&dovecot);
     unreachable.name = "unreachable".into();
-    unreachable.port = Some(free_port().unwrap());
+    // An address of this test's own: nothing can answer there.
+    let dead_end = guichet_harness::loopback::free_addr();
+    unreachable.host = dead_end.ip().to_string();
+    unreachable.port = Some(dead_end.port());
     let mut wrong_password = contact_mailbox(&dovecot);
     wrong_password.name = "wrong-password".into();
     wrong_password.password = Some(Secret::Inline("not-the-password".into()));
@@ -663,7 +685,7 @@ async fn a_panicking_watcher_is_restarted_alone_and_the_other_mailboxes_go_on() 
         after_puback: Some(Arc::new(move |mailbox, uid| {
             let flag = flag.clone();
             Box::pin(async move {
-                if mailbox == "contact" && uid == 2 && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if mailbox == "contact" && uid == 2 && !flag.swap(true, Ordering::SeqCst) {
                     panic!("a bug in one mailbox's watcher");
                 }
             })
@@ -675,10 +697,7 @@ async fn a_panicking_watcher_is_restarted_alone_and_the_other_mailboxes_go_on() 
         dovecot.count(IMAP_USER, "INBOX").await == 0 && dovecot.count(IMAP_USER, "Urbanisme").await == 0
     })
     .await;
-    assert!(
-        panicked.load(std::sync::atomic::Ordering::SeqCst),
-        "the watcher did panic"
-    );
+    assert!(panicked.load(Ordering::SeqCst), "the watcher did panic");
     let messages = intake(&nats).await;
     assert_eq!(
         messages.len(),

@@ -5,7 +5,11 @@
 
 mod common;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use common::*;
@@ -21,6 +25,29 @@ async fn intake_consumer_state(bus: &guichet_core::Bus) -> (u64, usize) {
         .unwrap();
     let info = consumer.info().await.unwrap();
     (info.num_pending, info.num_ack_pending)
+}
+
+/// Hooks that note the id of every contact a router begins to route.
+fn noting_starts() -> (guichet_router::Hooks, Arc<Mutex<Vec<String>>>) {
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let noted = started.clone();
+    let hooks = guichet_router::Hooks {
+        before_route: Some(Arc::new(move |contact: &Contact| {
+            noted.lock().unwrap().push(contact.id.clone());
+        })),
+    };
+    (hooks, started)
+}
+
+/// The contacts of `started` that have no `Routed` in the journal yet.
+async fn unfinished(bus: &guichet_core::Bus, started: &Mutex<Vec<String>>) -> Vec<String> {
+    let routed: HashSet<String> = routed_all(bus)
+        .await
+        .into_iter()
+        .map(|(_, r)| r.contact.unwrap_or_default().id)
+        .collect();
+    let started = started.lock().unwrap().clone();
+    started.into_iter().filter(|id| !routed.contains(id)).collect()
 }
 
 #[tokio::test]
@@ -202,8 +229,10 @@ async fn two_routers_share_the_intake_and_one_takes_over_when_the_other_stops() 
         concurrency: 4,
         ..config()
     };
-    let a = RunningRouter::start(&nats, small_batches.clone()).await;
-    let b = RunningRouter::start(&nats, small_batches).await;
+    let (hooks_a, started_a) = noting_starts();
+    let (hooks_b, started_b) = noting_starts();
+    let a = RunningRouter::start_with_hooks(&nats, small_batches.clone(), hooks_a).await;
+    let b = RunningRouter::start_with_hooks(&nats, small_batches, hooks_b).await;
     let mut ids = Vec::new();
     for i in 0..150 {
         let c = email_contact(&format!("u{}@example.fr", i % 30), "x", "x");
@@ -217,7 +246,23 @@ async fn two_routers_share_the_intake_and_one_takes_over_when_the_other_stops() 
         stream.consumer_names().try_collect().await.unwrap()
     };
     assert_eq!(names, vec!["router".to_owned()], "one shared consumer");
+    // Both routers take contacts from it (bounded: 10 s).
+    for _ in 0..200 {
+        if !started_a.lock().unwrap().is_empty() && !started_b.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (by_a, by_b) = (started_a.lock().unwrap().len(), started_b.lock().unwrap().len());
+    assert!(by_a > 0 && by_b > 0, "both routers routed some: a {by_a}, b {by_b}");
     a.shutdown().await;
+    // What `a` began, it finished before stopping.
+    let left = unfinished(&bus, &started_a).await;
+    assert!(
+        left.is_empty(),
+        "router a stopped with {} contacts begun and not routed",
+        left.len()
+    );
     for i in 0..150 {
         let c = email_contact(&format!("u{}@example.fr", i % 30), "y", "y");
         publish(&bus, &c).await;
@@ -237,6 +282,12 @@ async fn two_routers_share_the_intake_and_one_takes_over_when_the_other_stops() 
     let usagers: HashSet<_> = journal.iter().map(|(_, r)| r.usager_id.clone()).collect();
     assert_eq!(usagers.len(), 30);
     b.shutdown().await;
+    // `b` took over: it routed the rest, the second half included.
+    let by_b: HashSet<String> = started_b.lock().unwrap().iter().cloned().collect();
+    assert!(
+        ids[150..].iter().all(|id| by_b.contains(id)),
+        "b routed every contact sent after a stopped"
+    );
 }
 
 #[tokio::test]
@@ -249,12 +300,20 @@ async fn shutdown_finishes_the_contacts_in_hand_and_the_next_router_routes_the_r
         publish(&bus, &c).await;
         ids.push(c.id);
     }
-    let router = RunningRouter::start(&nats, config()).await;
+    let (hooks, started) = noting_starts();
+    let router = RunningRouter::start_with_hooks(&nats, config(), hooks).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     router.shutdown().await;
     let done = routed_all(&bus).await.len();
     // What was started was finished: no contact is half-routed (routed but
     // not acked is recognized later anyway), and the rest waits in INTAKE.
+    assert!(!started.lock().unwrap().is_empty(), "the first router began some");
+    let left = unfinished(&bus, &started).await;
+    assert!(
+        left.is_empty(),
+        "{} contacts begun and not routed at shutdown",
+        left.len()
+    );
     let router = RunningRouter::start(
         &nats,
         RouterConfig {

@@ -8,11 +8,11 @@ use guichet::{Config, Listeners, RunError, ServiceName};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A listener on a free loopback port, non-blocking as `run` expects.
+/// A listener on a loopback address of the test's own (see
+/// [`guichet_harness::loopback`]), non-blocking as `run` expects: once
+/// the gateway stops, nothing else can answer there.
 pub fn loopback() -> std::net::TcpListener {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.set_nonblocking(true).expect("non-blocking listener");
-    listener
+    guichet_harness::loopback::listener()
 }
 
 /// A running gateway.

@@ -29,8 +29,9 @@ async fn readiness_follows_the_broker_and_shutdown_is_clean() {
         privacy: guichet_harness::privacy_config(),
         ..Config::default()
     };
-    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    admin.set_nonblocking(true).unwrap();
+    // An address of this test's own: "closed after shutdown" below cannot
+    // see another test's listener.
+    let admin = guichet_harness::loopback::listener();
     let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
     let listeners = Listeners {
         admin: Some(admin),

@@ -22,7 +22,9 @@ fn web_config() -> WebConfig {
         ..FormConfig::default()
     };
     WebConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        // An address of the test's own: "closed after shutdown" cannot see
+        // another test's listener.
+        listen: (guichet_harness::loopback::own_ip(), 0).into(),
         forms: BTreeMap::from([("contact".to_owned(), form)]),
         ..WebConfig::default()
     }

@@ -7,10 +7,12 @@
 //! happens while the broker is away. [`Dovecot`] does the same for a
 //! real IMAP server (plain or TLS), for the mail adapter, and [`SmtpSink`]
 //! for a real SMTP server (Postfix's `smtp-sink`), for notify.
+//! [`loopback`] gives a test addresses no other test binds.
 
 pub mod bench;
 pub mod cluster;
 pub mod dovecot;
+pub mod loopback;
 pub mod smtp_sink;
 pub mod streams;
 

@@ -72,7 +72,11 @@ impl Web {
             instance: "test".into(),
             privacy: guichet_harness::pseudonymizer().clone(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // An address of the test's own: "port closed" after a stop cannot
+        // see another test's listener.
+        let listener = tokio::net::TcpListener::bind((guichet_harness::loopback::own_ip(), 0))
+            .await
+            .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(guichet_web::run(ctx, config, listener, shutdown.clone()));
