@@ -235,6 +235,20 @@ async fn nats_away_is_unavailable_then_ok_after_restart() {
         .record_contact(authed(counter_visit("before"), NORD_TOKEN))
         .await
         .unwrap();
+    // U1's history holds one routed contact, to be read after the outage.
+    let before = guichet_core::proto::v1::Routed {
+        contact: Some(guichet_core::proto::v1::Contact {
+            id: guichet_core::ids::contact_id(),
+            ..Default::default()
+        }),
+        usager_id: "U1".into(),
+        qualification: Some(guichet_core::proto::v1::Qualification {
+            service: "voirie".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    publish_routed(&nats.bus().await, &before).await;
 
     nats.stop().await;
     let started = std::time::Instant::now();
@@ -283,7 +297,26 @@ async fn nats_away_is_unavailable_then_ok_after_restart() {
     }
     let answer = answer.expect("OK again after the broker came back");
     assert!(!answer.duplicate, "nothing was recorded during the outage");
-    client.get_usager_history(authed(history, NORD_TOKEN)).await.unwrap();
+    // The history is read again, whole: the routed contact, then the end.
+    let mut items = client
+        .get_usager_history(authed(history, NORD_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut read = Vec::new();
+    while let Some(item) = items.message().await.unwrap() {
+        read.push(item.item.unwrap());
+    }
+    use guichet_core::proto::v1::get_usager_history_response::Item;
+    match read.as_slice() {
+        [Item::Entry(entry), Item::End(end)] => {
+            let contact = entry.routed.as_ref().and_then(|r| r.contact.as_ref()).unwrap();
+            assert_eq!(contact.id, before.contact.as_ref().unwrap().id);
+            assert_eq!((end.usager_id.as_str(), end.entries), ("U1", 1));
+            assert!(end.next_page_token.is_empty());
+        }
+        other => panic!("expected one entry and the end, got {other:?}"),
+    }
     let mut serving = false;
     for _ in 0..40 {
         if status_of(&mut health).await == Some(ServingStatus::Serving as i32) {
