@@ -99,6 +99,8 @@ mod tests {
         m
     }
 
+    /// Bearer parsing and the constant-time lookup are core's
+    /// (`guichet_core::grpc`); here, each site's token gives its [`Site`].
     #[test]
     fn tokens_map_to_their_site() {
         let sites = Sites::from_config(&config(&[
@@ -114,23 +116,9 @@ mod tests {
             sites.authenticate(&metadata("bearer nord-token-0123456789")).unwrap(),
             Site("nord".into())
         );
-        for bad in [
-            "Bearer nope-nope-nope-nope",
-            "Basic sud-token-0123456789",
-            "sud-token-0123456789",
-        ] {
-            let status = sites.authenticate(&metadata(bad)).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad}");
-            assert!(
-                !status.message().contains("0123456789"),
-                "token echoed: {}",
-                status.message()
-            );
-        }
-        assert_eq!(
-            sites.authenticate(&MetadataMap::new()).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
+        let status = sites.authenticate(&metadata("Bearer nope-nope-nope-nope")).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(status.message().contains("any site"), "{}", status.message());
     }
 
     #[test]
