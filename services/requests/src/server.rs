@@ -50,6 +50,8 @@ pub struct State {
     pub config: RequestsConfig,
     /// Where a TRANSFER may go: the services some client handles.
     pub services: BTreeSet<String>,
+    /// The rules in force (`requests.rules_key`): the calendar of the clocks.
+    pub rules: guichet_rules::InForce,
 }
 
 /// The `Requests` gRPC service.
@@ -277,6 +279,10 @@ impl Requests for RequestsService {
                 &reference,
                 &change,
                 &allowed,
+                crate::clock::Rules::InForce {
+                    rules: &self.state.rules,
+                    key: &self.state.config.rules_key,
+                },
                 chrono::Utc::now(),
             )
             .await
@@ -366,6 +372,7 @@ pub async fn serve(
         events: events_stream,
         services: prepared.clients.services(),
         config,
+        rules: guichet_rules::InForce::default(),
     };
     let requests = InterceptedService::new(
         RequestsServer::new(RequestsService::new(state)),

@@ -340,6 +340,16 @@ impl RuleSet {
             .map_or(Deadline::BusinessDays(1), |s| s.deadline)
     }
 
+    /// The deadline a request decided by rule `rule_id` (empty: no rule
+    /// matched, the manual service's) is counted in, or `None` when this
+    /// revision no longer has that rule.
+    pub fn deadline_of(&self, rule_id: &str) -> Option<Deadline> {
+        if rule_id.is_empty() {
+            return Some(self.service_deadline(&self.manual_service));
+        }
+        self.rules.iter().find(|r| r.id == rule_id).map(|r| r.deadline)
+    }
+
     /// Every rule's id, in file order (`guichet rules replay` reports the
     /// ones that would never fire).
     pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
