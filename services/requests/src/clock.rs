@@ -60,6 +60,16 @@ impl Resolved<'_> {
         }
     }
 
+    /// How long before its deadlines a request of `service` is due soon,
+    /// when the rules say.
+    pub fn due_soon_of(&self, service: &str) -> Option<guichet_rules::Deadline> {
+        match self {
+            Resolved::Given(rules) => rules.due_soon_of(service),
+            Resolved::Builtin(_) => None,
+            Resolved::Read(compiled) => compiled.rules.due_soon_of(service),
+        }
+    }
+
     /// The unit the deadline of a request decided by `rule_id` counts in.
     pub fn deadline_of(&self, rule_id: &str) -> Option<guichet_rules::Deadline> {
         match self {

@@ -367,12 +367,14 @@ pub async fn serve(
         .map_err(|e| serve_error(format!("reflection: {e}")))?;
     let tls = prepared.tls.is_some();
     let (sweep_interval, due_soon) = (config.sweep_interval, config.due_soon);
+    let rules = guichet_rules::InForce::default();
+    let rules_key = config.rules_key.clone();
     let state = State {
         bus: ctx.bus.clone(),
         events: events_stream,
         services: prepared.clients.services(),
         config,
-        rules: guichet_rules::InForce::default(),
+        rules: rules.clone(),
     };
     let requests = InterceptedService::new(
         RequestsServer::new(RequestsService::new(state)),
@@ -399,6 +401,7 @@ pub async fn serve(
         ctx.bus.clone(),
         sweep_interval,
         due_soon,
+        (rules, rules_key),
         health_stop.clone(),
     ));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

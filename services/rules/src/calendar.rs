@@ -190,6 +190,31 @@ impl Calendar {
         }
     }
 
+    /// When the `due_soon` alert of a deadline `due` goes out, `lead`
+    /// before it: business days are counted back on this calendar (2
+    /// business days before Monday 17:00 is the end of the Thursday
+    /// before, when the Friday is a holiday), days and hours exactly.
+    pub fn before(&self, due: DateTime<Utc>, lead: Deadline) -> DateTime<Utc> {
+        let back = match lead {
+            Deadline::Hours(h) => Duration::hours(i64::from(h)),
+            Deadline::Days(n) => Duration::days(i64::from(n)),
+            Deadline::BusinessDays(n) => {
+                let mut d = due.with_timezone(&self.time_zone).date_naive();
+                for _ in 0..n {
+                    // The previous business day; bounded as next_business_day_from.
+                    for _ in 0..4000 {
+                        d = d.pred_opt().unwrap_or(d);
+                        if self.is_business_day(d) {
+                            break;
+                        }
+                    }
+                }
+                return self.end_of_business_day(d).min(due);
+            }
+        };
+        due.checked_sub_signed(back).unwrap_or(due)
+    }
+
     /// The engagement deadline `due` after the request waited for the
     /// usager from `since` to `until`: the time waited is given back in
     /// the unit the deadline is counted in (`deadline`, the rule's or its
@@ -600,6 +625,31 @@ mod tests {
         );
         assert_eq!(due.at, utc("2026-01-01T15:45:00Z"));
         assert_eq!(due.date, d("2026-01-01"));
+    }
+
+    #[test]
+    fn due_soon_counts_business_days_back() {
+        let c = cal();
+        // Due Monday 4 May 2026 17:00 Paris (15:00 UTC); Friday 1 May is a
+        // holiday: 2 business days before is Wednesday 29 April, 17:00.
+        assert_eq!(
+            c.before(utc("2026-05-04T15:00:00Z"), Deadline::BusinessDays(2)),
+            utc("2026-04-29T15:00:00Z")
+        );
+        // Due Friday 2 January 2026 17:00 (16:00 UTC): 1 business day
+        // before is Wednesday 31 December (1 January a holiday).
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::BusinessDays(1)),
+            utc("2025-12-31T16:00:00Z")
+        );
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::Hours(36)),
+            utc("2026-01-01T04:00:00Z")
+        );
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::Days(3)),
+            utc("2025-12-30T16:00:00Z")
+        );
     }
 
     #[test]
