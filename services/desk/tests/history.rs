@@ -524,7 +524,9 @@ async fn each_entry_shows_its_request_status() {
     .await;
 
     let (entries, _) = page(&mut client, Usager::UsagerId("U1".into()), 10, "").await.unwrap();
-    let shown: Vec<(String, Option<(String, String, i32, String, bool, i32)>)> = entries
+    // (subject, (reference, service, status, due date, overdue, outcome)).
+    type Shown = (String, Option<(String, String, i32, String, bool, i32)>);
+    let shown: Vec<Shown> = entries
         .iter()
         .map(|e| {
             let subject = e.routed.as_ref().unwrap().contact.as_ref().unwrap().subject.clone();

@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Utc};
-use chrono_tz::Europe::Paris;
+use chrono::{DateTime, Utc};
 use guichet_core::Bus;
 pub use guichet_rules::LegalDelay;
 use guichet_rules::{Calendar, InForce, RuleSet, in_force::Compiled};
@@ -78,12 +77,6 @@ impl Resolved<'_> {
             Resolved::Read(compiled) => compiled.rules.deadline_of(rule_id),
         }
     }
-}
-
-/// The calendar date of an instant in Europe/Paris, "YYYY-MM-DD".
-pub fn paris_date(at: DateTime<Utc>) -> String {
-    let d = at.with_timezone(&Paris).date_naive();
-    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 pub fn rfc3339(at: DateTime<Utc>) -> String {
