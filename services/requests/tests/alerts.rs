@@ -158,3 +158,78 @@ deadline = "5 business days"
         ]
     );
 }
+
+/// The running service: two processes sweeping every 100 ms, stopped, then
+/// a third started; each alert is on the journal once, and the due-soon
+/// lead of a service comes from the rules in force.
+#[tokio::test]
+async fn two_running_services_and_a_restart_publish_each_alert_once() {
+    let nats = Nats::start().await;
+    let seeder = nats.bus().await;
+    let rules = r#"
+manual_service = "voirie"
+
+[[services]]
+name = "voirie"
+deadline = "5 business days"
+due_soon = "30 days"
+
+[[services]]
+name = "urbanisme"
+deadline = "5 business days"
+"#;
+    seeder
+        .stores()
+        .config
+        .put("rules", bytes::Bytes::from_static(rules.as_bytes()))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    for (reference, service, due) in [
+        ("2026-RUNS-0001", "voirie", now - chrono::Duration::hours(3)),
+        // Due soon only under voirie's 30 days (requests.due_soon is 2 days).
+        ("2026-RUNS-0002", "voirie", now + chrono::Duration::days(20)),
+        ("2026-RUNS-0003", "urbanisme", now + chrono::Duration::days(20)),
+    ] {
+        let mut r = record(reference, service);
+        r.due_at = clock::rfc3339(due);
+        seed(&seeder, &r).await;
+    }
+    let config = || guichet_requests::RequestsConfig {
+        sweep_interval: Duration::from_millis(100),
+        ..config()
+    };
+    let alerts = || async {
+        let mut alerts: Vec<(String, DeadlineAlert)> = request_events(&seeder)
+            .await
+            .into_iter()
+            .filter(|(_, e)| e.alert() != DeadlineAlert::Unspecified)
+            .map(|(_, e)| (e.reference.clone(), e.alert()))
+            .collect();
+        alerts.sort_by_key(|(r, _)| r.clone());
+        alerts
+    };
+    let expected = [
+        ("2026-RUNS-0001".to_owned(), DeadlineAlert::Overdue),
+        ("2026-RUNS-0002".to_owned(), DeadlineAlert::DueSoon),
+    ];
+    let a = TestRequests::start(&nats.bus().await, config()).await;
+    let b = TestRequests::start(&nats.bus().await, config()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while alerts().await.len() < expected.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alerts not published: {:?}",
+            alerts().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // About ten more sweeps each, then a restart.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.stop().await;
+    b.stop().await;
+    let c = TestRequests::start(&nats.bus().await, config()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.stop().await;
+    assert_eq!(alerts().await, expected);
+}
