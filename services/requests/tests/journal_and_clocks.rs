@@ -359,3 +359,44 @@ async fn without_rules_the_builtin_calendar_counts() {
     // is not the end of a business day is an hours deadline: + 6 days.
     assert_eq!(last, ["2026-01-26T16:00:00Z", "2026-01-06T12:30:00Z"]);
 }
+
+/// The rules the clocks count with: none before a push, then the newest
+/// revision that validates; a refused revision leaves the previous one in
+/// force, for a reader that saw it and for one that starts after it.
+#[tokio::test]
+async fn the_clocks_use_the_newest_valid_rules_revision() {
+    let nats = Nats::start().await;
+    let bus = bus(&nats).await;
+    let seen = guichet_rules::InForce::default();
+    assert!(
+        seen.current(&bus, "rules").await.unwrap().is_none(),
+        "nothing pushed yet"
+    );
+    let config = &bus.stores().config;
+    let valid = config
+        .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
+        .await
+        .unwrap();
+    let compiled = seen.current(&bus, "rules").await.unwrap().unwrap();
+    assert_eq!(compiled.revision, valid);
+    assert!(
+        compiled
+            .rules
+            .calendar()
+            .closures
+            .contains(&"2026-01-02".parse().unwrap())
+    );
+    let refused = config
+        .put("rules", bytes::Bytes::from_static(b"manual_service = \"nowhere\"\n"))
+        .await
+        .unwrap();
+    assert!(refused > valid);
+    let fresh = guichet_rules::InForce::default();
+    for reader in [&seen, &fresh] {
+        let compiled = reader.current(&bus, "rules").await.unwrap().unwrap();
+        assert_eq!(
+            compiled.revision, valid,
+            "the refused revision {refused} is not in force"
+        );
+    }
+}
