@@ -214,6 +214,18 @@ impl RequestRecord {
         Channel::from_token(&self.channel).unwrap_or(Channel::Unspecified)
     }
 
+    /// Whether a deadline has passed without ANSWER or CLOSE. The clocks
+    /// do not run while the request waits for the usager.
+    pub fn is_overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        if !matches!(self.status(), RequestStatus::Open | RequestStatus::Taken) {
+            return false;
+        }
+        [&self.due_at, &self.legal_due_at]
+            .into_iter()
+            .filter_map(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .any(|due| due < now)
+    }
+
     /// Both clocks, as the contract shows them.
     pub fn deadlines(&self) -> Deadlines {
         Deadlines {

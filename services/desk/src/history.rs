@@ -12,6 +12,11 @@
 //! recorded at that site, filtered before paging) or `none`. Every page is
 //! recorded in the access journal ([`crate::access`]) before it is
 //! returned.
+//!
+//! Each entry carries where its request stands now (reference, service,
+//! status, both deadlines, overdue), read from the requests bucket once
+//! per reference of the page: the ROUTED stream says how a contact was
+//! routed, the bucket what happened to its request since.
 
 use std::{collections::VecDeque, ops::ControlFlow, time::Duration};
 
@@ -19,9 +24,10 @@ use guichet_core::{
     bus::subjects::{self, ROUTED_STREAM},
     identity::{Identifier, normalize_email, normalize_phone},
     proto::v1::{
-        Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, Routed,
+        Channel, GetUsagerHistoryRequest, GetUsagerHistoryResponse, HistoryEnd, HistoryEntry, HistoryRequest, Routed,
         get_usager_history_request::Usager, get_usager_history_response::Item,
     },
+    request::{RequestRecord, parse_outcome, request_key},
 };
 use prost::Message;
 use tokio::time::Instant;
@@ -101,7 +107,8 @@ pub async fn history(
             .usager_history_ids(&usager_id)
             .await
             .map_err(|e| bus_status(&e, "looking up the usager"))?;
-        let (entries, more) = read_page(state, &ids, only_site, page_size, before).await?;
+        let (mut entries, more) = read_page(state, &ids, only_site, page_size, before).await?;
+        add_request_status(state, &mut entries).await?;
         Ok((ids, entries, more))
     };
     let (ids, entries, more) = tokio::time::timeout_at(until, read).await.map_err(|_| {
@@ -273,6 +280,59 @@ fn recorded_at(routed: &Routed, site: &str) -> bool {
     })
 }
 
+/// Sets each entry's `request` from the requests bucket: one read per
+/// distinct reference of the page.
+async fn add_request_status(state: &State, entries: &mut [HistoryEntry]) -> Result<(), Status> {
+    let mut references: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.routed.as_ref())
+        .map(|r| r.reference.clone())
+        .filter(|r| !r.is_empty())
+        .collect();
+    references.sort();
+    references.dedup();
+    let kv = &state.bus.stores().requests;
+    let reads = references.iter().map(|reference| async move {
+        let value = kv.get(request_key(reference)).await.map_err(|e| {
+            bus_status(
+                &guichet_core::Error::Unavailable(e.to_string()),
+                "reading the requests of the history",
+            )
+        })?;
+        let record = value.and_then(|v| match serde_json::from_slice::<RequestRecord>(&v) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                // Shown without a status rather than failing the history.
+                tracing::warn!(reference = %reference, error = %e, "undecodable request record left out of a history");
+                None
+            }
+        });
+        Ok::<_, Status>((reference.clone(), record))
+    });
+    let now = chrono::Utc::now();
+    let found: std::collections::HashMap<String, HistoryRequest> = futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .filter_map(|(reference, record)| {
+            record.map(|r| {
+                let summary = HistoryRequest {
+                    reference: r.reference.clone(),
+                    service: r.service.clone(),
+                    status: r.status().into(),
+                    deadlines: Some(r.deadlines()),
+                    overdue: r.is_overdue(now),
+                    outcome: parse_outcome(&r.outcome).unwrap_or_default().into(),
+                };
+                (reference, summary)
+            })
+        })
+        .collect();
+    for entry in entries.iter_mut() {
+        entry.request = entry.routed.as_ref().and_then(|r| found.get(&r.reference)).cloned();
+    }
+    Ok(())
+}
+
 /// The newest `page_size` entries below `before` (recorded at
 /// `only_site`, when given), newest first, and whether older ones exist.
 async fn read_page(
@@ -298,6 +358,7 @@ async fn read_page(
                     window.push_back(HistoryEntry {
                         routed: Some(routed),
                         sequence,
+                        request: None,
                     });
                     if window.len() > page_size {
                         window.pop_front();

@@ -465,3 +465,117 @@ async fn every_history_page_is_journaled_before_it_is_returned_and_without_perso
     assert!(status.message().contains("access journal"), "{}", status.message());
     desk.stop().await;
 }
+
+/// Each entry shows where its request stands now, from the requests
+/// bucket: a follow-up and its first contact show the same request; a
+/// request no longer in the bucket leaves `request` unset.
+#[tokio::test]
+async fn each_entry_shows_its_request_status() {
+    use guichet_core::{
+        proto::v1::{Outcome, RequestStatus},
+        request::{RequestRecord, request_key},
+    };
+    let nats = Nats::start().await;
+    let desk = TestDesk::start(&nats, config()).await;
+    let mut client = desk.client().await;
+    let bus = &desk.bus;
+    let first = routed("U1", ContactChannel::Email, "voirie", "nid de poule");
+    let mut follow_up = routed("U1", ContactChannel::Web, "voirie", "photo du nid de poule");
+    follow_up.reference.clone_from(&first.reference);
+    follow_up.follow_up_of.clone_from(&first.reference);
+    let closed = routed("U1", ContactChannel::Counter, "etat-civil", "acte de naissance");
+    let gone = routed("U1", ContactChannel::Phone, "voirie", "effacée");
+    for r in [&first, &closed, &follow_up, &gone] {
+        publish_routed(bus, r).await;
+    }
+    let put = |record: RequestRecord| async move {
+        bus.stores()
+            .requests
+            .put(
+                request_key(&record.reference),
+                serde_json::to_vec(&record).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    };
+    // Taken, transferred to propreté, due in the past: overdue.
+    put(RequestRecord {
+        reference: first.reference.clone(),
+        service: "proprete".into(),
+        usager_id: "U1".into(),
+        status: "taken".into(),
+        due_at: "2026-01-23T16:00:00Z".into(),
+        due_date: "2026-01-23".into(),
+        version: 4,
+        ..Default::default()
+    })
+    .await;
+    put(RequestRecord {
+        reference: closed.reference.clone(),
+        service: "etat-civil".into(),
+        usager_id: "U1".into(),
+        status: "closed".into(),
+        outcome: "granted".into(),
+        due_at: "2026-01-23T16:00:00Z".into(),
+        due_date: "2026-01-23".into(),
+        version: 3,
+        ..Default::default()
+    })
+    .await;
+
+    let (entries, _) = page(&mut client, Usager::UsagerId("U1".into()), 10, "").await.unwrap();
+    // (subject, (reference, service, status, due date, overdue, outcome)).
+    type Shown = (String, Option<(String, String, i32, String, bool, i32)>);
+    let shown: Vec<Shown> = entries
+        .iter()
+        .map(|e| {
+            let subject = e.routed.as_ref().unwrap().contact.as_ref().unwrap().subject.clone();
+            let request = e.request.as_ref().map(|r| {
+                (
+                    r.reference.clone(),
+                    r.service.clone(),
+                    r.status,
+                    r.deadlines.as_ref().unwrap().engagement_due_date.clone(),
+                    r.overdue,
+                    r.outcome,
+                )
+            });
+            (subject, request)
+        })
+        .collect();
+    let taken = Some((
+        first.reference.clone(),
+        "proprete".to_owned(),
+        RequestStatus::Taken as i32,
+        "2026-01-23".to_owned(),
+        true,
+        Outcome::Unspecified as i32,
+    ));
+    assert_eq!(
+        shown,
+        [
+            ("effacée".to_owned(), None),
+            ("photo du nid de poule".to_owned(), taken.clone()),
+            (
+                "acte de naissance".to_owned(),
+                Some((
+                    closed.reference.clone(),
+                    "etat-civil".to_owned(),
+                    RequestStatus::Closed as i32,
+                    "2026-01-23".to_owned(),
+                    false,
+                    Outcome::Granted as i32,
+                ))
+            ),
+            ("nid de poule".to_owned(), taken),
+        ]
+    );
+    let deadlines = entries[1].request.as_ref().unwrap().deadlines.as_ref().unwrap();
+    assert_eq!(
+        deadlines.engagement_due_at.as_ref().unwrap().seconds,
+        chrono::DateTime::parse_from_rfc3339("2026-01-23T16:00:00Z")
+            .unwrap()
+            .timestamp()
+    );
+    desk.stop().await;
+}

@@ -193,9 +193,14 @@ async fn bench() {
     }
     let (rss_before, _) = memory_kib();
     let started = Instant::now();
-    let swept = sweep::sweep_once(&bus, Duration::from_secs(2 * 24 * 3600), chrono::Utc::now())
-        .await
-        .expect("sweep");
+    let swept = sweep::sweep_once(
+        &bus,
+        Duration::from_secs(2 * 24 * 3600),
+        guichet_requests::clock::Rules::Builtin,
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("sweep");
     let elapsed = started.elapsed();
     let (rss_after, peak) = memory_kib();
     println!(

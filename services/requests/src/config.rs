@@ -34,6 +34,9 @@ pub struct RequestsConfig {
     /// How long before a deadline its `due_soon` alert is published.
     #[serde(with = "humantime_serde")]
     pub due_soon: std::time::Duration,
+    /// The key of the rules in `guichet_config` (as `router.rules_key`):
+    /// the calendar and deadlines a suspension is counted with.
+    pub rules_key: String,
 }
 
 impl Default for RequestsConfig {
@@ -47,6 +50,7 @@ impl Default for RequestsConfig {
             max_page_size: 500,
             sweep_interval: std::time::Duration::from_secs(60),
             due_soon: std::time::Duration::from_secs(2 * 24 * 3600),
+            rules_key: "rules".into(),
         }
     }
 }
@@ -124,6 +128,12 @@ impl Validate for RequestsConfig {
             return Err(Error::config(
                 "requests.page_size",
                 format!("between 1 and `requests.max_page_size` ({})", self.max_page_size),
+            ));
+        }
+        if self.rules_key.trim().is_empty() {
+            return Err(Error::config(
+                "requests.rules_key",
+                "required: the key of the rules in `guichet_config`, as `router.rules_key` (default \"rules\")",
             ));
         }
         if self.sweep_interval < std::time::Duration::from_millis(100) {

@@ -42,6 +42,8 @@ pub struct State {
     pub config: RequestsConfig,
     /// Where a TRANSFER may go: the services some client handles.
     pub services: BTreeSet<String>,
+    /// The rules in force (`requests.rules_key`): the calendar of the clocks.
+    pub rules: guichet_rules::InForce,
 }
 
 /// The `Requests` gRPC service.
@@ -269,6 +271,10 @@ impl Requests for RequestsService {
                 &reference,
                 &change,
                 &allowed,
+                crate::clock::Rules::InForce {
+                    rules: &self.state.rules,
+                    key: &self.state.config.rules_key,
+                },
                 chrono::Utc::now(),
             )
             .await
@@ -330,11 +336,14 @@ pub async fn serve(
 
     let tls = prepared.tls.is_some();
     let (sweep_interval, due_soon) = (config.sweep_interval, config.due_soon);
+    let rules = guichet_rules::InForce::default();
+    let rules_key = config.rules_key.clone();
     let state = State {
         bus: ctx.bus.clone(),
         events: events_stream,
         services: prepared.clients.services(),
         config,
+        rules: rules.clone(),
     };
     let requests = InterceptedService::new(
         RequestsServer::new(RequestsService::new(state)),
@@ -347,6 +356,7 @@ pub async fn serve(
         ctx.bus.clone(),
         sweep_interval,
         due_soon,
+        (rules, rules_key),
         sweep_stop.clone(),
     ));
     ctx.health.set_ready("requests", true);

@@ -124,9 +124,12 @@ pub async fn update(
     reference: &str,
     change: &Change,
     allowed: &(dyn Fn(&str) -> Result<(), tonic::Status> + Send + Sync),
+    rules: clock::Rules<'_>,
     now: DateTime<Utc>,
 ) -> Result<Result<Applied, tonic::Status>, RequestsError> {
     let kv = &bus.stores().requests;
+    // Read once, and only when a suspension ends.
+    let mut resolved = None;
     // Bounded: each round lost to another writer re-reads; an agent's
     // version check turns a real conflict into ABORTED on the next read.
     for _ in 0..16 {
@@ -186,7 +189,10 @@ pub async fn update(
                 reason: format!("the request is already in service `{}`", record.service),
             });
         }
-        let next = advance(record, change, from, to, now);
+        if from == RequestStatus::WaitingUsager && resolved.is_none() {
+            resolved = Some(rules.resolve(bus).await?);
+        }
+        let next = advance(record, change, from, to, resolved.as_ref(), now);
         let value = Bytes::from(serde_json::to_vec(&next).map_err(|e| RequestsError::Corrupt {
             key: request_key(&next.reference),
             reason: format!("encoding: {e}"),
@@ -222,6 +228,7 @@ fn advance(
     change: &Change,
     from: RequestStatus,
     to: RequestStatus,
+    rules: Option<&clock::Resolved<'_>>,
     now: DateTime<Utc>,
 ) -> RequestRecord {
     let version = record.current_version() + 1;
@@ -262,8 +269,10 @@ fn advance(
     // Leaving WAITING_USAGER (RESUME, or CLOSE while waiting): the
     // engagement clock gets the waiting time back; on RESUME the legal
     // clock starts again from now (the pieces arrived).
-    if from == RequestStatus::WaitingUsager {
-        resume_clocks(&mut record, now, change.transition == Transition::Resume);
+    if from == RequestStatus::WaitingUsager
+        && let Some(rules) = rules
+    {
+        resume_clocks(&mut record, now, change.transition == Transition::Resume, rules);
     }
     record.status = status_token(to).into();
     record.version = version;
@@ -271,17 +280,21 @@ fn advance(
     record
 }
 
-/// Ends a suspension at `now`.
-pub fn resume_clocks(record: &mut RequestRecord, now: DateTime<Utc>, restart_legal: bool) {
+/// Ends a suspension at `now`: the engagement deadline gets the time
+/// waited back on the rules' calendar, in its own unit (business days,
+/// calendar days or hours).
+pub fn resume_clocks(record: &mut RequestRecord, now: DateTime<Utc>, restart_legal: bool, rules: &clock::Resolved<'_>) {
     if let Some(since) = clock::parse(&record.suspended_since) {
         let waited = now.signed_duration_since(since).max(chrono::TimeDelta::zero());
         record.suspended_seconds = record
             .suspended_seconds
             .saturating_add(u64::try_from(waited.num_seconds()).unwrap_or(0));
         if let Some(due) = clock::parse(&record.due_at) {
-            let due = due + waited;
-            record.due_at = clock::rfc3339(due);
-            record.due_date = clock::paris_date(due);
+            let moved = rules
+                .calendar()
+                .after_suspension(due, rules.deadline_of(&record.rule_id), since, now);
+            record.due_at = clock::rfc3339(moved.at);
+            record.due_date = moved.date_string();
         }
     }
     record.suspended_since.clear();

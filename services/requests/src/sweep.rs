@@ -2,8 +2,9 @@
 //!
 //! Every requests process sweeps every `requests.sweep_interval`: for each
 //! request whose clocks run (OPEN or TAKEN) and each of its deadlines, a
-//! `due_soon` alert once `requests.due_soon` before it and an `overdue`
-//! alert once it has passed. Exactly once across processes and restarts,
+//! `due_soon` alert once its service's `due_soon` (rules file, counted on
+//! the rules' calendar: "2 business days") or else `requests.due_soon`
+//! before it, and an `overdue` alert once it has passed. Exactly once across processes and restarts,
 //! without a leader: the alert is published with
 //! `Nats-Msg-Id = <reference>:<kind>:<due_at>:<alert>` (two processes
 //! sweeping at once: JetStream keeps one), then a marker
@@ -56,7 +57,13 @@ fn kind_token(kind: DeadlineKind) -> &'static str {
 }
 
 /// One sweep over every request at `now`.
-pub async fn sweep_once(bus: &Bus, due_soon: Duration, now: DateTime<Utc>) -> Result<Swept, RequestsError> {
+pub async fn sweep_once(
+    bus: &Bus,
+    due_soon: Duration,
+    rules: clock::Rules<'_>,
+    now: DateTime<Utc>,
+) -> Result<Swept, RequestsError> {
+    let rules = rules.resolve(bus).await?;
     let records = list::all_records(bus).await?;
     let mut swept = Swept {
         requests: records.len(),
@@ -84,8 +91,14 @@ pub async fn sweep_once(bus: &Bus, due_soon: Duration, now: DateTime<Utc>) -> Re
                 if alert(bus, record, kind, DeadlineAlert::Overdue, due, now).await? {
                     swept.published += 1;
                 }
-            } else if due - due_soon <= now && alert(bus, record, kind, DeadlineAlert::DueSoon, due, now).await? {
-                swept.published += 1;
+            } else {
+                let soon_from = match rules.due_soon_of(&record.service) {
+                    Some(lead) => rules.calendar().before(due, lead),
+                    None => due.checked_sub_signed(due_soon).unwrap_or(DateTime::<Utc>::MIN_UTC),
+                };
+                if soon_from <= now && alert(bus, record, kind, DeadlineAlert::DueSoon, due, now).await? {
+                    swept.published += 1;
+                }
             }
         }
         if late {
@@ -163,9 +176,20 @@ fn publish_gauges(
 
 /// Sweeps every `interval` until `shutdown`; a failed sweep is logged and
 /// tried again at the next tick.
-pub async fn run(bus: Bus, interval: Duration, due_soon: Duration, shutdown: CancellationToken) {
+/// `rules`: the rules in force and their key (`requests.rules_key`).
+pub async fn run(
+    bus: Bus,
+    interval: Duration,
+    due_soon: Duration,
+    (rules, key): (guichet_rules::InForce, String),
+    shutdown: CancellationToken,
+) {
     loop {
-        match sweep_once(&bus, due_soon, Utc::now()).await {
+        let in_force = clock::Rules::InForce {
+            rules: &rules,
+            key: &key,
+        };
+        match sweep_once(&bus, due_soon, in_force, Utc::now()).await {
             Ok(swept) => tracing::debug!(?swept, "request deadlines swept"),
             Err(e) => tracing::warn!(error = %e, "sweeping request deadlines failed; trying again at the next tick"),
         }

@@ -12,13 +12,7 @@ use crate::clock;
 /// Whether a deadline has passed without ANSWER or CLOSE. The clocks do
 /// not run while the request waits for the usager.
 pub fn is_overdue(record: &RequestRecord, now: DateTime<Utc>) -> bool {
-    if !matches!(record.status(), RequestStatus::Open | RequestStatus::Taken) {
-        return false;
-    }
-    [&record.due_at, &record.legal_due_at]
-        .into_iter()
-        .filter_map(|at| clock::parse(at))
-        .any(|due| due < now)
+    record.is_overdue(now)
 }
 
 /// The request as GetRequest shows it (`with_history`: ListRequests

@@ -151,27 +151,77 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// Opened Monday 29 December 2025, engagement due Wednesday 31 December,
-/// legal decision (acceptance) 2 months from receipt. Documents asked on
-/// 30 December, received on 31 December: the engagement deadline gets the
-/// day waited back (1 January, a public holiday: the wall-clock time is
-/// added, see docs/requests.md), the legal one restarts from RESUME in
-/// calendar months and ends on the last day of the shorter February.
+/// The rules in force: a town hall closed on Friday 2 January 2026 (the
+/// bridge after New Year's Day), building permits promised in 15 business
+/// days, silence worth acceptance after 1 month.
+const RULES: &str = r#"
+manual_service = "accueil"
+
+[[services]]
+name = "accueil"
+deadline = "5 business days"
+
+[[services]]
+name = "urbanisme"
+deadline = "1 business day"
+
+[calendar]
+closures = ["2026-01-02"]
+
+[[rules]]
+id = "permis"
+when.keywords = ["permis"]
+service = "urbanisme"
+typology = "permis-de-construire"
+deadline = "15 business days"
+implicit_decision = { kind = "acceptance", delay = "1 month" }
+"#;
+
+/// Received Monday 29 December 2025 at 10:00 (Paris). Business days after
+/// it, on the rules' calendar (1 January a holiday, 2 January closed):
+/// 30, 31 Dec; 5-9 Jan; 12-16 Jan; 19, 20, 21 Jan: the 15th is Wednesday
+/// 21 January 2026, due 17:00 Paris = 16:00 UTC. Legal: 29 January.
+///
+/// First wait: documents asked Tuesday 30 December, received Monday
+/// 5 January. Business days waited, (30 Dec, 5 Jan]: 31 December and
+/// 5 January (1 January a holiday, 2 January closed, 3-4 a weekend) = 2:
+/// due Wednesday 21 → Friday 23 January. (The built-in calendar, without
+/// the closure, would give 3 days, Monday 26; adding the 6 calendar days
+/// waited, Tuesday 27 at 17:00.) Legal restarts: 5 January 11:00 Paris
+/// + 1 month = 5 February.
+///
+/// Second wait, across the month end: asked Thursday 22 January, received
+/// Saturday 31 January. Waited (22, 31 Jan]: 23, 26, 27, 28, 29, 30 = 6
+/// business days: Friday 23 January → Monday 2 February. Legal restarts:
+/// 31 January + 1 month = 28 February (no 31 February), a Saturday: a
+/// legal deadline stays where the law puts it.
 #[tokio::test]
-async fn both_clocks_across_a_suspension_and_a_month_end() {
+async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
     let nats = Nats::start().await;
     let bus = bus(&nats).await;
     let stream = events::events_stream(&bus).await.unwrap();
+    bus.stores()
+        .config
+        .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
+        .await
+        .unwrap();
+    let rules = guichet_rules::RuleSet::parse(RULES, "test").unwrap();
+    // The hand count above is the rules' own count.
+    let received = at("2025-12-29T09:00:00Z");
+    let due = rules.due(received, rules.deadline_of("permis").unwrap());
+    assert_eq!(guichet_requests::clock::rfc3339(due.at), "2026-01-21T16:00:00Z");
     let reference = "2026-CLOC-0001";
     let mut r = record(reference, "urbanisme");
+    r.rule_id = "permis".into();
     r.opened_at = "2025-12-29T09:00:00Z".into();
-    r.due_at = "2025-12-31T16:59:59Z".into();
-    r.due_date = "2025-12-31".into();
+    r.due_at = "2026-01-21T16:00:00Z".into();
+    r.due_date = "2026-01-21".into();
     r.implicit_decision = "acceptance".into();
-    r.legal_delay = "2 months".into();
-    r.legal_due_at = "2026-02-28T09:00:00Z".into();
+    r.legal_delay = "1 month".into();
+    r.legal_due_at = "2026-01-29T09:00:00Z".into();
     seed(&bus, &r).await;
     let allow = |_: &str| Ok(());
+    let in_force = guichet_rules::InForce::default();
     let change = |transition, id: &str| store::Change {
         transition,
         agent_id: "agent-1".into(),
@@ -183,40 +233,65 @@ async fn both_clocks_across_a_suspension_and_a_month_end() {
         to_service: String::new(),
     };
     let run = |c: store::Change, now: &str| {
-        let (bus, stream) = (bus.clone(), stream.clone());
+        let (bus, stream, in_force) = (bus.clone(), stream.clone(), in_force.clone());
         let now = at(now);
         async move {
-            store::update(&bus, &stream, reference, &c, &allow, now)
+            let rules = guichet_requests::clock::Rules::InForce {
+                rules: &in_force,
+                key: "rules",
+            };
+            store::update(&bus, &stream, reference, &c, &allow, rules, now)
                 .await
                 .unwrap()
                 .unwrap()
+                .record
         }
     };
     run(change(Transition::Take, "t"), "2025-12-29T10:00:00Z").await;
-    // Suspended on 30 December at 10:00, resumed on 31 December 2025 at
-    // 10:00 (one day, across the year's end and before the 1 January holiday).
-    run(change(Transition::RequestDocuments, "d"), "2025-12-30T10:00:00Z").await;
+    run(change(Transition::RequestDocuments, "d1"), "2025-12-30T10:00:00Z").await;
     let (waiting, _) = stored(&bus, reference).await;
     assert_eq!(waiting.suspended_since, "2025-12-30T10:00:00Z");
-    assert_eq!(waiting.due_at, "2025-12-31T16:59:59Z", "unchanged while waiting");
-    let resumed = run(change(Transition::Resume, "r"), "2025-12-31T10:00:00Z")
-        .await
-        .record;
+    assert_eq!(waiting.due_at, "2026-01-21T16:00:00Z", "unchanged while waiting");
+    assert_eq!(waiting.legal_due_at, "2026-01-29T09:00:00Z", "unchanged while waiting");
+
+    let resumed = run(change(Transition::Resume, "r1"), "2026-01-05T10:00:00Z").await;
     assert_eq!(resumed.suspended_since, "");
-    assert_eq!(resumed.suspended_seconds, 86_400);
-    assert_eq!(resumed.due_at, "2026-01-01T16:59:59Z", "the day waited is added back");
-    assert_eq!(resumed.due_date, "2026-01-01");
-    // CRPA L114-5: the legal delay starts again from the pieces' receipt:
-    // 31 December + 2 months = 28 February (no 31 February).
-    assert_eq!(resumed.legal_due_at, "2026-02-28T10:00:00Z");
+    assert_eq!(resumed.suspended_seconds, 6 * 86_400);
+    assert_eq!(
+        (resumed.due_at.as_str(), resumed.due_date.as_str()),
+        ("2026-01-23T16:00:00Z", "2026-01-23"),
+        "two business days waited, on the rules' calendar"
+    );
+    assert_eq!(
+        resumed.legal_due_at, "2026-02-05T10:00:00Z",
+        "CRPA L114-5: 1 month from the pieces"
+    );
+
+    run(change(Transition::RequestDocuments, "d2"), "2026-01-22T10:00:00Z").await;
+    let resumed = run(change(Transition::Resume, "r2"), "2026-01-31T10:00:00Z").await;
+    assert_eq!(resumed.suspended_seconds, 15 * 86_400);
+    assert_eq!(
+        (resumed.due_at.as_str(), resumed.due_date.as_str()),
+        ("2026-02-02T16:00:00Z", "2026-02-02"),
+        "six business days waited across the month end"
+    );
+    assert_eq!(
+        resumed.legal_due_at, "2026-02-28T10:00:00Z",
+        "31 January + 1 month, on a Saturday"
+    );
+
     let event = resumed.event();
     assert_eq!(event.transition(), Transition::Resume);
     let deadlines = event.deadlines.unwrap();
     assert_eq!(
+        deadlines.engagement_due_at.unwrap().seconds,
+        at("2026-02-02T16:00:00Z").timestamp()
+    );
+    assert_eq!(
         deadlines.legal_due_at.unwrap().seconds,
         at("2026-02-28T10:00:00Z").timestamp()
     );
-    assert_eq!(deadlines.suspended.unwrap().seconds, 86_400);
+    assert_eq!(deadlines.suspended.unwrap().seconds, 15 * 86_400);
     assert_eq!(
         deadlines.implicit_decision(),
         guichet_core::proto::v1::ImplicitDecision::Acceptance
@@ -231,4 +306,97 @@ async fn both_clocks_across_a_suspension_and_a_month_end() {
         .unwrap();
     let kept: guichet_core::request::RequestRecord = serde_json::from_slice(&entry).unwrap();
     assert_eq!(kept, resumed);
+}
+
+/// Without rules in force the clocks count on the built-in calendar:
+/// the same first wait gives back 3 business days (31 December, 2 and
+/// 5 January), and a deadline in hours gets the exact time waited.
+#[tokio::test]
+async fn without_rules_the_builtin_calendar_counts() {
+    let nats = Nats::start().await;
+    let bus = bus(&nats).await;
+    let stream = events::events_stream(&bus).await.unwrap();
+    let mut days = record("2026-CLOC-0002", "urbanisme");
+    days.due_at = "2026-01-21T16:00:00Z".into();
+    let mut hours = record("2026-CLOC-0003", "urbanisme");
+    hours.due_at = "2025-12-31T12:30:00Z".into();
+    seed(&bus, &days).await;
+    seed(&bus, &hours).await;
+    let in_force = guichet_rules::InForce::default();
+    let rules = guichet_requests::clock::Rules::InForce {
+        rules: &in_force,
+        key: "rules",
+    };
+    let allow = |_: &str| Ok(());
+    let mut last = Vec::new();
+    for reference in ["2026-CLOC-0002", "2026-CLOC-0003"] {
+        for (i, (transition, now)) in [
+            (Transition::Take, "2025-12-29T10:00:00Z"),
+            (Transition::RequestDocuments, "2025-12-30T10:00:00Z"),
+            (Transition::Resume, "2026-01-05T10:00:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let change = store::Change {
+                transition,
+                agent_id: "agent-1".into(),
+                client: "urba-app".into(),
+                client_request_id: format!("c{i}"),
+                note: String::new(),
+                expected_version: None,
+                outcome: Default::default(),
+                to_service: String::new(),
+            };
+            store::update(&bus, &stream, reference, &change, &allow, rules, at(now))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        last.push(stored(&bus, reference).await.0.due_at);
+    }
+    // Wednesday 21 + 3 business days = Monday 26 January; an instant that
+    // is not the end of a business day is an hours deadline: + 6 days.
+    assert_eq!(last, ["2026-01-26T16:00:00Z", "2026-01-06T12:30:00Z"]);
+}
+
+/// The rules the clocks count with: none before a push, then the newest
+/// revision that validates; a refused revision leaves the previous one in
+/// force, for a reader that saw it and for one that starts after it.
+#[tokio::test]
+async fn the_clocks_use_the_newest_valid_rules_revision() {
+    let nats = Nats::start().await;
+    let bus = bus(&nats).await;
+    let seen = guichet_rules::InForce::default();
+    assert!(
+        seen.current(&bus, "rules").await.unwrap().is_none(),
+        "nothing pushed yet"
+    );
+    let config = &bus.stores().config;
+    let valid = config
+        .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
+        .await
+        .unwrap();
+    let compiled = seen.current(&bus, "rules").await.unwrap().unwrap();
+    assert_eq!(compiled.revision, valid);
+    assert!(
+        compiled
+            .rules
+            .calendar()
+            .closures
+            .contains(&"2026-01-02".parse().unwrap())
+    );
+    let refused = config
+        .put("rules", bytes::Bytes::from_static(b"manual_service = \"nowhere\"\n"))
+        .await
+        .unwrap();
+    assert!(refused > valid);
+    let fresh = guichet_rules::InForce::default();
+    for reader in [&seen, &fresh] {
+        let compiled = reader.current(&bus, "rules").await.unwrap().unwrap();
+        assert_eq!(
+            compiled.revision, valid,
+            "the refused revision {refused} is not in force"
+        );
+    }
 }

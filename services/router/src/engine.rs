@@ -38,6 +38,11 @@ pub trait Engine: Send + Sync {
     fn services(&self) -> Vec<String>;
     /// Where contacts no rule matches go.
     fn manual_service(&self) -> String;
+    /// The rules file behind it (its calendar counts the time a request
+    /// waited for the usager); `None` for the built-in fallback.
+    fn rules(&self) -> Option<&RuleSet> {
+        None
+    }
 }
 
 /// Compiles rules text; the error lists every problem, one per line
@@ -75,6 +80,10 @@ impl Engine for RuleSet {
 
     fn manual_service(&self) -> String {
         RuleSet::manual_service(self).to_owned()
+    }
+
+    fn rules(&self) -> Option<&RuleSet> {
+        Some(self)
     }
 }
 

@@ -41,8 +41,15 @@ pub fn joins(request: &RequestRecord, window: Duration, continues: &mut String) 
 }
 
 /// After `contact` joined `reference`: RESUME a request waiting for the
-/// usager, REOPEN a closed one.
-pub async fn move_on(bus: &Bus, reference: &str, status: &str, contact: &Contact) -> Result<(), RouterError> {
+/// usager, REOPEN a closed one. `rules`: the rules the contact is routed
+/// with (their calendar counts the time waited).
+pub async fn move_on(
+    bus: &Bus,
+    reference: &str,
+    status: &str,
+    contact: &Contact,
+    rules: Option<&guichet_rules::RuleSet>,
+) -> Result<(), RouterError> {
     let transition = match status {
         "waiting_usager" => Transition::Resume,
         "closed" => Transition::Reopen,
@@ -60,7 +67,11 @@ pub async fn move_on(bus: &Bus, reference: &str, status: &str, contact: &Contact
     };
     let stream = events::events_stream(bus).await?;
     let allow = |_: &str| Ok(());
-    match store::update(bus, &stream, reference, &change, &allow, Utc::now()).await {
+    let rules = rules.map_or(
+        guichet_requests::clock::Rules::Builtin,
+        guichet_requests::clock::Rules::Given,
+    );
+    match store::update(bus, &stream, reference, &change, &allow, rules, Utc::now()).await {
         Ok(_) => {
             metrics::counter!("guichet_router_follow_up_transitions_total",
                 "transition" => guichet_core::request::transition_token(transition))

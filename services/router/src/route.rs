@@ -194,7 +194,7 @@ impl Router {
             && crate::follow_up::joins(&follow.request, self.reopen_window, &mut continues)
         {
             let (request, seen_before) = requests::join(bus, &follow.request.reference, contact).await?;
-            crate::follow_up::move_on(bus, &request.reference, &request.status, contact).await?;
+            crate::follow_up::move_on(bus, &request.reference, &request.status, contact, active.engine.rules()).await?;
             // The reference the follow-up was given at intake now finds
             // the request too.
             requests::add_alias(bus, &reference, &request.reference).await?;

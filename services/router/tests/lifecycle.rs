@@ -31,10 +31,18 @@ async fn apply(bus: &Bus, reference: &str, transition: Transition, outcome: Outc
         to_service: String::new(),
     };
     let allow = |_: &str| Ok(());
-    store::update(bus, &stream, reference, &change, &allow, now)
-        .await
-        .unwrap()
-        .unwrap();
+    store::update(
+        bus,
+        &stream,
+        reference,
+        &change,
+        &allow,
+        guichet_requests::clock::Rules::Builtin,
+        now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 #[tokio::test]

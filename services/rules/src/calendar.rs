@@ -190,6 +190,97 @@ impl Calendar {
         }
     }
 
+    /// When the `due_soon` alert of a deadline `due` goes out, `lead`
+    /// before it: business days are counted back on this calendar (2
+    /// business days before Monday 17:00 is the end of the Thursday
+    /// before, when the Friday is a holiday), days and hours exactly.
+    pub fn before(&self, due: DateTime<Utc>, lead: Deadline) -> DateTime<Utc> {
+        let back = match lead {
+            Deadline::Hours(h) => Duration::hours(i64::from(h)),
+            Deadline::Days(n) => Duration::days(i64::from(n)),
+            Deadline::BusinessDays(n) => {
+                let mut d = due.with_timezone(&self.time_zone).date_naive();
+                for _ in 0..n {
+                    // The previous business day; bounded as next_business_day_from.
+                    for _ in 0..4000 {
+                        d = d.pred_opt().unwrap_or(d);
+                        if self.is_business_day(d) {
+                            break;
+                        }
+                    }
+                }
+                return self.end_of_business_day(d).min(due);
+            }
+        };
+        due.checked_sub_signed(back).unwrap_or(due)
+    }
+
+    /// The engagement deadline `due` after the request waited for the
+    /// usager from `since` to `until`: the time waited is given back in
+    /// the unit the deadline is counted in (`deadline`, the rule's or its
+    /// service's; `None` when the rules no longer say, then read from
+    /// `due` itself: the end of a business day is a day deadline, any
+    /// other instant an exact one).
+    ///
+    /// - business days: `due` moves by the business days in
+    ///   (`since`'s day, `until`'s day], the days the request waited
+    ///   (the suspension day was worked; the resume day was not, as the
+    ///   day of receipt never counts);
+    /// - calendar days: by the calendar days between those two days,
+    ///   then to the next business day, as [`Calendar::due`] does;
+    /// - hours: by the exact time waited.
+    pub fn after_suspension(
+        &self,
+        due: DateTime<Utc>,
+        deadline: Option<Deadline>,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Due {
+        let until = until.max(since);
+        let local = |at: DateTime<Utc>| at.with_timezone(&self.time_zone).date_naive();
+        let (due_day, since_day, until_day) = (local(due), local(since), local(until));
+        let counted_in_days = match deadline {
+            Some(Deadline::Hours(_)) => None,
+            Some(Deadline::BusinessDays(_)) => Some(true),
+            Some(Deadline::Days(_)) => Some(false),
+            None if self.is_business_day(due_day) && self.end_of_business_day(due_day) == due => Some(true),
+            None => None,
+        };
+        let last_day = match counted_in_days {
+            None => {
+                let at = due.checked_add_signed(until - since).unwrap_or(due);
+                return Due { at, date: local(at) };
+            }
+            Some(true) => {
+                let mut waited = 0u32;
+                let mut d = since_day;
+                while d < until_day {
+                    d = d.succ_opt().unwrap_or(until_day);
+                    if self.is_business_day(d) {
+                        waited = waited.saturating_add(1);
+                    }
+                }
+                let mut last = due_day;
+                for _ in 0..waited {
+                    last = self.next_business_day_from(last.succ_opt().unwrap_or(last));
+                }
+                last
+            }
+            Some(false) => {
+                let waited = u64::try_from((until_day - since_day).num_days()).unwrap_or(0);
+                let last = due_day.checked_add_days(chrono::Days::new(waited)).unwrap_or(due_day);
+                self.next_business_day_from(last)
+            }
+        };
+        if last_day == due_day {
+            return Due { at: due, date: due_day };
+        }
+        Due {
+            at: self.end_of_business_day(last_day),
+            date: last_day,
+        }
+    }
+
     /// `business_hours_end` of `date`, local time, as an instant. In a DST
     /// gap the first valid instant after it; when ambiguous the earlier one.
     fn end_of_business_day(&self, date: NaiveDate) -> DateTime<Utc> {
@@ -451,6 +542,114 @@ mod tests {
                 assert!(due.at > DateTime::<Utc>::UNIX_EPOCH && due.at < far_future() + Duration::days(400));
             }
         }
+    }
+
+    #[test]
+    fn a_suspension_gives_back_the_business_days_waited() {
+        let c = cal();
+        // Due Wed 31 Dec 2025 17:00 Paris (16:00 UTC); waited from Tue 30
+        // Dec to Wed 31 Dec: one business day (31) given back; Thu 1 Jan
+        // is a holiday → Fri 2 January 2026.
+        let due = c.after_suspension(
+            utc("2025-12-31T16:00:00Z"),
+            Some(Deadline::BusinessDays(2)),
+            utc("2025-12-30T09:00:00Z"),
+            utc("2025-12-31T09:00:00Z"),
+        );
+        assert_eq!((due.date, due.at), (d("2026-01-02"), utc("2026-01-02T16:00:00Z")));
+        // Read from the due date itself when the rules no longer say.
+        assert_eq!(
+            c.after_suspension(
+                utc("2025-12-31T16:00:00Z"),
+                None,
+                utc("2025-12-30T09:00:00Z"),
+                utc("2025-12-31T09:00:00Z")
+            ),
+            due
+        );
+        // Waited Fri 29 May → Tue 2 June 2026: Mon 1, Tue 2 (the weekend
+        // does not count): due Fri 29 May → Tue 2 June.
+        assert_eq!(
+            c.after_suspension(
+                utc("2026-05-29T15:00:00Z"),
+                Some(Deadline::BusinessDays(5)),
+                utc("2026-05-29T08:00:00Z"),
+                utc("2026-06-02T08:00:00Z")
+            )
+            .date,
+            d("2026-06-02")
+        );
+        // Asked and answered the same day: nothing to give back.
+        let same = c.after_suspension(
+            utc("2026-06-05T15:00:00Z"),
+            Some(Deadline::BusinessDays(5)),
+            utc("2026-06-01T08:00:00Z"),
+            utc("2026-06-01T15:00:00Z"),
+        );
+        assert_eq!(same.at, utc("2026-06-05T15:00:00Z"));
+    }
+
+    #[test]
+    fn a_suspension_in_calendar_days_or_hours() {
+        let c = cal();
+        // "10 days": due Mon 12 Jan 2026; waited Mon 29 Dec → Fri 2 Jan
+        // (4 days): Fri 16 January.
+        assert_eq!(
+            c.after_suspension(
+                utc("2026-01-12T16:00:00Z"),
+                Some(Deadline::Days(10)),
+                utc("2025-12-29T10:00:00Z"),
+                utc("2026-01-02T10:00:00Z")
+            )
+            .date,
+            d("2026-01-16")
+        );
+        // "3 days": due Tue 28 April 2026; waited Fri 24 → Tue 28 April
+        // (4 days): Sat 2 May, not a business day → Mon 4 May.
+        assert_eq!(
+            c.after_suspension(
+                utc("2026-04-28T15:00:00Z"),
+                Some(Deadline::Days(3)),
+                utc("2026-04-24T10:00:00Z"),
+                utc("2026-04-28T10:00:00Z")
+            )
+            .date,
+            d("2026-05-04")
+        );
+        // Hours: the exact time waited, whatever the calendar.
+        let due = c.after_suspension(
+            utc("2025-12-31T12:30:00Z"),
+            Some(Deadline::Hours(48)),
+            utc("2025-12-30T10:00:00Z"),
+            utc("2025-12-31T13:15:00Z"),
+        );
+        assert_eq!(due.at, utc("2026-01-01T15:45:00Z"));
+        assert_eq!(due.date, d("2026-01-01"));
+    }
+
+    #[test]
+    fn due_soon_counts_business_days_back() {
+        let c = cal();
+        // Due Monday 4 May 2026 17:00 Paris (15:00 UTC); Friday 1 May is a
+        // holiday: 2 business days before is Wednesday 29 April, 17:00.
+        assert_eq!(
+            c.before(utc("2026-05-04T15:00:00Z"), Deadline::BusinessDays(2)),
+            utc("2026-04-29T15:00:00Z")
+        );
+        // Due Friday 2 January 2026 17:00 (16:00 UTC): 1 business day
+        // before is Wednesday 31 December (1 January a holiday).
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::BusinessDays(1)),
+            utc("2025-12-31T16:00:00Z")
+        );
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::Hours(36)),
+            utc("2026-01-01T04:00:00Z")
+        );
+        assert_eq!(
+            c.before(utc("2026-01-02T16:00:00Z"), Deadline::Days(3)),
+            utc("2025-12-30T16:00:00Z")
+        );
     }
 
     #[test]

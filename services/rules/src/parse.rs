@@ -28,6 +28,7 @@ type Value<'i> = Spanned<DeValue<'i>>;
 pub(crate) struct ParsedService {
     pub name: String,
     pub deadline: Deadline,
+    pub due_soon: Option<Deadline>,
     pub description: String,
     pub implicit: Option<ImplicitDecision>,
     pub contact: crate::ServiceContact,
@@ -64,6 +65,7 @@ const TOP_KEYS: &[&str] = &["manual_service", "calendar", "services", "rules"];
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "deadline",
+    "due_soon",
     "description",
     "implicit_decision",
     "designation",
@@ -323,7 +325,7 @@ impl Walk<'_, '_> {
         let mut out: Vec<ParsedService> = Vec::new();
         for (table, span) in self.tables("services", value) {
             let (mut name, mut deadline, mut description) = (None, None, String::new());
-            let mut implicit = None;
+            let (mut implicit, mut due_soon) = (None, None);
             let mut contact = crate::ServiceContact::default();
             for (key, value) in table.iter() {
                 match key.get_ref().as_ref() {
@@ -348,6 +350,7 @@ impl Walk<'_, '_> {
                         }
                     }
                     "deadline" => deadline = self.deadline(value),
+                    "due_soon" => due_soon = self.deadline(value),
                     "implicit_decision" => implicit = self.implicit(value),
                     "description" => description = self.string("description", value).unwrap_or("").to_owned(),
                     field @ ("designation" | "postal_address" | "email" | "phone") => {
@@ -385,6 +388,7 @@ impl Walk<'_, '_> {
                 out.push(ParsedService {
                     name,
                     deadline,
+                    due_soon,
                     description,
                     implicit,
                     contact,

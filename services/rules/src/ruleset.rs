@@ -20,6 +20,9 @@ pub struct Service {
     pub name: String,
     /// Applies when the deciding rule sets no deadline.
     pub deadline: Deadline,
+    /// How long before a deadline of its requests the `due_soon` alert
+    /// goes out (`None`: `requests.due_soon`).
+    pub due_soon: Option<Deadline>,
     pub description: String,
     /// Silence is worth a decision after a delay (CRPA L231-1).
     pub implicit_decision: Option<ImplicitDecision>,
@@ -200,6 +203,7 @@ impl RuleSet {
                 .map(|s| Service {
                     name: s.name,
                     deadline: s.deadline,
+                    due_soon: s.due_soon,
                     description: s.description,
                     implicit_decision: s.implicit,
                     contact: s.contact,
@@ -338,6 +342,21 @@ impl RuleSet {
             .iter()
             .find(|s| s.name == name)
             .map_or(Deadline::BusinessDays(1), |s| s.deadline)
+    }
+
+    /// The deadline a request decided by rule `rule_id` (empty: no rule
+    /// matched, the manual service's) is counted in, or `None` when this
+    /// revision no longer has that rule.
+    pub fn deadline_of(&self, rule_id: &str) -> Option<Deadline> {
+        if rule_id.is_empty() {
+            return Some(self.service_deadline(&self.manual_service));
+        }
+        self.rules.iter().find(|r| r.id == rule_id).map(|r| r.deadline)
+    }
+
+    /// The `due_soon` of service `name`, if it sets one.
+    pub fn due_soon_of(&self, name: &str) -> Option<Deadline> {
+        self.services.iter().find(|s| s.name == name).and_then(|s| s.due_soon)
     }
 
     /// Every rule's id, in file order (`guichet rules replay` reports the

@@ -351,3 +351,18 @@ fn regexes_whose_set_is_over_the_limit_are_refused_and_one_too_large_is_named() 
         all[0].message
     );
 }
+
+#[test]
+fn a_service_due_soon_is_a_deadline() {
+    let ok = "manual_service = \"accueil\"\n\n[[services]]\nname = \"accueil\"\ndeadline = \"5 business days\"\ndue_soon = \"2 business days\"\n";
+    let rules = RuleSet::parse(ok, "r.toml").unwrap();
+    assert_eq!(
+        rules.due_soon_of("accueil"),
+        Some(guichet_rules::Deadline::BusinessDays(2))
+    );
+    assert_eq!(rules.due_soon_of("nowhere"), None);
+    let (line, column, message, expected) = one(&ok.replace("\"2 business days\"", "\"2 fortnights\""));
+    assert_eq!((line, column), (6, 12));
+    assert!(message.contains("bad deadline \"2 fortnights\""), "{message}");
+    assert!(expected.contains("business days"), "{expected}");
+}

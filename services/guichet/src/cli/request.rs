@@ -197,7 +197,14 @@ pub async fn run(config_path: &Path, command: RequestCommand) -> anyhow::Result<
             }
             let stream = events::events_stream(&bus).await?;
             let allow = |_: &str| Ok(());
-            let applied = store::update(&bus, &stream, &reference, &change, &allow, now)
+            // The clocks count on the calendar of the rules in force.
+            let rules_key = super::load_config(config_path)?.requests.rules_key;
+            let in_force = guichet_rules::InForce::default();
+            let rules = guichet_requests::clock::Rules::InForce {
+                rules: &in_force,
+                key: &rules_key,
+            };
+            let applied = store::update(&bus, &stream, &reference, &change, &allow, rules, now)
                 .await?
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             println!(
