@@ -32,7 +32,7 @@ use guichet_core::{
     bus::{
         claim::{self, Claim, leader_entry},
         subjects::{self, is_token},
-        usagers::{alias_key, record_key},
+        usagers::{alias_key, follow_aliases, record_key},
     },
     identity::{Identifier, normalize_account, normalize_email, normalize_phone},
     privacy::Pseudonymizer,
@@ -259,17 +259,16 @@ impl Reader<'_> {
         Ok(canonical)
     }
 
-    /// Follows merges (`alias.<U>`), as [`Bus::canonical_usager`] does.
+    /// Follows merges (`alias.<U>`) with [`follow_aliases`], as
+    /// [`Bus::canonical_usager`] does, through this reader.
     async fn canonical(&self, usager_id: &str) -> Result<String, RouterError> {
-        let mut current = usager_id.to_owned();
-        // Bounded: a merge chain longer than this is a loop written by hand.
-        for _ in 0..16 {
-            match self.read(&alias_key(&current), "an alias").await? {
-                Stored::Text(next) if *next != *current => current = next.to_string(),
-                _ => break,
-            }
-        }
-        Ok(current)
+        follow_aliases(usager_id, |key| async move {
+            Ok(match self.read(&key, "an alias").await? {
+                Stored::Text(next) => Some(next.to_string()),
+                _ => None,
+            })
+        })
+        .await
     }
 }
 
