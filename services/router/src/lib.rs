@@ -22,6 +22,8 @@ mod error;
 pub mod follow_up;
 pub mod identity;
 pub mod identity_cache;
+pub mod identity_conflicts;
+pub mod levels;
 pub mod live;
 pub mod pull;
 pub mod rekey;

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     RouterError,
     erase_files::{FilesErased, erase_files, files_of},
-    identity, requests,
+    identity, identity_conflicts, requests,
     tombstones::drop_markers,
 };
 
@@ -58,6 +58,8 @@ pub struct ForgetReport {
     /// Other records that listed their identifiers (left by a lost race
     /// or a crash): the identifiers taken out, empty records removed.
     pub other_records_cleaned: usize,
+    /// Identity conflicts naming them, open or resolved.
+    pub conflicts_removed: usize,
 }
 
 /// Erases a usager (RGPD): the files of their contacts no one else's
@@ -193,6 +195,15 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
                 .map_err(identity_err("removing a usager key"))?;
         }
     }
+    // Identity conflicts naming them: ids and contact ids only, but they
+    // link the erased person to another.
+    let conflict_keys = identity_conflicts::keys_naming(bus, &ids).await?;
+    for key in &conflict_keys {
+        kv.purge(key.as_str())
+            .await
+            .map_err(identity_err("removing an identity conflict"))?;
+    }
+    report.conflicts_removed = conflict_keys.len();
 
     report.other_records_cleaned = clean_other_records(bus, &person_keys, &ids).await?;
 
@@ -222,10 +233,14 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
 
     report.dead_letters_removed = purge_dead_letters(bus, keys, &person_keys, &contacts).await?;
     // Last, the markers those purges left under the keys' names.
-    let identity_keys = person_keys.iter().cloned().chain(
-        ids.iter()
-            .flat_map(|id| [record_key(id), alias_key(id), merged_key(id)]),
-    );
+    let identity_keys = person_keys
+        .iter()
+        .cloned()
+        .chain(
+            ids.iter()
+                .flat_map(|id| [record_key(id), alias_key(id), merged_key(id)]),
+        )
+        .chain(conflict_keys);
     report.markers_removed = drop_markers(kv, identity_keys).await?;
     let request_keys = references
         .iter()
@@ -281,40 +296,8 @@ async fn clean_other_records(bus: &Bus, person_keys: &BTreeSet<String>, ids: &[S
     }
     let mut cleaned = 0;
     for usager_id in candidates {
-        let key = record_key(&usager_id);
-        // Compare-and-set against routers adding identifiers meanwhile.
-        for _ in 0..8 {
-            let Some((mut record, revision)) = identity::read_record(bus, &usager_id).await? else {
-                break;
-            };
-            let before = record.identifiers.len();
-            record.identifiers.retain(|k| !person_keys.contains(k));
-            if record.identifiers.len() == before {
-                break;
-            }
-            let written = if record.identifiers.is_empty() {
-                kv.purge_expect_revision(key.as_str(), Some(revision)).await
-            } else {
-                let value = serde_json::to_vec(&record)
-                    .map_err(|e| RouterError::Identity(format!("encoding a record: {e}")))?;
-                kv.update(key.as_str(), Bytes::from(value), revision).await.map(|_| ())
-            };
-            match written {
-                Ok(()) => {
-                    cleaned += 1;
-                    break;
-                }
-                // 10164 (a competing write in flight on a cluster) is `Other`.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        kv::UpdateErrorKind::WrongLastRevision | kv::UpdateErrorKind::Other
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(RouterError::identity_store("cleaning another usager's record", e)),
-            }
+        if identity::remove_from_record(kv, &usager_id, person_keys, true).await? {
+            cleaned += 1;
         }
     }
     Ok(cleaned)

@@ -15,6 +15,7 @@ use super::check_id;
 use crate::{
     RouterError,
     identity::{self, add_to_record},
+    identity_conflicts::{self, Status},
 };
 
 /// What `guichet usager merge A B` did.
@@ -30,7 +31,9 @@ pub struct MergeReport {
 }
 
 /// Merges usager `other` into `keep`: `other` becomes an alias of `keep`,
-/// its identifiers point at `keep`, and `keep`'s history covers both.
+/// its identifiers point at `keep` (at the levels `other` held them),
+/// `keep`'s history covers both, and their identity conflict, if one was
+/// open, is resolved as merged.
 pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, RouterError> {
     check_id("KEEP", keep)?;
     check_id("OTHER", other)?;
@@ -72,13 +75,13 @@ pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, Ro
     kv.put(alias_key(other), Bytes::from(keep.to_owned()))
         .await
         .map_err(|e| RouterError::identity_store("writing the alias", e))?;
-    let keys = other_record.map(|r| r.identifiers).unwrap_or_default();
+    let (keys, levels) = other_record.map(|r| (r.identifiers, r.levels)).unwrap_or_default();
     for key in &keys {
         kv.put(key.as_str(), Bytes::from(keep.to_owned()))
             .await
             .map_err(|e| RouterError::identity_store("re-pointing an identifier", e))?;
     }
-    add_to_record(kv, keep, keys.iter().cloned()).await?;
+    add_to_record(kv, keep, keys.iter().cloned(), &levels).await?;
     if let Err(e) = kv.purge(record_key(other)).await {
         tracing::warn!(usager_id = other, error = %e, "merged usager's record not removed");
     }
@@ -94,6 +97,11 @@ pub async fn merge(bus: &Bus, keep: &str, other: &str) -> Result<MergeReport, Ro
         Bytes::from(event.to_string()),
     )
     .await?;
+    // The pair cannot meet again; a conflict about it is closed.
+    let conflict = identity_conflicts::conflict_id(keep, other);
+    if matches!(identity_conflicts::read(kv, &conflict).await?, Some((record, _)) if record.status == Status::Open) {
+        identity_conflicts::settle(kv, &conflict, Status::Merged).await?;
+    }
     let mut history_ids = vec![keep.to_owned()];
     history_ids.extend(history);
     Ok(MergeReport {

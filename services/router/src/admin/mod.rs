@@ -2,6 +2,7 @@
 //! identity conflicts, explain a routing decision, look at a service's
 //! queue. The `guichet` binary prints the reports these return.
 
+mod conflicts;
 mod erasure;
 mod explain;
 mod merge;
@@ -10,6 +11,7 @@ mod streams;
 
 use guichet_core::bus::subjects::is_token;
 
+pub use conflicts::{Decision, ResolveReport, conflicts, resolve};
 pub use erasure::{ForgetReport, forget};
 pub use explain::{Explanation, explain, rfc3339};
 pub use merge::{MergeReport, merge};
