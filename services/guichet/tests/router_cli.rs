@@ -6,20 +6,14 @@
 
 mod common;
 
-use common::guichet;
+use common::{config_for, guichet};
 
 use guichet_harness::Nats;
 
 #[tokio::test]
 async fn rules_push_history_rollback_and_the_other_router_commands() {
     let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let (dir, config) = config_for(&nats);
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.example.toml");
     let example = example.to_str().unwrap();
 
@@ -90,13 +84,7 @@ fn claiming(email: &str, phone: &str) -> guichet_core::proto::v1::Contact {
 async fn usager_conflicts_lists_and_resolve_decides_without_personal_data() {
     let nats = Nats::start().await;
     let bus = nats.bus().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let (_dir, config) = config_for(&nats);
     let keys = guichet_harness::pseudonymizer();
     let resolve = |c| {
         let bus = bus.clone();
