@@ -550,8 +550,8 @@ async fn strongest(
     Ok(best.map(|(level, _, owner)| (level, owner)))
 }
 
-/// The levels usagers hold identifiers at, read from their records once
-/// per resolution.
+/// The levels usagers hold identifiers at, read from their records (on
+/// the stream leader) once per resolution.
 struct Holdings<'a> {
     keys: &'a Pseudonymizer,
     levels: HashMap<String, BTreeMap<String, Level>>,
@@ -568,7 +568,9 @@ impl<'a> Holdings<'a> {
     /// The level `usager_id` holds `id` at (declared when unrecorded).
     async fn held(&mut self, kv: &kv::Store, usager_id: &str, id: &Identifier) -> Result<Level, RouterError> {
         if !self.levels.contains_key(usager_id) {
-            let levels = read_record_in(kv, usager_id)
+            // From the leader: a replica may not have a level raised a
+            // moment ago by another router.
+            let levels = read_record_from_leader(kv, usager_id)
                 .await?
                 .map(|(record, _)| record.levels)
                 .unwrap_or_default();

@@ -10,12 +10,13 @@
 mod common;
 
 use common::*;
+use guichet_core::config::NatsConfig;
 use guichet_core::{
     Bus,
     identity::{Identifier, normalize_account, normalize_email, normalize_phone},
     proto::v1::{Contact, IdentityClaims, IdentityLevel, identity_resolution::Outcome},
 };
-use guichet_harness::Nats;
+use guichet_harness::{Cluster, Nats};
 use guichet_router::{
     RouterError,
     admin::{self, Decision},
@@ -23,6 +24,7 @@ use guichet_router::{
     identity_conflicts::{self, Status, conflict_id},
     levels::Level,
 };
+use tokio_util::sync::CancellationToken;
 
 const DECLARED: i32 = IdentityLevel::Declared as i32;
 const CERTIFIED: i32 = IdentityLevel::Certified as i32;
@@ -330,6 +332,39 @@ async fn resolving_as_merge_does_what_usager_merge_does() {
 async fn two_routers_racing_record_one_conflict_count_every_contact_and_never_reopen_a_decision() {
     let nats = Nats::start().await;
     let (x, y) = (nats.bus().await, nats.bus().await);
+    routers_racing(&x, &y).await;
+}
+
+/// The same race with each router on its own node of a 3-node cluster,
+/// every bucket replicated: a compare-and-set refused while another
+/// write is in flight (10164) is read again from the leader, not lost.
+#[tokio::test]
+async fn two_routers_racing_on_two_nodes_of_a_cluster_stay_consistent() {
+    let cluster = Cluster::start().await;
+    // Creates the replicated topology once, then one client per node.
+    cluster.bus().await;
+    let urls = cluster.urls();
+    let on_node = |n: usize| {
+        let url = urls[n].clone();
+        let config = NatsConfig {
+            url: Some(vec![url.clone()].into()),
+            ..cluster.nats_config()
+        };
+        async move {
+            Bus::start(&[url], &config, &Cluster::topology(), &CancellationToken::new())
+                .await
+                .unwrap()
+        }
+    };
+    let (x, y) = (on_node(0).await, on_node(1).await);
+    routers_racing(&x, &y).await;
+    cluster.stop().await;
+}
+
+/// Two routers (`x`, `y`) meeting the same conflict, a decision, and the
+/// same certified re-pointing at once.
+async fn routers_racing(x: &Bus, y: &Bus) {
+    let (x, y) = (x.clone(), y.clone());
     let a = declared_person(&x, "race@example.fr", "").await;
     let b = declared_person(&x, "", "0600000001").await;
     assert_ne!(a, b);
