@@ -21,7 +21,7 @@ use guichet_core::{
 };
 use prost::Message;
 
-use crate::{RouterError, admin::scan_messages};
+use crate::{RouterError, streams::scan_messages};
 
 /// What leaving the files did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use guichet_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{RouterError, admin::scan_messages, levels::Level};
+use crate::{RouterError, levels::Level, streams::scan_messages};
 
 /// How many contact ids a record keeps (the latest): enough to `explain`
 /// a few, and to count a redelivered contact once.

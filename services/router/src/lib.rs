@@ -9,7 +9,9 @@
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
 //! do: merge and forget usagers (with [`erase_files`]), explain a decision, look at a queue;
 //! [`deadletter`] lists, replays and discards what the router gave up on;
-//! [`rules_replay`] compares candidate rules with past decisions.
+//! [`rules_replay`] compares candidate rules with past decisions;
+//! [`streams`] reads a stream's messages for them. Identity [`levels`]
+//! weigh claims; [`identity_conflicts`] holds the conflicts for review.
 
 pub mod admin;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod rekey;
 pub mod requests;
 pub mod route;
 pub mod rules_replay;
+pub mod streams;
 pub mod tombstones;
 
 pub use config::RouterConfig;

@@ -18,14 +18,12 @@ use guichet_core::{
 };
 use prost::Message;
 
-use super::{
-    check_id,
-    streams::{read_messages, read_subject, scan_messages},
-};
+use super::check_id;
 use crate::{
     RouterError,
     erase_files::{FilesErased, erase_files, files_of},
     identity, identity_conflicts, requests,
+    streams::{read_messages, read_subject, scan_messages},
     tombstones::drop_markers,
 };
 

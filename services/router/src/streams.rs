@@ -20,7 +20,7 @@ pub async fn read_subject(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<B
 }
 
 /// Every message on `filter` in `stream` as (sequence, payload), oldest first.
-pub(super) async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
+pub(crate) async fn read_messages(bus: &Bus, stream: &str, filter: &str) -> Result<Vec<(u64, Bytes)>, RouterError> {
     let mut out = Vec::new();
     scan_messages(bus, stream, filter, |message| {
         out.push((message.sequence, message.payload.clone()))
