@@ -11,7 +11,8 @@
 //! [`deadletter`] lists, replays and discards what the router gave up on;
 //! [`rules_replay`] compares candidate rules with past decisions;
 //! [`streams`] reads a stream's messages for them. Identity [`levels`]
-//! weigh claims; [`identity_conflicts`] holds the conflicts for review.
+//! weigh claims; [`usager_records`] hold what each usager is known by;
+//! [`identity_conflicts`] holds the conflicts for review.
 
 pub mod admin;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod route;
 pub mod rules_replay;
 pub mod streams;
 pub mod tombstones;
+pub mod usager_records;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

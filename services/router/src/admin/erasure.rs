@@ -25,6 +25,7 @@ use crate::{
     identity, identity_conflicts, requests,
     streams::{read_messages, read_subject, scan_messages},
     tombstones::drop_markers,
+    usager_records,
 };
 
 fn identity_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> RouterError + '_ {
@@ -294,7 +295,7 @@ async fn clean_other_records(bus: &Bus, person_keys: &BTreeSet<String>, ids: &[S
     }
     let mut cleaned = 0;
     for usager_id in candidates {
-        if identity::remove_from_record(kv, &usager_id, person_keys, true).await? {
+        if usager_records::remove_from_record(kv, &usager_id, person_keys, true).await? {
             cleaned += 1;
         }
     }

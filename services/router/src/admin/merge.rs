@@ -13,9 +13,9 @@ use guichet_core::{
 
 use super::check_id;
 use crate::{
-    RouterError,
-    identity::{self, add_to_record},
+    RouterError, identity,
     identity_conflicts::{self, Status},
+    usager_records::add_to_record,
 };
 
 /// What `guichet usager merge A B` did.
