@@ -3,7 +3,8 @@
 //! identifier and loses to it without review; a certified claim takes an
 //! identifier held only as declared; other conflicts are recorded once per
 //! pair, listed, resolved (`merge` = `usager merge`, `distinct` never
-//! raised again), and two routers racing keep one consistent record.
+//! raised again), two routers racing keep one consistent record, and the
+//! live router (with its identity cache) does the same.
 
 #![allow(clippy::unwrap_used)]
 
@@ -441,4 +442,77 @@ async fn routers_racing(x: &Bus, y: &Bus) {
     assert_eq!(owner(&x, &phone).await.as_deref(), Some(fc.as_str()));
     assert!(record(&x, &fc).await.identifiers.contains(&key(&phone)));
     assert!(!record(&x, &holder).await.identifiers.contains(&key(&phone)));
+}
+
+/// Through the live router (its identity cache on): a certified usager
+/// met by a declared contact that also designates another is routed to
+/// the certified one, without a conflict, and the routed contact says
+/// "known"; a certified claim re-points a declared identifier, and the
+/// cache follows (the next contact by that identifier goes to her).
+#[tokio::test]
+async fn the_live_router_settles_certified_against_declared_and_its_cache_follows_a_re_pointing() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let router = RunningRouter::start(&nats, config()).await;
+    let route = |contact: Contact| {
+        let bus = bus.clone();
+        async move {
+            publish(&bus, &contact).await;
+            routed(&bus, &contact.id).await
+        }
+    };
+    let outcome =
+        |r: &guichet_core::proto::v1::Routed| Outcome::try_from(r.identity.as_ref().unwrap().outcome).unwrap();
+
+    let jeanne = route(contact(IdentityClaims {
+        account_id: "fc-live".into(),
+        account_issuer: "franceconnect".into(),
+        account_level: CERTIFIED,
+        email: "live@example.fr".into(),
+        email_level: CERTIFIED,
+        ..Default::default()
+    }))
+    .await
+    .usager_id;
+    let other = route(contact(IdentityClaims {
+        phone: "0622334455".into(),
+        ..Default::default()
+    }))
+    .await
+    .usager_id;
+
+    let r = route(both("live@example.fr", "0622334455")).await;
+    assert_eq!((r.usager_id.as_str(), outcome(&r)), (jeanne.as_str(), Outcome::Known));
+    assert_eq!(events(&bus, "identity_conflict_settled").await.len(), 1);
+    assert!(events(&bus, "identity_conflict").await.is_empty());
+
+    let r = route(contact(IdentityClaims {
+        account_id: "fc-live".into(),
+        account_issuer: "franceconnect".into(),
+        account_level: CERTIFIED,
+        phone: "0622334455".into(),
+        phone_level: CERTIFIED,
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(r.usager_id, jeanne);
+    let phone_only = || {
+        contact(IdentityClaims {
+            phone: "0622334455".into(),
+            ..Default::default()
+        })
+    };
+    // The cache learns the re-pointing from its watch, within its delay.
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = route(phone_only()).await.usager_id;
+        if last == jeanne {
+            break;
+        }
+        assert_eq!(last, other, "only ever one of the two");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, jeanne);
+    assert!(admin::conflicts(&bus).await.unwrap().is_empty());
+    router.shutdown().await;
 }
