@@ -82,6 +82,11 @@ pub struct SiteConfig {
     /// Which usagers' histories the site's token may read.
     #[serde(default)]
     pub history: HistoryScope,
+    /// The site's agents check an identity document before recording:
+    /// the usager's identifiers are claimed at the `verified` level
+    /// (otherwise `declared`, whatever the calling software says).
+    #[serde(default)]
+    pub checks_identity_documents: bool,
 }
 
 impl SiteConfig {
@@ -90,6 +95,7 @@ impl SiteConfig {
         Self {
             token,
             history: HistoryScope::default(),
+            checks_identity_documents: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use guichet_core::{
     proto::{
         self,
         v1::{
-            AttachmentRef, Contact, Decision, DeskAttachment, IdentityClaims, RecordContactRequest,
+            AttachmentRef, Contact, Decision, DeskAttachment, IdentityClaims, IdentityLevel, RecordContactRequest,
             RecordContactResponse, RoutingStatus, Source, contact, record_contact_request,
         },
     },
@@ -79,7 +79,9 @@ pub async fn record(
             agent_id: request.agent_id.trim().to_owned(),
             adapter_instance: state.instance.clone(),
         }),
-        claims: request.usager.map(trim_claims),
+        claims: request
+            .usager
+            .map(|claims| site_claims(claims, state.config.sites.get(&site.0))),
         subject: valid.subject,
         body: request.notes,
         language: request.language.trim().to_owned(),
@@ -244,9 +246,19 @@ async fn store_attachment(
         .map_err(|e| bus_status(&e, "storing an attachment"))
 }
 
-fn trim_claims(mut c: IdentityClaims) -> IdentityClaims {
+/// The claims as recorded: trimmed, at the level the site's
+/// configuration gives (the caller's levels are not trusted).
+fn site_claims(mut c: IdentityClaims, site: Option<&crate::SiteConfig>) -> IdentityClaims {
     c.name = c.name.trim().to_owned();
     c.email = c.email.trim().to_owned();
     c.phone = c.phone.trim().to_owned();
+    let level = if site.is_some_and(|s| s.checks_identity_documents) {
+        IdentityLevel::Verified
+    } else {
+        IdentityLevel::Declared
+    } as i32;
+    c.email_level = level;
+    c.phone_level = level;
+    c.account_level = level;
     c
 }

@@ -14,8 +14,8 @@ use guichet_core::{
     proto::{
         self,
         v1::{
-            CallDetails, CallDirection, Channel as ContactChannel, Decision, DeskAttachment, PostalDetails,
-            RoutingStatus, contact, record_contact_request,
+            CallDetails, CallDirection, Channel as ContactChannel, Decision, DeskAttachment, IdentityLevel,
+            PostalDetails, RoutingStatus, contact, record_contact_request,
         },
     },
 };
@@ -76,6 +76,45 @@ async fn a_counter_visit_becomes_one_contact_on_intake() {
         Some(contact::Details::Counter(ref c)) if c.wait_seconds == 300 && c.service_seconds == 420
     ));
     assert_eq!(contact.received_at, response.received_at);
+    desk.stop().await;
+}
+
+/// Issue 17: a site whose agents check identity documents records the
+/// usager's identifiers as verified; any other site as declared, whatever
+/// level the calling software sends.
+#[tokio::test]
+async fn identity_levels_come_from_the_site_configuration_not_the_caller() {
+    let nats = Nats::start().await;
+    let mut config = config();
+    if let Some(nord) = config.sites.get_mut(NORD) {
+        nord.checks_identity_documents = true;
+    }
+    let desk = TestDesk::start(&nats, config).await;
+    let mut client = desk.client().await;
+    let js = nats.jetstream().await;
+
+    let mut at_nord = counter_visit("levels-nord");
+    let mut at_sud = counter_visit("levels-sud");
+    at_sud.site = SUD.into();
+    for request in [&mut at_nord, &mut at_sud] {
+        if let Some(claims) = request.usager.as_mut() {
+            claims.email_level = IdentityLevel::Certified as i32;
+        }
+    }
+    client.record_contact(authed(at_nord, NORD_TOKEN)).await.unwrap();
+    client.record_contact(authed(at_sud, SUD_TOKEN)).await.unwrap();
+
+    let stored = intake(&js).await;
+    let levels: Vec<(i32, i32, i32)> = stored
+        .iter()
+        .map(|(_, _, c)| {
+            let claims = c.claims.as_ref().unwrap();
+            (claims.email_level, claims.phone_level, claims.account_level)
+        })
+        .collect();
+    let verified = IdentityLevel::Verified as i32;
+    let declared = IdentityLevel::Declared as i32;
+    assert_eq!(levels, [(verified, verified, verified), (declared, declared, declared)]);
     desk.stop().await;
 }
 

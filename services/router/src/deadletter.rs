@@ -26,7 +26,7 @@ use guichet_core::{
 use prost::Message as _;
 use serde_json::json;
 
-use crate::{RouterError, admin::read_stored};
+use crate::{RouterError, streams::read_stored};
 
 /// The origins whose dead letters can be replayed: those that came from
 /// INTAKE and go back there.

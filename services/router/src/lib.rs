@@ -9,7 +9,10 @@
 //! message ([`consumer`]). [`admin`] holds what the operators' commands
 //! do: merge and forget usagers (with [`erase_files`]), explain a decision, look at a queue;
 //! [`deadletter`] lists, replays and discards what the router gave up on;
-//! [`rules_replay`] compares candidate rules with past decisions.
+//! [`rules_replay`] compares candidate rules with past decisions;
+//! [`streams`] reads a stream's messages for them. Identity [`levels`]
+//! weigh claims; [`usager_records`] hold what each usager is known by;
+//! [`identity_conflicts`] holds the conflicts for review.
 
 pub mod admin;
 pub mod config;
@@ -22,13 +25,17 @@ mod error;
 pub mod follow_up;
 pub mod identity;
 pub mod identity_cache;
+pub mod identity_conflicts;
+pub mod levels;
 pub mod live;
 pub mod pull;
 pub mod rekey;
 pub mod requests;
 pub mod route;
 pub mod rules_replay;
+pub mod streams;
 pub mod tombstones;
+pub mod usager_records;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

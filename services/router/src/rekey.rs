@@ -20,8 +20,8 @@
 //!    same usager (already there with that usager: nothing to do), then the
 //!    plain key is purged, only if it still holds the revision read
 //!    (a merge that re-pointed it meanwhile is left for the next run);
-//! 2. every `usager.<U>` record: the plain keys it lists are replaced by
-//!    their keyed successors (compare-and-set on the record's revision).
+//! 2. every `usager.<U>` record: the plain keys it lists (and the levels
+//!    it holds them at) are replaced by their keyed successors (compare-and-set on the record's revision).
 //!
 //! Routers running meanwhile with the new key do not find a person whose
 //! key is not migrated yet and create a new usager for them; when the
@@ -220,6 +220,13 @@ async fn rewrite_record(kv: &kv::Store, successors: &Successors<'_>, key: &str) 
             if !identifiers.contains(&id) {
                 identifiers.push(id);
             }
+        }
+        // The levels they are held at follow them.
+        let levels = std::mem::take(&mut record.levels);
+        for (id, level) in levels {
+            let id = successors.of(&id).inspect(|_| changed = true).unwrap_or(id);
+            let held = record.levels.entry(id).or_default();
+            *held = (*held).max(level);
         }
         if !changed {
             return Ok(false);

@@ -24,7 +24,7 @@ use guichet_rules::RuleSet;
 use prost::Message as _;
 use serde::Serialize;
 
-use crate::{RouterError, admin::read_stored};
+use crate::{RouterError, streams::read_stored};
 
 /// How many example contact ids are kept per change.
 pub const EXAMPLES_PER_CHANGE: usize = 3;

@@ -249,6 +249,7 @@ async fn forget_removes_the_records_of_ids_that_lost_a_race_for_the_person() {
         usager_id: "U01ORPHANOFALOSTRACE0000000".into(),
         created_at: "2026-11-30T00:00:00Z".into(),
         identifiers: keys.clone(),
+        ..Default::default()
     };
     kv.put(
         "usager.U01ORPHANOFALOSTRACE0000000",

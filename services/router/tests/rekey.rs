@@ -18,10 +18,12 @@ use guichet_core::{
 use guichet_harness::{Nats, pseudonymizer};
 use guichet_router::{
     identity::UsagerRecord,
+    levels::Level,
     rekey::{self, OldKeys},
 };
 
-/// What the bucket held before keys existed: Jeanne by e-mail and phone.
+/// What the bucket held before keys existed: Jeanne by e-mail (certified)
+/// and phone.
 async fn old_bucket(bus: &Bus) {
     let kv = &bus.stores().identity;
     let email = plain_identity_key(&normalize_email("jeanne@example.fr").unwrap());
@@ -30,11 +32,16 @@ async fn old_bucket(bus: &Bus) {
     for (key, usager) in [(&email, "UJEANNE"), (&phone, "UJEANNE"), (&paul, "UPAUL")] {
         kv.put(key.as_str(), Bytes::from(usager)).await.unwrap();
     }
-    for (usager, identifiers) in [("UJEANNE", vec![email, phone]), ("UPAUL", vec![paul])] {
+    for (usager, identifiers) in [("UJEANNE", vec![email.clone(), phone]), ("UPAUL", vec![paul])] {
+        let levels = [(email.clone(), Level::Certified)]
+            .into_iter()
+            .filter(|(key, _)| identifiers.contains(key))
+            .collect();
         let record = UsagerRecord {
             usager_id: usager.into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             identifiers,
+            levels,
         };
         kv.put(
             format!("usager.{usager}"),
@@ -78,6 +85,17 @@ async fn a_plain_bucket_rekeyed_still_recognizes_its_usagers_and_an_interrupted_
             let record: UsagerRecord = serde_json::from_str(value).unwrap();
             assert_eq!(record.usager_id, usager);
             assert!(record.identifiers.iter().all(|k| keys.is_current(k)), "{record:?}");
+            // The level follows its key.
+            let certified: Vec<_> = record.levels.keys().collect();
+            if usager == "UJEANNE" {
+                assert_eq!(
+                    certified,
+                    vec![&keys.identity_key(&normalize_email("jeanne@example.fr").unwrap())],
+                    "{record:?}"
+                );
+            } else {
+                assert!(certified.is_empty(), "{record:?}");
+            }
         } else {
             assert!(keys.is_current(key), "{key} -> {value}");
         }

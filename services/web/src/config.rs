@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use guichet_core::{Error, bus::subjects::is_token, config::Validate, secret::Secret};
+use guichet_core::{Error, bus::subjects::is_token, config::Validate, proto::v1::IdentityLevel, secret::Secret};
 use serde::Deserialize;
 
 /// `[web]`.
@@ -120,6 +120,10 @@ impl Default for RateLimit {
     }
 }
 
+/// The mapping targets that are identifiers, which a form can say it
+/// verified or had certified.
+const IDENTIFIER_TARGETS: [&str; 3] = ["email", "phone", "account_id"];
+
 /// `[web.forms.<id>]`: one form's authenticity settings and mapping.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +146,13 @@ pub struct FormConfig {
     pub account_id: Option<Locator>,
     /// Who verified `account_id` (e.g. "franceconnect").
     pub account_issuer: Option<String>,
+    /// Identifiers the platform verified before sending (`email`,
+    /// `phone`, `account_id`: a confirmed address, an SMS code): claimed
+    /// at the `verified` level. Unlisted ones are `declared`.
+    pub verified: Vec<String>,
+    /// Identifiers an identity provider vouches for (FranceConnect):
+    /// claimed at the `certified` level.
+    pub certified: Vec<String>,
     pub address: Option<AddressMapping>,
     pub subject: Option<Locator>,
     /// The text of the request (`Contact.body`).
@@ -292,6 +303,17 @@ impl FormConfig {
         out
     }
 
+    /// The level this form claims the identifier `target` at.
+    pub fn level_of(&self, target: &str) -> IdentityLevel {
+        if self.certified.iter().any(|t| t == target) {
+            IdentityLevel::Certified
+        } else if self.verified.iter().any(|t| t == target) {
+            IdentityLevel::Verified
+        } else {
+            IdentityLevel::Declared
+        }
+    }
+
     fn is_mapped(&self, target: &str) -> bool {
         match target {
             "address.lines" => self.address.as_ref().is_some_and(|a| !a.lines.is_empty()),
@@ -346,6 +368,28 @@ impl FormConfig {
             return Err(Error::config(
                 key("account_issuer"),
                 "set only with `account_id` (the issuer of that id)",
+            ));
+        }
+        for (list, targets) in [("verified", &self.verified), ("certified", &self.certified)] {
+            for target in targets {
+                if !IDENTIFIER_TARGETS.contains(&target.as_str()) {
+                    return Err(Error::config(
+                        key(list),
+                        format!("`{target}` is not an identifier: list `email`, `phone` or `account_id`"),
+                    ));
+                }
+                if !self.is_mapped(target) {
+                    return Err(Error::config(
+                        key(list),
+                        format!("`{target}` is listed but not mapped (map it, or remove it from `{list}`)"),
+                    ));
+                }
+            }
+        }
+        if let Some(both) = self.verified.iter().find(|t| self.certified.contains(t)) {
+            return Err(Error::config(
+                key("verified"),
+                format!("`{both}` is listed in both `verified` and `certified`: keep it in one"),
             ));
         }
         for name in self.keep.keys() {
@@ -551,6 +595,18 @@ mod tests {
             (
                 "[web.forms.voirie]\ninsecure_no_signature = true\nrate_limit = { per_second = 0, burst = 1 }",
                 "web.forms.voirie.rate_limit.per_second",
+            ),
+            (
+                "[web.forms.voirie]\ninsecure_no_signature = true\nverified = [\"name\"]",
+                "web.forms.voirie.verified",
+            ),
+            (
+                "[web.forms.voirie]\ninsecure_no_signature = true\ncertified = [\"account_id\"]",
+                "web.forms.voirie.certified",
+            ),
+            (
+                "[web.forms.voirie]\ninsecure_no_signature = true\nemail = \"/e\"\nverified = [\"email\"]\ncertified = [\"email\"]",
+                "web.forms.voirie.verified",
             ),
             ("[web.forms.\"a.b\"]\ninsecure_no_signature = true", "web.forms.a.b"),
             ("[web]\ncatch_all = \"nope\"", "web.catch_all"),

@@ -150,6 +150,9 @@ pub fn map(form: &FormConfig, payload: &Payload) -> Result<Mapped, Problem> {
             Err(e) => r.reject_or_drop("account_id", &e.identity_reason())?,
         }
     }
+    claims.email_level = form.level_of("email") as i32;
+    claims.phone_level = form.level_of("phone") as i32;
+    claims.account_level = form.level_of("account_id") as i32;
     claims.name = r.short("name", form.name.as_ref())?;
     if let Some(address) = &form.address {
         let mut postal = PostalAddress::default();
@@ -246,6 +249,7 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::AddressMapping;
+    use guichet_core::proto::v1::IdentityLevel;
 
     fn form() -> FormConfig {
         FormConfig {
@@ -275,6 +279,29 @@ mod tests {
 
     fn json(v: serde_json::Value) -> Payload {
         Payload::Json(v)
+    }
+
+    #[test]
+    fn identifiers_carry_the_level_the_form_configures_and_unlisted_ones_are_declared() {
+        let form = FormConfig {
+            account_id: Some(Locator::One("/fc/sub".into())),
+            account_issuer: Some("franceconnect".into()),
+            verified: vec!["email".into()],
+            certified: vec!["account_id".into()],
+            ..form()
+        };
+        let m = map(
+            &form,
+            &json(serde_json::json!({
+                "usager": {"email": "a@b.fr", "tel": "0612345678"},
+                "fc": {"sub": "abc123"},
+                "description": "x",
+            })),
+        )
+        .unwrap();
+        assert_eq!(m.claims.account_level, IdentityLevel::Certified as i32);
+        assert_eq!(m.claims.email_level, IdentityLevel::Verified as i32);
+        assert_eq!(m.claims.phone_level, IdentityLevel::Declared as i32);
     }
 
     #[test]

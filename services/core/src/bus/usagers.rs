@@ -25,6 +25,25 @@ pub fn record_key(usager_id: &str) -> String {
     format!("usager.{usager_id}")
 }
 
+/// Follows merges from `usager_id`: reads `alias.<U>` (through
+/// `read_alias`, given the key) until an id has none, and returns that id.
+/// The one alias-following loop: the router passes its cached reader.
+pub async fn follow_aliases<E, F, Fut>(usager_id: &str, mut read_alias: F) -> Result<String, E>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Option<String>, E>>,
+{
+    let mut current = usager_id.to_owned();
+    // Bounded: a merge chain longer than this is a loop written by hand.
+    for _ in 0..16 {
+        match read_alias(alias_key(&current)).await? {
+            Some(next) if next != current => current = next,
+            _ => break,
+        }
+    }
+    Ok(current)
+}
+
 impl Bus {
     async fn identity_get(&self, key: &str) -> Result<Option<String>, Error> {
         let value = self
@@ -48,15 +67,7 @@ impl Bus {
 
     /// Follows merges: the id a usager id now lives under.
     pub async fn canonical_usager(&self, usager_id: &str) -> Result<String, Error> {
-        let mut current = usager_id.to_owned();
-        // Bounded: a merge chain longer than this is a loop written by hand.
-        for _ in 0..16 {
-            match self.identity_get(&alias_key(&current)).await? {
-                Some(next) if next != current => current = next,
-                _ => break,
-            }
-        }
-        Ok(current)
+        follow_aliases(usager_id, |key| async move { self.identity_get(&key).await }).await
     }
 
     /// The usager ids whose routed messages make up `usager_id`'s history:

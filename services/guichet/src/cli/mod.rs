@@ -42,7 +42,8 @@ pub enum Command {
     /// Check the configuration file and exit.
     #[command(name = "check-config")]
     CheckConfig,
-    /// Usager identities: merge two ids of one person, erase a usager.
+    /// Usager identities: merge two ids of one person, erase a usager,
+    /// review and resolve identity conflicts.
     #[command(subcommand)]
     Usager(usager::UsagerCommand),
     /// The identity bucket: migrate its keys to `privacy.pseudonym_key`.

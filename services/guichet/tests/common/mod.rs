@@ -17,3 +17,17 @@ pub fn guichet(config: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A `guichet.toml` in a fresh temporary directory pointing at `nats`
+/// with the test privacy key: the directory (keep it alive) and the path.
+#[allow(dead_code)] // not every command test needs a bus
+pub fn config_for(nats: &guichet_harness::Nats) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("guichet.toml");
+    std::fs::write(
+        &config,
+        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
+    )
+    .expect("guichet.toml written");
+    (dir, config)
+}
