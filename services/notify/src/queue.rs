@@ -21,7 +21,7 @@ use guichet_core::{
     bus::subjects,
     proto::{
         self,
-        v1::{Channel, FlagKind, Routed, contact::Details},
+        v1::{Channel, FlagKind, Qualification, Routed, contact::Details},
     },
 };
 use prost::Message as _;
@@ -32,7 +32,7 @@ use crate::{
     outbox::{self, Notification},
     rate,
     services::ServiceDirectory,
-    templates::{self, AckContext, ServiceContext, Templates, UsagerContext},
+    templates::{self, AckContext, ImplicitDecision, ServiceContext, Templates, UsagerContext},
 };
 
 /// The ROUTED consumer of notify. New requests only: turning notify on
@@ -200,9 +200,7 @@ impl Queuer {
             },
             typology: q.typology.clone(),
             due_date: french_date(&q.due_date),
-            // The legal clock of implicit decisions comes with the request
-            // lifecycle (issue 14); until then no request carries one.
-            implicit_decision: None,
+            implicit_decision: implicit_decision(&q),
         };
         let language = if contact.language.is_empty() {
             templates::DEFAULT_LANGUAGE
@@ -275,6 +273,22 @@ impl Queuer {
         )
         .await
     }
+}
+
+/// What silence will be worth, and when (R112-5): the legal clock the
+/// router set on the qualification from the rule or service's
+/// `implicit_decision`. `None` for a demand without one.
+fn implicit_decision(q: &Qualification) -> Option<ImplicitDecision> {
+    let kind = match proto::v1::ImplicitDecision::try_from(q.implicit_decision) {
+        Ok(proto::v1::ImplicitDecision::Acceptance) => "acceptance",
+        Ok(proto::v1::ImplicitDecision::Rejection) => "rejection",
+        _ => return None,
+    };
+    let due = q.legal_due_at.as_ref().and_then(proto::to_datetime)?;
+    Some(ImplicitDecision {
+        kind: kind.into(),
+        date: paris(due, "%d/%m/%Y"),
+    })
 }
 
 fn paris(at: DateTime<Utc>, format: &str) -> String {

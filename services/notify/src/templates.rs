@@ -113,6 +113,7 @@ impl Templates {
             }
         });
         env.set_keep_trailing_newline(false);
+        env.set_formatter(html_formatter);
         for (name, source) in sources {
             env.add_template_owned(name.clone(), source)
                 .map_err(|e| NotifyError::Template(format!("{name}: {e}")))?;
@@ -193,6 +194,35 @@ impl Templates {
     pub fn names(&self) -> Vec<String> {
         self.env.templates().map(|(n, _)| n.to_owned()).collect()
     }
+}
+
+/// MiniJinja's HTML escape also turns `/` into `&#x2f;` (a dated habit
+/// against closing tags in inline scripts, which our mails never have), so
+/// "01/02/2026" read as "01&#x2f;02&#x2f;2026" in clients that show the
+/// source and in searches. This one escapes the five characters that
+/// matter in HTML text and attributes; everything else goes to the default.
+fn html_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if state.auto_escape() != AutoEscape::Html || value.is_safe() || value.is_undefined() || value.is_none() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = value.to_string();
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    out.write_str(&escaped)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
 }
 
 /// What the acknowledgment's templates are given.
@@ -311,7 +341,6 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
                 problems.push(format!("{label}: the HTML part prints the usager's text unescaped"));
             }
             for (part, body) in [("txt", &rendered.text), ("html", &rendered.html)] {
-                let body = body.replace("&#x2f;", "/").replace("&#x2F;", "/");
                 let mut need: Vec<(&str, &str)> = vec![
                     ("date of receipt ({{ received_on }})", &ctx.received_on),
                     ("reference ({{ reference }})", &ctx.reference),
@@ -369,9 +398,10 @@ mod tests {
         assert_eq!(checked.len(), 2, "{checked:?}");
         let t = Templates::compile(builtin()).unwrap();
         let r = t.render(ACKNOWLEDGMENT, "urbanisme", "", "fr", &sample(None)).unwrap();
+        assert!(r.html.contains("&lt;b&gt;Objet&lt;/b&gt; &amp; &quot;usager&quot;"), "{}", r.html);
         assert!(
-            r.html.contains("&lt;b&gt;Objet&lt;&#x2f;b&gt;") || r.html.contains("&lt;b&gt;Objet"),
-            "{}",
+            r.html.contains("01/02/2026") && !r.html.contains("&#x2f;"),
+            "dates keep their slashes: {}",
             r.html
         );
         assert!(r.text.contains("<b>Objet</b>"), "the text part is not HTML");

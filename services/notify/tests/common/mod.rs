@@ -46,6 +46,13 @@ id = "permis"
 when = { keywords = ["permis"] }
 service = "urbanisme"
 typology = "permis-construire"
+
+[[rules]]
+id = "terrasse"
+when = { keywords = ["terrasse"] }
+service = "urbanisme"
+typology = "terrasse"
+implicit_decision = { kind = "rejection", delay = "2 months" }
 "#;
 
 pub fn notify_config(sink: &SmtpSink) -> NotifyConfig {
