@@ -8,8 +8,10 @@
 mod attachments;
 pub mod claim;
 mod connect;
+mod outbox;
 mod publish;
 mod readiness;
+pub mod revisions;
 pub mod routing;
 pub mod subjects;
 mod topology;
