@@ -20,9 +20,8 @@ pub mod queue;
 pub mod rate;
 pub mod sender;
 pub mod services;
+pub mod template_revisions;
 pub mod templates;
-
-use std::sync::Arc;
 
 pub use config::NotifyConfig;
 pub use error::NotifyError;
@@ -49,9 +48,8 @@ pub async fn run(
     if let Err(problems) = templates::check(&sources) {
         return Err(NotifyError::Template(problems.join("; ")));
     }
-    let templates = Arc::new(std::sync::RwLock::new(Arc::new(templates::Templates::compile(
-        sources,
-    )?)));
+    let files = templates::Templates::compile(sources)?;
+    let (templates, templates_seen) = template_revisions::load(&bus, &config.templates_key, files).await?;
     let rate = outbox::ensure(&bus).await?;
     let transport = sender::transport(&config)?;
     let queue_consumer = consume::ensure(&bus, subjects::ROUTED_STREAM, queue::consumer_config(&config)).await?;
@@ -94,6 +92,13 @@ pub async fn run(
         stop.cancel();
         outcome
     };
+    let watcher = tokio::spawn(template_revisions::watch(
+        bus.clone(),
+        config.templates_key.clone(),
+        queuer.templates.clone(),
+        templates_seen,
+        stop.clone(),
+    ));
     let lag = tokio::spawn(consume::report_lag(
         send_consumer.clone(),
         "guichet_notify_outbox_pending",
@@ -102,5 +107,6 @@ pub async fn run(
     let (queued, sent) = tokio::join!(queueing, sending);
     stop.cancel();
     let _ = lag.await;
+    let _ = watcher.await;
     queued.and(sent)
 }

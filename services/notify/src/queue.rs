@@ -8,7 +8,7 @@
 //! with its reason. A notification that cannot be made (template error,
 //! service without contact details) is dead-lettered and the rest goes on.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     AckKind, Message,
@@ -32,7 +32,8 @@ use crate::{
     outbox::{self, Notification},
     rate,
     services::ServiceDirectory,
-    templates::{self, AckContext, ImplicitDecision, ServiceContext, Templates, UsagerContext},
+    template_revisions::LiveTemplates,
+    templates::{self, AckContext, ImplicitDecision, ServiceContext, UsagerContext},
 };
 
 /// The ROUTED consumer of notify. New requests only: turning notify on
@@ -58,7 +59,7 @@ pub struct Queuer {
     pub own: OwnAddresses,
     pub rate: kv::Store,
     pub services: ServiceDirectory,
-    pub templates: Arc<std::sync::RwLock<Arc<Templates>>>,
+    pub templates: LiveTemplates,
 }
 
 /// The outcome of one routed contact, for the metric.
@@ -70,13 +71,6 @@ enum Outcome {
 }
 
 impl Queuer {
-    fn templates(&self) -> Arc<Templates> {
-        match self.templates.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
     /// Handles one ROUTED message: ack, NAK with backoff, or dead-letter.
     pub async fn handle(&self, message: Message) {
         let delivered = message
@@ -208,7 +202,9 @@ impl Queuer {
             contact.language.as_str()
         };
         let mut rendered =
-            self.templates()
+            self.templates
+                .current()
+                .1
                 .render(templates::ACKNOWLEDGMENT, &q.service, &q.typology, language, &context)?;
         let tag = format!("[{}]", routed.reference);
         if !rendered.subject.contains(&tag) {

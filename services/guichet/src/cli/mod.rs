@@ -9,6 +9,7 @@ mod rules;
 mod rules_replay;
 mod rules_store;
 mod run;
+mod revisions;
 mod templates;
 mod usager;
 
@@ -62,7 +63,7 @@ pub enum Command {
     /// What the router gave up on: list, show, replay, discard.
     #[command(subcommand)]
     Deadletter(deadletter::DeadletterCommand),
-    /// The notification templates: check them, preview one.
+    /// The notification templates: check, preview, push, history, rollback.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
 }
@@ -82,7 +83,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Request(command) => request::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
         Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
-        Command::Templates(command) => templates::run(command),
+        Command::Templates(command) => templates::run(&cli.config, command).await,
     }
 }
 
