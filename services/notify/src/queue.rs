@@ -1,11 +1,13 @@
-//! From ROUTED to OUTBOX: which routed contact gets an acknowledgment,
-//! rendered from the templates in force.
+//! From ROUTED to OUTBOX: which routed contact gets an acknowledgment or
+//! a follow-up message, rendered from the templates in force.
 //!
 //! A `Routed` that opens a request (no `follow_up_of`), is not noise
 //! (`qualification.discarded`) nor a copy of an e-mail already routed, and
 //! whose usager gave an e-mail address, gets one acknowledgment unless a
 //! guard ([`crate::guards`], [`crate::rate`]) suppresses it — recorded
-//! with its reason. A notification that cannot be made (template error,
+//! with its reason. A contact that joins an existing request gets the
+//! short follow-up message, on the same terms, when the templates have
+//! one for its service (opt-in per service). A notification that cannot be made (template error,
 //! service without contact details) is dead-lettered and the rest goes on.
 
 use std::time::Duration;
@@ -91,19 +93,19 @@ impl Queuer {
                     Outcome::NotApplicable(why) => why,
                     Outcome::Suppressed(s) => s.as_str(),
                 };
-                metrics::counter!("guichet_notify_messages_total", "kind" => templates::ACKNOWLEDGMENT, "outcome" => label)
+                metrics::counter!("guichet_notify_messages_total", "kind" => kind_of(&routed), "outcome" => label)
                     .increment(1);
                 if let Err(e) = message.double_ack().await {
                     tracing::warn!(reference = %routed.reference, error = %e, "ack failed; the request comes back and is recognized");
                 }
             }
             Err(e) if !e.is_transient() => {
-                metrics::counter!("guichet_notify_messages_total", "kind" => templates::ACKNOWLEDGMENT, "outcome" => "dead_letter")
+                metrics::counter!("guichet_notify_messages_total", "kind" => kind_of(&routed), "outcome" => "dead_letter")
                     .increment(1);
                 consume::dead_letter(
                     &self.bus,
                     &message,
-                    format!("acknowledgment of {}: {e}", routed.reference),
+                    format!("{} of {}: {e}", kind_of(&routed), routed.reference),
                     false,
                 )
                 .await;
@@ -130,22 +132,30 @@ impl Queuer {
             return Ok(Outcome::NotApplicable("no_contact"));
         };
         let q = routed.qualification.clone().unwrap_or_default();
-        if !routed.follow_up_of.is_empty() {
-            return Ok(Outcome::NotApplicable("follow_up"));
-        }
+        let kind = kind_of(routed);
         if q.discarded {
             return Ok(Outcome::NotApplicable("discarded"));
         }
         if q.service.starts_with('_') || contact.flags.iter().any(|f| f.kind == FlagKind::Copy as i32) {
             return Ok(Outcome::NotApplicable("copy"));
         }
+        // The templates in force for this whole message.
+        let (_, templates) = self.templates.current();
+        if kind == templates::FOLLOW_UP && !templates.has(kind, &q.service) {
+            return Ok(Outcome::NotApplicable("follow_up"));
+        }
         let address = contact.claims.as_ref().map_or("", |c| c.email.trim());
         if address.is_empty() {
             return Ok(Outcome::NotApplicable("no_email"));
         }
-        let event = "opened";
+        // One acknowledgment per request; one follow-up message per contact.
+        let event = if kind == templates::ACKNOWLEDGMENT {
+            "opened"
+        } else {
+            contact.id.as_str()
+        };
         if let Err(reason) = guards::check(contact, address, &self.own) {
-            self.suppressed(routed, event, reason).await?;
+            self.suppressed(routed, kind, event, reason).await?;
             return Ok(Outcome::Suppressed(reason));
         }
         let services = self.services.current(&self.bus, &self.config.rules_key).await?;
@@ -161,16 +171,23 @@ impl Queuer {
             .as_ref()
             .and_then(proto::to_datetime)
             .unwrap_or_else(Utc::now);
+        // The rate counter's idempotency token: the reference for the
+        // acknowledgment, the notification for a follow-up (each counts).
+        let token = if kind == templates::ACKNOWLEDGMENT {
+            routed.reference.clone()
+        } else {
+            format!("{kind}:{}:{event}", routed.reference)
+        };
         if !rate::admit(
             &self.rate,
             &routed.usager_id,
-            &routed.reference,
+            &token,
             Utc::now(),
             self.config.max_per_usager,
         )
         .await?
         {
-            self.suppressed(routed, event, Suppressed::RateLimit).await?;
+            self.suppressed(routed, kind, event, Suppressed::RateLimit).await?;
             return Ok(Outcome::Suppressed(Suppressed::RateLimit));
         }
         let context = AckContext {
@@ -201,11 +218,7 @@ impl Queuer {
         } else {
             contact.language.as_str()
         };
-        let mut rendered =
-            self.templates
-                .current()
-                .1
-                .render(templates::ACKNOWLEDGMENT, &q.service, &q.typology, language, &context)?;
+        let mut rendered = templates.render(kind, &q.service, &q.typology, language, &context)?;
         let tag = format!("[{}]", routed.reference);
         if !rendered.subject.contains(&tag) {
             rendered.subject = format!("{tag} {}", rendered.subject);
@@ -226,7 +239,7 @@ impl Queuer {
             .unwrap_or("guichet.invalid")
             .to_owned();
         let notification = Notification {
-            kind: templates::ACKNOWLEDGMENT.into(),
+            kind: kind.into(),
             reference: routed.reference.clone(),
             event: event.into(),
             usager_id: routed.usager_id.clone(),
@@ -240,7 +253,7 @@ impl Queuer {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
-            message_id: format!("{}.{}.{event}@{domain}", templates::ACKNOWLEDGMENT, routed.reference),
+            message_id: format!("{kind}.{}.{event}@{domain}", routed.reference),
             in_reply_to,
             references,
             received_at: received.to_rfc3339(),
@@ -249,18 +262,14 @@ impl Queuer {
         Ok(if fresh { Outcome::Queued } else { Outcome::AlreadyQueued })
     }
 
-    async fn suppressed(&self, routed: &Routed, event: &str, reason: Suppressed) -> Result<(), NotifyError> {
-        tracing::info!(reference = %routed.reference, usager = %routed.usager_id, reason = reason.as_str(), "acknowledgment suppressed");
+    async fn suppressed(&self, routed: &Routed, kind: &str, event: &str, reason: Suppressed) -> Result<(), NotifyError> {
+        tracing::info!(reference = %routed.reference, usager = %routed.usager_id, kind, reason = reason.as_str(), "notification suppressed");
         events::record(
             &self.bus,
             "notify_suppressed",
-            &format!(
-                "notify-suppressed-{}-{}-{event}",
-                templates::ACKNOWLEDGMENT,
-                routed.reference
-            ),
+            &format!("notify-suppressed-{kind}-{}-{event}", routed.reference),
             serde_json::json!({
-                "notification": templates::ACKNOWLEDGMENT,
+                "notification": kind,
                 "reference": routed.reference,
                 "usager_id": routed.usager_id,
                 "event": event,
@@ -268,6 +277,16 @@ impl Queuer {
             }),
         )
         .await
+    }
+}
+
+/// A contact that opens a request gets the acknowledgment; one that joins
+/// an existing request (a follow-up) the optional follow-up message.
+fn kind_of(routed: &Routed) -> &'static str {
+    if routed.follow_up_of.is_empty() {
+        templates::ACKNOWLEDGMENT
+    } else {
+        templates::FOLLOW_UP
     }
 }
 

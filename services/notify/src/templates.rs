@@ -20,6 +20,12 @@ use crate::NotifyError;
 /// The kinds of notification, and their template name prefix.
 pub const ACKNOWLEDGMENT: &str = "acknowledgment";
 
+/// The optional short message when a contact joins an existing request:
+/// sent for a service only when the set has a `follow_up` template for it
+/// (`follow_up.<service>.<lang>.<part>`, or `follow_up.<lang>.<part>` for
+/// every service). The built-in set has none.
+pub const FOLLOW_UP: &str = "follow_up";
+
 /// The parts of one message.
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
 
@@ -141,6 +147,11 @@ impl Templates {
             }
         }
         None
+    }
+
+    /// Whether the set has a `kind` message for this service (any language).
+    pub fn has(&self, kind: &str, service: &str) -> bool {
+        self.pick(kind, service, "", DEFAULT_LANGUAGE, "txt").is_some()
     }
 
     /// Renders the three parts of one message.
@@ -321,6 +332,7 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
     }
     let mut problems = Vec::new();
     let mut checked = Vec::new();
+    check_other_kinds(sources, &templates, &mut problems, &mut checked);
     for (service, typology, lang) in &sets {
         let label = format!("{ACKNOWLEDGMENT} service={service:?} typology={typology:?} lang={lang}");
         for implicit in [None, Some("rejection"), Some("acceptance")] {
@@ -388,6 +400,51 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
     }
 }
 
+/// The (service, language) combinations of `kind` the files define.
+fn sets_of(sources: &BTreeMap<String, String>, kind: &str) -> std::collections::BTreeSet<(String, String)> {
+    sources
+        .keys()
+        .filter_map(|name| {
+            let pieces: Vec<&str> = name.split('.').collect();
+            (pieces.len() >= 3 && pieces[0] == kind).then(|| {
+                let service = if pieces.len() > 3 { pieces[1] } else { "" };
+                (service.to_owned(), pieces[pieces.len() - 2].to_owned())
+            })
+        })
+        .collect()
+}
+
+/// The kinds without mandatory mentions (the follow-up): each of their
+/// sets renders against the sample, its subject carries the reference,
+/// and its HTML escapes the usager's text.
+fn check_other_kinds(
+    sources: &BTreeMap<String, String>,
+    templates: &Templates,
+    problems: &mut Vec<String>,
+    checked: &mut Vec<String>,
+) {
+    let ctx = sample(None);
+    for kind in [FOLLOW_UP] {
+        for (service, lang) in sets_of(sources, kind) {
+            let label = format!("{kind} service={service:?} lang={lang}");
+            match templates.render(kind, &service, "", &lang, &ctx) {
+                Ok(rendered) => {
+                    if !rendered.subject.contains(&format!("[{}]", ctx.reference)) {
+                        problems.push(format!(
+                            "{label}: the subject lacks the reference in brackets: [{{{{ reference }}}}]"
+                        ));
+                    }
+                    if rendered.html.contains("<b>Objet</b>") {
+                        problems.push(format!("{label}: the HTML part prints the usager's text unescaped"));
+                    }
+                    checked.push(label);
+                }
+                Err(e) => problems.push(format!("{label}: {e}")),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +453,7 @@ mod tests {
     fn the_builtin_templates_pass_the_check_and_escape_html() {
         let checked = check(&builtin()).unwrap_or_else(|p| panic!("{p:#?}"));
         assert_eq!(checked.len(), 2, "{checked:?}");
+        assert!(!Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"), "no follow-up built in");
         let t = Templates::compile(builtin()).unwrap();
         let r = t.render(ACKNOWLEDGMENT, "urbanisme", "", "fr", &sample(None)).unwrap();
         assert!(r.html.contains("&lt;b&gt;Objet&lt;/b&gt; &amp; &quot;usager&quot;"), "{}", r.html);
@@ -426,6 +484,16 @@ mod tests {
         let problems = check(&set).unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("implicit decision date")),
+            "{problems:#?}"
+        );
+
+        let mut set = builtin();
+        set.insert("follow_up.urbanisme.fr.subject".into(), "Votre message".into());
+        set.insert("follow_up.urbanisme.fr.txt".into(), "{{ reference }}".into());
+        set.insert("follow_up.urbanisme.fr.html".into(), "{{ subject }}".into());
+        let problems = check(&set).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("follow_up") && p.contains("reference in brackets")),
             "{problems:#?}"
         );
 
