@@ -88,6 +88,10 @@ pub struct HistoryRecord {
     pub outcome: String,
     pub from_service: String,
     pub to_service: String,
+    /// The agent asked notify to tell the usager of this transition.
+    pub notify_usager: bool,
+    /// REQUEST_DOCUMENTS: the pieces asked for (for the usager's message).
+    pub documents: Vec<String>,
 }
 
 /// The KV key of a request.
@@ -264,6 +268,7 @@ impl RequestRecord {
                 event.client = h.client.clone();
                 event.occurred_at = timestamp_of(&h.occurred_at);
                 event.from_service = h.from_service.clone();
+                event.notify_usager = h.notify_usager;
             }
             None => {
                 event.transition = Transition::Open.into();

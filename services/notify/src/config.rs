@@ -65,6 +65,8 @@ pub struct NotifyConfig {
     pub consumer: String,
     /// The durable consumer on OUTBOX that sends them.
     pub sender_consumer: String,
+    /// The durable consumer on EVENTS that queues the status messages.
+    pub status_consumer: String,
     /// The `From:` of every message: `Name <address>` or `address`.
     pub from: String,
     /// `Reply-To:` for every service; empty: the service's own `email`
@@ -102,6 +104,7 @@ impl Default for NotifyConfig {
         Self {
             consumer: "notify".into(),
             sender_consumer: "notify-sender".into(),
+            status_consumer: "notify-status".into(),
             from: "Mairie <mairie@ville.example>".into(),
             reply_to: String::new(),
             rules_key: "rules".into(),
@@ -148,6 +151,7 @@ impl Validate for NotifyConfig {
         for (key, name) in [
             ("notify.consumer", &self.consumer),
             ("notify.sender_consumer", &self.sender_consumer),
+            ("notify.status_consumer", &self.status_consumer),
             ("notify.templates_key", &self.templates_key),
         ] {
             if !guichet_core::bus::subjects::is_token(name) {

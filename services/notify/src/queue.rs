@@ -23,7 +23,7 @@ use guichet_core::{
     bus::subjects,
     proto::{
         self,
-        v1::{Channel, FlagKind, Qualification, Routed, contact::Details},
+        v1::{Channel, FlagKind, Qualification, RequestEvent, Routed, contact::Details},
     },
 };
 use prost::Message as _;
@@ -34,6 +34,7 @@ use crate::{
     outbox::{self, Notification},
     rate,
     services::ServiceDirectory,
+    status,
     template_revisions::LiveTemplates,
     templates::{self, AckContext, ImplicitDecision, ServiceContext, UsagerContext},
 };
@@ -64,8 +65,8 @@ pub struct Queuer {
     pub templates: LiveTemplates,
 }
 
-/// The outcome of one routed contact, for the metric.
-enum Outcome {
+/// The outcome of one routed contact or event, for the metric.
+pub(crate) enum Outcome {
     Queued,
     AlreadyQueued,
     NotApplicable(&'static str),
@@ -73,19 +74,34 @@ enum Outcome {
 }
 
 impl Queuer {
-    /// Handles one ROUTED message: ack, NAK with backoff, or dead-letter.
+    /// Handles one ROUTED message (acknowledgment, follow-up) or one
+    /// request event (status message): ack, NAK with backoff, or dead-letter.
     pub async fn handle(&self, message: Message) {
         let delivered = message
             .info()
             .map_or(1, |i| u32::try_from(i.delivered).unwrap_or(u32::MAX));
-        let routed = match Routed::decode(message.payload.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                consume::dead_letter(&self.bus, &message, format!("not a guichet.v1.Routed: {e}"), true).await;
-                return;
-            }
+        let (kind, reference, result) = if message.subject.starts_with(status::EVENTS_PREFIX) {
+            let event = match RequestEvent::decode(message.payload.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    let reason = format!("not a guichet.v1.RequestEvent: {e}");
+                    consume::dead_letter(&self.bus, &message, reason, true).await;
+                    return;
+                }
+            };
+            let kind = status::kind_of(&event).unwrap_or("status");
+            (kind, event.reference.clone(), self.status(&event).await)
+        } else {
+            let routed = match Routed::decode(message.payload.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    consume::dead_letter(&self.bus, &message, format!("not a guichet.v1.Routed: {e}"), true).await;
+                    return;
+                }
+            };
+            (kind_of(&routed), routed.reference.clone(), self.queue(&routed).await)
         };
-        match self.queue(&routed).await {
+        match result {
             Ok(outcome) => {
                 let label = match outcome {
                     Outcome::Queued => "queued",
@@ -93,22 +109,14 @@ impl Queuer {
                     Outcome::NotApplicable(why) => why,
                     Outcome::Suppressed(s) => s.as_str(),
                 };
-                metrics::counter!("guichet_notify_messages_total", "kind" => kind_of(&routed), "outcome" => label)
-                    .increment(1);
+                metrics::counter!("guichet_notify_messages_total", "kind" => kind, "outcome" => label).increment(1);
                 if let Err(e) = message.double_ack().await {
-                    tracing::warn!(reference = %routed.reference, error = %e, "ack failed; the request comes back and is recognized");
+                    tracing::warn!(reference = %reference, error = %e, "ack failed; the message comes back and is recognized");
                 }
             }
             Err(e) if !e.is_transient() => {
-                metrics::counter!("guichet_notify_messages_total", "kind" => kind_of(&routed), "outcome" => "dead_letter")
-                    .increment(1);
-                consume::dead_letter(
-                    &self.bus,
-                    &message,
-                    format!("{} of {}: {e}", kind_of(&routed), routed.reference),
-                    false,
-                )
-                .await;
+                metrics::counter!("guichet_notify_messages_total", "kind" => kind, "outcome" => "dead_letter").increment(1);
+                consume::dead_letter(&self.bus, &message, format!("{kind} of {reference}: {e}"), false).await;
             }
             Err(e) if delivered >= self.config.max_deliveries => {
                 consume::dead_letter(
@@ -121,7 +129,7 @@ impl Queuer {
             }
             Err(e) => {
                 let delay = self.config.backoff_after(delivered);
-                tracing::warn!(reference = %routed.reference, delivered, retry_in = ?delay, error = %e, "queueing the acknowledgment failed; will retry");
+                tracing::warn!(reference = %reference, kind, delivered, retry_in = ?delay, error = %e, "queueing the notification failed; will retry");
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             }
         }
@@ -139,14 +147,9 @@ impl Queuer {
         if q.service.starts_with('_') || contact.flags.iter().any(|f| f.kind == FlagKind::Copy as i32) {
             return Ok(Outcome::NotApplicable("copy"));
         }
-        // The templates in force for this whole message.
-        let (_, templates) = self.templates.current();
-        if kind == templates::FOLLOW_UP && !templates.has(kind, &q.service) {
+        // The follow-up message is opt-in, per service, by its template.
+        if kind == templates::FOLLOW_UP && !self.templates.current().1.has(kind, &q.service) {
             return Ok(Outcome::NotApplicable("follow_up"));
-        }
-        let address = contact.claims.as_ref().map_or("", |c| c.email.trim());
-        if address.is_empty() {
-            return Ok(Outcome::NotApplicable("no_email"));
         }
         // One acknowledgment per request; one follow-up message per contact.
         let event = if kind == templates::ACKNOWLEDGMENT {
@@ -154,6 +157,23 @@ impl Queuer {
         } else {
             contact.id.as_str()
         };
+        self.compose(routed, &Draft::new(kind, event, &q.service)).await
+    }
+
+    /// Renders one notification about `routed`'s request and queues it
+    /// on OUTBOX, unless a guard or the hourly limit suppresses it.
+    pub(crate) async fn compose(&self, routed: &Routed, draft: &Draft) -> Result<Outcome, NotifyError> {
+        let Some(contact) = routed.contact.as_ref() else {
+            return Ok(Outcome::NotApplicable("no_contact"));
+        };
+        let address = contact.claims.as_ref().map_or("", |c| c.email.trim());
+        if address.is_empty() {
+            return Ok(Outcome::NotApplicable("no_email"));
+        }
+        let (kind, event) = (draft.kind, draft.event.as_str());
+        let mut q = routed.qualification.clone().unwrap_or_default();
+        q.service.clone_from(&draft.service);
+        let (_, templates) = self.templates.current();
         if let Err(reason) = guards::check(contact, address, &self.own) {
             self.suppressed(routed, kind, event, reason).await?;
             return Ok(Outcome::Suppressed(reason));
@@ -173,19 +193,21 @@ impl Queuer {
             .unwrap_or_else(Utc::now);
         // The rate counter's idempotency token: the reference for the
         // acknowledgment, the notification for a follow-up (each counts).
+        // A status message answers the agent's own request: not limited.
         let token = if kind == templates::ACKNOWLEDGMENT {
             routed.reference.clone()
         } else {
             format!("{kind}:{}:{event}", routed.reference)
         };
-        if !rate::admit(
-            &self.rate,
-            &routed.usager_id,
-            &token,
-            Utc::now(),
-            self.config.max_per_usager,
-        )
-        .await?
+        if !status::is_status(kind)
+            && !rate::admit(
+                &self.rate,
+                &routed.usager_id,
+                &token,
+                Utc::now(),
+                self.config.max_per_usager,
+            )
+            .await?
         {
             self.suppressed(routed, kind, event, Suppressed::RateLimit).await?;
             return Ok(Outcome::Suppressed(Suppressed::RateLimit));
@@ -212,6 +234,9 @@ impl Queuer {
             typology: q.typology.clone(),
             due_date: french_date(&q.due_date),
             implicit_decision: implicit_decision(&q),
+            occurred_on: draft.occurred_on.clone(),
+            documents: draft.documents.clone(),
+            outcome: draft.outcome.clone(),
         };
         let language = if contact.language.is_empty() {
             templates::DEFAULT_LANGUAGE
@@ -280,6 +305,34 @@ impl Queuer {
     }
 }
 
+/// One notification to compose: its kind, the event it is about (one
+/// notification per kind, reference and event), the service in charge, and
+/// what a status message adds.
+pub(crate) struct Draft {
+    pub kind: &'static str,
+    pub event: String,
+    pub service: String,
+    /// "30/11/2026": the day of the transition (status messages).
+    pub occurred_on: String,
+    /// REQUEST_DOCUMENTS: the pieces asked for.
+    pub documents: Vec<String>,
+    /// CLOSE: the outcome token ("granted" ...).
+    pub outcome: String,
+}
+
+impl Draft {
+    pub fn new(kind: &'static str, event: &str, service: &str) -> Self {
+        Self {
+            kind,
+            event: event.to_owned(),
+            service: service.to_owned(),
+            occurred_on: String::new(),
+            documents: Vec::new(),
+            outcome: String::new(),
+        }
+    }
+}
+
 /// A contact that opens a request gets the acknowledgment; one that joins
 /// an existing request (a follow-up) the optional follow-up message.
 fn kind_of(routed: &Routed) -> &'static str {
@@ -306,7 +359,7 @@ fn implicit_decision(q: &Qualification) -> Option<ImplicitDecision> {
     })
 }
 
-fn paris(at: DateTime<Utc>, format: &str) -> String {
+pub(crate) fn paris(at: DateTime<Utc>, format: &str) -> String {
     at.with_timezone(&chrono_tz::Europe::Paris).format(format).to_string()
 }
 

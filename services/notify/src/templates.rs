@@ -26,6 +26,12 @@ pub const ACKNOWLEDGMENT: &str = "acknowledgment";
 /// every service). The built-in set has none.
 pub const FOLLOW_UP: &str = "follow_up";
 
+/// The status messages, when an update asks for them (`notify_usager`):
+/// the documents asked for, the answer, the closing with its outcome.
+pub const DOCUMENTS_REQUESTED: &str = "documents_requested";
+pub const ANSWERED: &str = "answered";
+pub const CLOSED: &str = "closed";
+
 /// The parts of one message.
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
 
@@ -59,6 +65,36 @@ pub fn builtin() -> BTreeMap<String, String> {
             "acknowledgment.en.html",
             include_str!("../../../deploy/templates/acknowledgment.en.html"),
         ),
+        (
+            "documents_requested.fr.subject",
+            include_str!("../../../deploy/templates/documents_requested.fr.subject"),
+        ),
+        (
+            "documents_requested.fr.txt",
+            include_str!("../../../deploy/templates/documents_requested.fr.txt"),
+        ),
+        (
+            "documents_requested.fr.html",
+            include_str!("../../../deploy/templates/documents_requested.fr.html"),
+        ),
+        (
+            "answered.fr.subject",
+            include_str!("../../../deploy/templates/answered.fr.subject"),
+        ),
+        (
+            "answered.fr.txt",
+            include_str!("../../../deploy/templates/answered.fr.txt"),
+        ),
+        (
+            "answered.fr.html",
+            include_str!("../../../deploy/templates/answered.fr.html"),
+        ),
+        (
+            "closed.fr.subject",
+            include_str!("../../../deploy/templates/closed.fr.subject"),
+        ),
+        ("closed.fr.txt", include_str!("../../../deploy/templates/closed.fr.txt")),
+        ("closed.fr.html", include_str!("../../../deploy/templates/closed.fr.html")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -254,6 +290,13 @@ pub struct AckContext {
     pub due_date: String,
     /// Present when the request is subject to an implicit decision.
     pub implicit_decision: Option<ImplicitDecision>,
+    /// Status messages: the day of the transition, "30/11/2026".
+    pub occurred_on: String,
+    /// `documents_requested`: the pieces the agent asked for.
+    pub documents: Vec<String>,
+    /// `closed`: "granted", "refused", "informed", "redirected",
+    /// "withdrawn" or "no_action".
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -305,6 +348,9 @@ pub fn sample(implicit: Option<&str>) -> AckContext {
             kind: kind.into(),
             date: "02/04/2026".into(),
         }),
+        occurred_on: "03/02/2026".into(),
+        documents: vec!["Pièce-Témoin-A".into(), "Pièce-Témoin-B".into()],
+        outcome: "granted".into(),
     }
 }
 
@@ -414,9 +460,10 @@ fn sets_of(sources: &BTreeMap<String, String>, kind: &str) -> std::collections::
         .collect()
 }
 
-/// The kinds without mandatory mentions (the follow-up): each of their
-/// sets renders against the sample, its subject carries the reference,
-/// and its HTML escapes the usager's text.
+/// The other kinds: the status messages must exist in French; every set
+/// of every kind renders against the sample, its subject carries the
+/// reference, its HTML escapes the usager's text, the documents asked for
+/// and the outcome are shown.
 fn check_other_kinds(
     sources: &BTreeMap<String, String>,
     templates: &Templates,
@@ -424,7 +471,14 @@ fn check_other_kinds(
     checked: &mut Vec<String>,
 ) {
     let ctx = sample(None);
-    for kind in [FOLLOW_UP] {
+    for kind in [DOCUMENTS_REQUESTED, ANSWERED, CLOSED] {
+        if !sets_of(sources, kind).contains(&(String::new(), DEFAULT_LANGUAGE.to_owned())) {
+            problems.push(format!(
+                "no {kind} template ({kind}.{DEFAULT_LANGUAGE}.subject|txt|html): the status message an update can ask for"
+            ));
+        }
+    }
+    for kind in [FOLLOW_UP, DOCUMENTS_REQUESTED, ANSWERED, CLOSED] {
         for (service, lang) in sets_of(sources, kind) {
             let label = format!("{kind} service={service:?} lang={lang}");
             match templates.render(kind, &service, "", &lang, &ctx) {
@@ -436,6 +490,18 @@ fn check_other_kinds(
                     }
                     if rendered.html.contains("<b>Objet</b>") {
                         problems.push(format!("{label}: the HTML part prints the usager's text unescaped"));
+                    }
+                    let need: &[(&str, &str)] = match kind {
+                        DOCUMENTS_REQUESTED => &[("the documents asked for ({{ documents }})", "Pièce-Témoin-B")],
+                        CLOSED => &[("the outcome ({{ outcome }})", "favorable")],
+                        _ => &[],
+                    };
+                    for (what, marker) in need {
+                        for (part, body) in [("txt", &rendered.text), ("html", &rendered.html)] {
+                            if !body.contains(marker) {
+                                problems.push(format!("{label} ({part}): lacks {what}"));
+                            }
+                        }
                     }
                     checked.push(label);
                 }
@@ -452,7 +518,7 @@ mod tests {
     #[test]
     fn the_builtin_templates_pass_the_check_and_escape_html() {
         let checked = check(&builtin()).unwrap_or_else(|p| panic!("{p:#?}"));
-        assert_eq!(checked.len(), 2, "{checked:?}");
+        assert_eq!(checked.len(), 5, "{checked:?}");
         assert!(!Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"), "no follow-up built in");
         let t = Templates::compile(builtin()).unwrap();
         let r = t.render(ACKNOWLEDGMENT, "urbanisme", "", "fr", &sample(None)).unwrap();

@@ -36,6 +36,10 @@ pub struct Change {
     pub expected_version: Option<u64>,
     pub outcome: Outcome,
     pub to_service: String,
+    /// Tell the usager by e-mail (REQUEST_DOCUMENTS, ANSWER, CLOSE).
+    pub notify_usager: bool,
+    /// REQUEST_DOCUMENTS: the pieces asked for.
+    pub documents: Vec<String>,
 }
 
 /// What an update did.
@@ -234,6 +238,8 @@ fn advance(
         client: change.client.clone(),
         client_request_id: change.client_request_id.clone(),
         note: change.note.clone(),
+        notify_usager: change.notify_usager,
+        documents: change.documents.clone(),
         occurred_at: clock::rfc3339(now),
         ..Default::default()
     };

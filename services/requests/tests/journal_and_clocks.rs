@@ -181,6 +181,8 @@ async fn both_clocks_across_a_suspension_and_a_month_end() {
         expected_version: None,
         outcome: Default::default(),
         to_service: String::new(),
+        notify_usager: false,
+        documents: Vec::new(),
     };
     let run = |c: store::Change, now: &str| {
         let (bus, stream) = (bus.clone(), stream.clone());

@@ -191,6 +191,8 @@ pub async fn run(config_path: &Path, command: RequestCommand) -> anyhow::Result<
                 expected_version,
                 outcome,
                 to_service: to.unwrap_or_default(),
+                notify_usager: false,
+                documents: Vec::new(),
             };
             if transition == Transition::Transfer && !guichet_core::bus::subjects::is_token(&change.to_service) {
                 bail!("transfer needs --to SERVICE");

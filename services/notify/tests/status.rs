@@ -1,0 +1,155 @@
+//! Status messages on request transitions, end to end on real servers: a
+//! request opened through the router is moved by the requests service's
+//! store (as the gRPC API and `guichet request update` do); the updates
+//! that ask for it (`notify_usager`) reach the usager through smtp-sink,
+//! once per event.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use guichet_core::proto::v1::{Outcome, Transition};
+use guichet_harness::{Nats, SmtpSink, streams};
+use guichet_requests::{events, store};
+
+async fn apply(gateway: &Gateway, reference: &str, transition: Transition, notify: bool, documents: &[&str]) {
+    let stream = events::events_stream(&gateway.bus).await.unwrap();
+    let change = store::Change {
+        transition,
+        agent_id: "agent-1".into(),
+        client: "test".into(),
+        client_request_id: format!("{transition:?}"),
+        note: String::new(),
+        expected_version: None,
+        outcome: if transition == Transition::Close {
+            Outcome::Granted
+        } else {
+            Outcome::Unspecified
+        },
+        to_service: String::new(),
+        notify_usager: notify,
+        documents: documents.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let allow = |_: &str| Ok(());
+    store::update(&gateway.bus, &stream, reference, &change, &allow, Utc::now())
+        .await
+        .expect("the store answers")
+        .expect("the transition applies");
+}
+
+/// Whether notify's EVENTS consumer has handled everything it was given.
+async fn status_caught_up(gateway: &Gateway) -> bool {
+    let Ok(stream) = gateway.bus.jetstream().get_stream("EVENTS").await else {
+        return false;
+    };
+    let Ok(mut consumer) = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notify-status")
+        .await
+    else {
+        return false;
+    };
+    consumer
+        .info()
+        .await
+        .is_ok_and(|c| c.num_pending == 0 && c.num_ack_pending == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
+    let nats = Nats::start().await;
+    let sink = SmtpSink::start().await;
+    let gateway = Gateway::start(&nats, notify_config(&sink)).await;
+    let usager = "camille.martin@usager.example";
+    let contact = email_contact(usager, "Demande de permis");
+    let reference = contact.reference.clone();
+    publish(&gateway.bus, &contact).await;
+    eventually("the acknowledgment sent", Duration::from_secs(60), || async {
+        events(&gateway.bus, "notify_sent").await.len() >= 1
+    })
+    .await;
+
+    apply(&gateway, &reference, Transition::Take, false, &[]).await;
+    apply(
+        &gateway,
+        &reference,
+        Transition::RequestDocuments,
+        true,
+        &["Plan de situation", "Justificatif <b>de domicile</b>"],
+    )
+    .await;
+    apply(&gateway, &reference, Transition::Resume, false, &[]).await;
+    apply(&gateway, &reference, Transition::Answer, true, &[]).await;
+    apply(&gateway, &reference, Transition::Close, true, &[]).await;
+    eventually("three status messages received", Duration::from_secs(60), || async {
+        sink.messages().len() >= 4
+    })
+    .await;
+
+    // The documents_requested event delivered again (a redelivery beyond
+    // the duplicate window): OUTBOX refuses a second copy.
+    let journal = streams::read_all(gateway.bus.jetstream(), "EVENTS", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let asked = journal
+        .iter()
+        .find(|m| m.subject == format!("guichet.events.request.request_documents.{reference}"))
+        .expect("the event on the journal");
+    gateway
+        .bus
+        .jetstream()
+        .publish(asked.subject.clone(), asked.payload.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("notify handled every event", Duration::from_secs(30), || {
+        status_caught_up(&gateway)
+    })
+    .await;
+    let outbox = streams::read_all(gateway.bus.jetstream(), "OUTBOX", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.len(),
+        4,
+        "one notification per event: {:?}",
+        outbox.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    assert!(outbox.iter().any(|m| m.subject.ends_with(&format!("{reference}.3"))
+        && m.subject.starts_with("guichet.outbox.documents_requested.")));
+
+    let received: Vec<Received> = sink.messages().iter().map(parse).collect();
+    assert_eq!(received.len(), 4, "the acknowledgment and three status messages, no copy");
+    assert!(received.iter().all(|r| r.raw.rcpt == [usager.to_owned()]));
+    let by_subject = |words: &str| {
+        received
+            .iter()
+            .find(|r| r.subject == format!("[{reference}] {words}"))
+            .unwrap_or_else(|| panic!("no message `{words}`"))
+    };
+    let documents = by_subject("Pièces à fournir pour votre demande");
+    assert!(documents.text.contains("- Plan de situation"), "{}", documents.text);
+    assert!(documents.text.contains("- Justificatif <b>de domicile</b>"), "{}", documents.text);
+    assert!(
+        documents.html.contains("<li>Justificatif &lt;b&gt;de domicile&lt;/b&gt;</li>"),
+        "the agent's text is escaped: {}",
+        documents.html
+    );
+    assert_eq!(
+        documents.raw.header("Message-ID"),
+        Some(format!("<documents_requested.{reference}.3@ville.example>"))
+    );
+    assert!(documents.raw.header("In-Reply-To").is_some(), "threads under the usager's message");
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .format("%d/%m/%Y")
+        .to_string();
+    let answered = by_subject("Réponse à votre demande");
+    assert!(answered.text.contains(&format!("a répondu le {today}")), "{}", answered.text);
+    let closed = by_subject("Votre demande est close");
+    assert!(closed.text.contains("suite favorable"), "{}", closed.text);
+    assert!(closed.text.contains("Service de l'urbanisme"), "{}", closed.text);
+    gateway.shutdown().await;
+}
