@@ -67,6 +67,10 @@ pub struct RequestRecord {
     pub suspended_seconds: u64,
     /// The closed request this one continues, if any.
     pub continues: String,
+    /// RFC 3339: when the SMTP server took the accusé de réception (`250`).
+    pub acknowledged_at: String,
+    /// From the receipt of the contact to that `250` (the indicator).
+    pub receipt_to_acknowledgment_seconds: f64,
 }
 
 /// One transition, as the record keeps it.

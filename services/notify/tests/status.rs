@@ -153,3 +153,59 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     assert!(closed.text.contains("Service de l'urbanisme"), "{}", closed.text);
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_from_receipt_to_the_acknowledgments_250_is_folded_into_the_request() {
+    let nats = Nats::start().await;
+    let sink = SmtpSink::start().await;
+    let gateway = Gateway::start(&nats, notify_config(&sink)).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let folding = tokio::spawn(guichet_requests::acknowledgments::run(
+        nats.bus().await,
+        stop.clone(),
+    ));
+    let contact = web_contact("dominique@usager.example", "Une question");
+    let reference = contact.reference.clone();
+    publish(&gateway.bus, &contact).await;
+    let kv = gateway.bus.stores().requests.clone();
+    eventually("the record carries the acknowledgment", Duration::from_secs(60), || {
+        let (kv, reference) = (kv.clone(), reference.clone());
+        async move {
+            store::read(&kv, &reference)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|(r, _)| !r.acknowledged_at.is_empty())
+        }
+    })
+    .await;
+    let (record, _) = store::read(&kv, &reference).await.unwrap().unwrap();
+    let sent = events(&gateway.bus, "notify_sent").await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["at"].as_str(), Some(record.acknowledged_at.as_str()));
+    assert_eq!(
+        sent[0]["receipt_to_sent_seconds"].as_f64(),
+        Some(record.receipt_to_acknowledgment_seconds)
+    );
+    // Measured from the contact's receipt: after it, within the test.
+    let received = contact
+        .received_at
+        .as_ref()
+        .and_then(guichet_core::proto::to_datetime)
+        .unwrap();
+    let acknowledged = chrono::DateTime::parse_from_rfc3339(&record.acknowledged_at).unwrap();
+    assert!(acknowledged >= received && record.receipt_to_acknowledgment_seconds < 60.0);
+
+    // A second notify_sent for the same request (a copy sent again in the
+    // duplicate window) keeps the first.
+    assert!(
+        !guichet_requests::acknowledgments::fold(&gateway.bus, &reference, "2030-01-01T00:00:00Z", 99.0)
+            .await
+            .unwrap()
+    );
+    let (again, _) = store::read(&kv, &reference).await.unwrap().unwrap();
+    assert_eq!(again.acknowledged_at, record.acknowledged_at);
+    stop.cancel();
+    folding.await.unwrap();
+    gateway.shutdown().await;
+}

@@ -427,6 +427,7 @@ pub async fn serve(
         due_soon,
         health_stop.clone(),
     ));
+    let acknowledgments_task = tokio::spawn(crate::acknowledgments::run(ctx.bus.clone(), health_stop.clone()));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     ctx.health.set_ready("requests", true);
     tracing::info!(%addr, tls, "requests gRPC service listening");
@@ -436,6 +437,7 @@ pub async fn serve(
     health_stop.cancel();
     let _ = health_task.await;
     let _ = sweep_task.await;
+    let _ = acknowledgments_task.await;
     result.map_err(|e| serve_error(e.to_string()))
 }
 
