@@ -115,7 +115,8 @@ impl Queuer {
                 }
             }
             Err(e) if !e.is_transient() => {
-                metrics::counter!("guichet_notify_messages_total", "kind" => kind, "outcome" => "dead_letter").increment(1);
+                metrics::counter!("guichet_notify_messages_total", "kind" => kind, "outcome" => "dead_letter")
+                    .increment(1);
                 consume::dead_letter(&self.bus, &message, format!("{kind} of {reference}: {e}"), false).await;
             }
             Err(e) if delivered >= self.config.max_deliveries => {
@@ -287,7 +288,13 @@ impl Queuer {
         Ok(if fresh { Outcome::Queued } else { Outcome::AlreadyQueued })
     }
 
-    async fn suppressed(&self, routed: &Routed, kind: &str, event: &str, reason: Suppressed) -> Result<(), NotifyError> {
+    async fn suppressed(
+        &self,
+        routed: &Routed,
+        kind: &str,
+        event: &str,
+        reason: Suppressed,
+    ) -> Result<(), NotifyError> {
         tracing::info!(reference = %routed.reference, usager = %routed.usager_id, kind, reason = reason.as_str(), "notification suppressed");
         events::record(
             &self.bus,

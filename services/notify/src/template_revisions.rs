@@ -123,7 +123,10 @@ pub async fn rollback(bus: &Bus, key: &str, revision: u64, pushed_by: &str) -> R
 pub async fn load(bus: &Bus, key: &str, files: Templates) -> Result<(LiveTemplates, u64), NotifyError> {
     let loaded = revisions::load(bus, key, compile_stored).await?;
     if let Some(refused) = loaded.latest_refused {
-        tracing::error!(revision = refused, "the latest templates revision fails the check and is not used");
+        tracing::error!(
+            revision = refused,
+            "the latest templates revision fails the check and is not used"
+        );
     }
     let live = match loaded.active {
         Some((revision, templates)) => {

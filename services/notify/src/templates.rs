@@ -94,7 +94,10 @@ pub fn builtin() -> BTreeMap<String, String> {
             include_str!("../../../deploy/templates/closed.fr.subject"),
         ),
         ("closed.fr.txt", include_str!("../../../deploy/templates/closed.fr.txt")),
-        ("closed.fr.html", include_str!("../../../deploy/templates/closed.fr.html")),
+        (
+            "closed.fr.html",
+            include_str!("../../../deploy/templates/closed.fr.html"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -519,10 +522,17 @@ mod tests {
     fn the_builtin_templates_pass_the_check_and_escape_html() {
         let checked = check(&builtin()).unwrap_or_else(|p| panic!("{p:#?}"));
         assert_eq!(checked.len(), 5, "{checked:?}");
-        assert!(!Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"), "no follow-up built in");
+        assert!(
+            !Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"),
+            "no follow-up built in"
+        );
         let t = Templates::compile(builtin()).unwrap();
         let r = t.render(ACKNOWLEDGMENT, "urbanisme", "", "fr", &sample(None)).unwrap();
-        assert!(r.html.contains("&lt;b&gt;Objet&lt;/b&gt; &amp; &quot;usager&quot;"), "{}", r.html);
+        assert!(
+            r.html.contains("&lt;b&gt;Objet&lt;/b&gt; &amp; &quot;usager&quot;"),
+            "{}",
+            r.html
+        );
         assert!(
             r.html.contains("01/02/2026") && !r.html.contains("&#x2f;"),
             "dates keep their slashes: {}",
@@ -559,7 +569,9 @@ mod tests {
         set.insert("follow_up.urbanisme.fr.html".into(), "{{ subject }}".into());
         let problems = check(&set).unwrap_err();
         assert!(
-            problems.iter().any(|p| p.contains("follow_up") && p.contains("reference in brackets")),
+            problems
+                .iter()
+                .any(|p| p.contains("follow_up") && p.contains("reference in brackets")),
             "{problems:#?}"
         );
 

@@ -22,7 +22,8 @@ async fn a_follow_up_gets_the_short_message_only_where_its_service_has_one() {
     );
     set.insert(
         "follow_up.urbanisme.fr.txt".into(),
-        "Votre message du {{ received_on }} a été joint à la demande {{ reference }} ({{ service.designation }}).".into(),
+        "Votre message du {{ received_on }} a été joint à la demande {{ reference }} ({{ service.designation }})."
+            .into(),
     );
     set.insert(
         "follow_up.urbanisme.fr.html".into(),
@@ -80,7 +81,11 @@ async fn a_follow_up_gets_the_short_message_only_where_its_service_has_one() {
         format!("[{}] Votre message a été joint à votre demande", permis.reference)
     );
     assert!(follow.text.contains("Service de l'urbanisme"), "{}", follow.text);
-    assert!(follow.html.contains("&lt;b&gt;pièces&lt;/b&gt;"), "escaped: {}", follow.html);
+    assert!(
+        follow.html.contains("&lt;b&gt;pièces&lt;/b&gt;"),
+        "escaped: {}",
+        follow.html
+    );
     let Some(Details::Email(email)) = &joins_permis.details else {
         unreachable!()
     };

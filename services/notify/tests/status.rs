@@ -15,7 +15,7 @@ use guichet_harness::{Nats, SmtpSink, streams};
 use guichet_requests::{events, store};
 
 async fn apply(gateway: &Gateway, reference: &str, transition: Transition, notify: bool, documents: &[&str]) {
-    let stream = events::events_stream(&gateway.bus).await.unwrap();
+    let stream = events::events_stream(&gateway.bus).await.expect("EVENTS opened");
     let change = store::Change {
         transition,
         agent_id: "agent-1".into(),
@@ -66,7 +66,7 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     let reference = contact.reference.clone();
     publish(&gateway.bus, &contact).await;
     eventually("the acknowledgment sent", Duration::from_secs(60), || async {
-        events(&gateway.bus, "notify_sent").await.len() >= 1
+        !events(&gateway.bus, "notify_sent").await.is_empty()
     })
     .await;
 
@@ -121,7 +121,11 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
         && m.subject.starts_with("guichet.outbox.documents_requested.")));
 
     let received: Vec<Received> = sink.messages().iter().map(parse).collect();
-    assert_eq!(received.len(), 4, "the acknowledgment and three status messages, no copy");
+    assert_eq!(
+        received.len(),
+        4,
+        "the acknowledgment and three status messages, no copy"
+    );
     assert!(received.iter().all(|r| r.raw.rcpt == [usager.to_owned()]));
     let by_subject = |words: &str| {
         received
@@ -131,9 +135,15 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     };
     let documents = by_subject("Pièces à fournir pour votre demande");
     assert!(documents.text.contains("- Plan de situation"), "{}", documents.text);
-    assert!(documents.text.contains("- Justificatif <b>de domicile</b>"), "{}", documents.text);
     assert!(
-        documents.html.contains("<li>Justificatif &lt;b&gt;de domicile&lt;/b&gt;</li>"),
+        documents.text.contains("- Justificatif <b>de domicile</b>"),
+        "{}",
+        documents.text
+    );
+    assert!(
+        documents
+            .html
+            .contains("<li>Justificatif &lt;b&gt;de domicile&lt;/b&gt;</li>"),
         "the agent's text is escaped: {}",
         documents.html
     );
@@ -141,13 +151,20 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
         documents.raw.header("Message-ID"),
         Some(format!("<documents_requested.{reference}.3@ville.example>"))
     );
-    assert!(documents.raw.header("In-Reply-To").is_some(), "threads under the usager's message");
+    assert!(
+        documents.raw.header("In-Reply-To").is_some(),
+        "threads under the usager's message"
+    );
     let today = Utc::now()
         .with_timezone(&chrono_tz::Europe::Paris)
         .format("%d/%m/%Y")
         .to_string();
     let answered = by_subject("Réponse à votre demande");
-    assert!(answered.text.contains(&format!("a répondu le {today}")), "{}", answered.text);
+    assert!(
+        answered.text.contains(&format!("a répondu le {today}")),
+        "{}",
+        answered.text
+    );
     let closed = by_subject("Votre demande est close");
     assert!(closed.text.contains("suite favorable"), "{}", closed.text);
     assert!(closed.text.contains("Service de l'urbanisme"), "{}", closed.text);
@@ -160,10 +177,7 @@ async fn the_time_from_receipt_to_the_acknowledgments_250_is_folded_into_the_req
     let sink = SmtpSink::start().await;
     let gateway = Gateway::start(&nats, notify_config(&sink)).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let folding = tokio::spawn(guichet_requests::acknowledgments::run(
-        nats.bus().await,
-        stop.clone(),
-    ));
+    let folding = tokio::spawn(guichet_requests::acknowledgments::run(nats.bus().await, stop.clone()));
     let contact = web_contact("dominique@usager.example", "Une question");
     let reference = contact.reference.clone();
     publish(&gateway.bus, &contact).await;

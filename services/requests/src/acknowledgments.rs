@@ -56,7 +56,11 @@ pub async fn fold(bus: &Bus, reference: &str, at: &str, seconds: f64) -> Result<
             reason: format!("encoding: {e}"),
         })?;
         match kv
-            .update(guichet_core::request::request_key(&record.reference), Bytes::from(value), revision)
+            .update(
+                guichet_core::request::request_key(&record.reference),
+                Bytes::from(value),
+                revision,
+            )
             .await
         {
             Ok(_) => return Ok(true),

@@ -196,13 +196,24 @@ async fn refusals_name_the_problem_and_change_nothing() {
     assert_eq!(violated_fields(&status), ["notify_usager"]);
     let mut documents_on_answer = update(reference, Transition::Answer, "n2");
     documents_on_answer.documents = vec!["Plan de situation".into()];
-    let status = refused(&bus, &mut client, VOIRIE_TOKEN, documents_on_answer, Code::InvalidArgument).await;
+    let status = refused(
+        &bus,
+        &mut client,
+        VOIRIE_TOKEN,
+        documents_on_answer,
+        Code::InvalidArgument,
+    )
+    .await;
     assert_eq!(violated_fields(&status), ["documents"]);
     let mut too_many = update(reference, Transition::RequestDocuments, "n3");
     too_many.documents = (0..21).map(|i| format!("pièce {i}")).collect();
     let status = refused(&bus, &mut client, VOIRIE_TOKEN, too_many, Code::InvalidArgument).await;
     assert_eq!(violated_fields(&status), ["documents"]);
-    assert!(status.message().contains("21 documents, over the limit of 20"), "{}", status.message());
+    assert!(
+        status.message().contains("21 documents, over the limit of 20"),
+        "{}",
+        status.message()
+    );
     let mut blank = update(reference, Transition::RequestDocuments, "n4");
     blank.documents = vec!["Plan de situation".into(), "  ".into()];
     let status = refused(&bus, &mut client, VOIRIE_TOKEN, blank, Code::InvalidArgument).await;

@@ -94,7 +94,10 @@ pub async fn load(
         }),
     };
     let loaded = revisions::load(bus, key, compile_stored).await?;
-    let kept = loaded.active.as_ref().map_or(BUILTIN_REVISION, |(revision, _)| *revision);
+    let kept = loaded
+        .active
+        .as_ref()
+        .map_or(BUILTIN_REVISION, |(revision, _)| *revision);
     if let Some(refused) = loaded.latest_refused {
         health.set_note(HEALTH_NOTE, Some(refused_note(refused, kept)));
     }
@@ -108,7 +111,10 @@ pub async fn load(
             LiveRules::new(Active { revision, engine })
         }
         None if loaded.latest_refused.is_some() => {
-            tracing::error!(key, "no valid rules revision: every contact goes to manual qualification");
+            tracing::error!(
+                key,
+                "no valid rules revision: every contact goes to manual qualification"
+            );
             LiveRules::new(fallback())
         }
         None => {
@@ -148,7 +154,10 @@ pub async fn watch<F, Fut>(
         let health = health.clone();
         async move {
             match change {
-                Change::Activated { revision, value: engine } => {
+                Change::Activated {
+                    revision,
+                    value: engine,
+                } => {
                     let services = with_manual(engine.as_ref());
                     live.swap(Active { revision, engine });
                     metrics::gauge!("guichet_router_rules_revision").set(revision as f64);

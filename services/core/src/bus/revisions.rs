@@ -74,7 +74,14 @@ pub struct Pushed {
 /// Stores `text`, already validated by the caller, as the new revision of
 /// `key`, and records the `<kind>_pushed` event (`kind`: "rules",
 /// "templates").
-pub async fn push(bus: &Bus, kind: &str, key: &str, text: &str, origin: &str, pushed_by: &str) -> Result<Pushed, Error> {
+pub async fn push(
+    bus: &Bus,
+    kind: &str,
+    key: &str,
+    text: &str,
+    origin: &str,
+    pushed_by: &str,
+) -> Result<Pushed, Error> {
     let stored = Stored {
         text: text.to_owned(),
         origin: origin.to_owned(),

@@ -5,11 +5,11 @@ mod explain;
 mod identity;
 mod queue;
 mod request;
+mod revisions;
 mod rules;
 mod rules_replay;
 mod rules_store;
 mod run;
-mod revisions;
 mod templates;
 mod usager;
 

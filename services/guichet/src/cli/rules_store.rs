@@ -42,7 +42,9 @@ pub async fn run(config_path: &Path, command: RulesStoreCommand) -> anyhow::Resu
                     anyhow::bail!("not pushed: nothing changed");
                 }
             }
-            let pushed = guichet_router::live::push(&bus, &key, &text, &file.display().to_string(), &super::revisions::who()).await?;
+            let pushed =
+                guichet_router::live::push(&bus, &key, &text, &file.display().to_string(), &super::revisions::who())
+                    .await?;
             println!(
                 "pushed {} as rules revision {} (sha256 {}); running routers switch to it now",
                 file.display(),

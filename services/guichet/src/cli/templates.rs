@@ -90,7 +90,9 @@ pub async fn run(config_path: &Path, command: TemplatesCommand) -> anyhow::Resul
             let bus = super::connect_bus(config_path).await?;
             let revisions = template_revisions::history(&bus, &key).await?;
             if revisions.is_empty() {
-                println!("no templates pushed yet under `{key}`: notify renders with notify.templates_dir or the built-in ones");
+                println!(
+                    "no templates pushed yet under `{key}`: notify renders with notify.templates_dir or the built-in ones"
+                );
             }
             super::revisions::print_history(&revisions);
             Ok(())
