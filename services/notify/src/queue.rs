@@ -10,13 +10,7 @@
 //! one for its service (opt-in per service). A notification that cannot be made (template error,
 //! service without contact details) is dead-lettered and the rest goes on.
 
-use std::time::Duration;
-
-use async_nats::jetstream::{
-    AckKind, Message,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-    kv,
-};
+use async_nats::jetstream::{AckKind, Message, consumer::pull, kv};
 use chrono::{DateTime, Utc};
 use guichet_core::{
     Bus,
@@ -42,17 +36,12 @@ use crate::{
 /// The ROUTED consumer of notify. New requests only: turning notify on
 /// does not acknowledge the whole journal.
 pub fn consumer_config(config: &NotifyConfig) -> pull::Config {
-    pull::Config {
-        durable_name: Some(config.consumer.clone()),
-        description: Some("guichet: notify, acknowledging new requests".into()),
-        filter_subject: subjects::ROUTED_ALL.to_owned(),
-        ack_policy: AckPolicy::Explicit,
-        deliver_policy: DeliverPolicy::New,
-        ack_wait: Duration::from_secs(60),
-        max_deliver: i64::from(config.max_deliveries) + 1,
-        max_ack_pending: 10_000,
-        ..Default::default()
-    }
+    consume::new_messages(
+        &config.consumer,
+        "guichet: notify, acknowledging new requests",
+        vec![subjects::ROUTED_ALL.to_owned()],
+        config.max_deliveries,
+    )
 }
 
 /// What one queueing needs.

@@ -10,9 +10,7 @@
 //! the thread from the `Routed` of the contact that opened the request.
 //! One message per event: `<kind>:<reference>:<version>` on OUTBOX.
 
-use std::time::Duration;
-
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::pull;
 use chrono::Utc;
 use guichet_core::{
     proto::{
@@ -23,7 +21,7 @@ use guichet_core::{
 };
 
 use crate::{
-    NotifyConfig, NotifyError,
+    NotifyConfig, NotifyError, consume,
     queue::{self, Draft, Outcome, Queuer},
     templates,
 };
@@ -40,20 +38,14 @@ const TOLD: [(Transition, &str); 3] = [
 
 /// The EVENTS consumer of notify: those three transitions, new events only.
 pub fn consumer_config(config: &NotifyConfig) -> pull::Config {
-    pull::Config {
-        durable_name: Some(config.status_consumer.clone()),
-        description: Some("guichet: notify, status messages on request transitions".into()),
-        filter_subjects: TOLD
-            .iter()
+    consume::new_messages(
+        &config.status_consumer,
+        "guichet: notify, status messages on request transitions",
+        TOLD.iter()
             .map(|(t, _)| event_subject(transition_token(*t), "*"))
             .collect(),
-        ack_policy: AckPolicy::Explicit,
-        deliver_policy: DeliverPolicy::New,
-        ack_wait: Duration::from_secs(60),
-        max_deliver: i64::from(config.max_deliveries) + 1,
-        max_ack_pending: 10_000,
-        ..Default::default()
-    }
+        config.max_deliveries,
+    )
 }
 
 /// The status message kind of an event's transition, if it has one.
