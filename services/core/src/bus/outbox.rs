@@ -12,7 +12,7 @@ impl Bus {
     /// Purges every notification to `usager_id` from OUTBOX; the number
     /// purged. OUTBOX missing (notify never ran) is nothing to purge.
     pub async fn purge_outbox_of(&self, usager_id: &str) -> Result<u64, Error> {
-        let stream = match self.jetstream().get_stream_no_info(subjects::OUTBOX_STREAM).await {
+        let stream = match self.jetstream().get_stream(subjects::OUTBOX_STREAM).await {
             Ok(stream) => stream,
             Err(e)
                 if matches!(
