@@ -162,31 +162,10 @@ fn change_of(state: &State, client: &Client, request: &UpdateRequestRequest) -> 
     } else if !to_service.is_empty() {
         v.add("to_service", "only TRANSFER takes a service");
     }
-    let told = [Transition::RequestDocuments, Transition::Answer, Transition::Close];
-    if request.notify_usager && transition.is_some_and(|t| !told.contains(&t)) {
-        v.add(
-            "notify_usager",
-            "only REQUEST_DOCUMENTS, ANSWER and CLOSE send the usager a status message",
-        );
-    }
-    if !request.documents.is_empty() && transition != Some(Transition::RequestDocuments) {
-        v.add("documents", "only REQUEST_DOCUMENTS takes a list of documents");
-    } else if request.documents.len() > MAX_DOCUMENTS {
-        v.add(
-            "documents",
-            format!(
-                "{} documents, over the limit of {MAX_DOCUMENTS}: group them",
-                request.documents.len()
-            ),
-        );
-    } else if let Some(i) = request.documents.iter().position(|d| {
-        let d = d.trim();
-        d.is_empty() || d.chars().count() > MAX_DOCUMENT_LEN || d.chars().any(char::is_control)
-    }) {
-        v.add(
-            "documents",
-            format!("documents[{i}]: 1 to {MAX_DOCUMENT_LEN} characters, no control characters"),
-        );
+    if let Some(t) = transition {
+        for (field, reason) in store::check_notice(t, request.notify_usager, &request.documents) {
+            v.add(field, reason);
+        }
     }
     v.into_result()?;
     Ok(Change {
@@ -202,11 +181,6 @@ fn change_of(state: &State, client: &Client, request: &UpdateRequestRequest) -> 
         documents: request.documents.iter().map(|d| d.trim().to_owned()).collect(),
     })
 }
-
-/// At most this many documents asked for in one REQUEST_DOCUMENTS.
-const MAX_DOCUMENTS: usize = 20;
-/// The longest name of one document asked for.
-const MAX_DOCUMENT_LEN: usize = 200;
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<ListRequestsResponse, Status>> + Send>>;
 
