@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::guichet;
+use common::{config_for, guichet};
 use guichet_core::request::{RequestRecord, request_key};
 use guichet_harness::Nats;
 
@@ -14,12 +14,7 @@ async fn request_show_list_and_update() {
     let nats = Nats::start().await;
     let bus = nats.bus().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let config = config_for(&nats, dir.path());
     for (reference, due_at) in [
         ("2026-CKAA-0001", "2026-03-06T16:59:59Z"),
         ("2026-CKAA-0002", "2099-01-01T00:00:00Z"),
@@ -122,12 +117,7 @@ async fn request_documents_with_a_status_message_keeps_the_list_and_flags_the_ev
     let nats = Nats::start().await;
     let bus = nats.bus().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let config = config_for(&nats, dir.path());
     let record = RequestRecord {
         reference: "2026-CKAA-0003".into(),
         service: "voirie".into(),

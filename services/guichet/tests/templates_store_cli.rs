@@ -9,19 +9,14 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::guichet;
+use common::{config_for, guichet};
 use guichet_harness::Nats;
 
 #[tokio::test]
 async fn templates_push_history_and_rollback() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let config = config_for(&nats, dir.path());
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/templates");
     let shipped = shipped.to_str().unwrap();
 

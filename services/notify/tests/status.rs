@@ -39,23 +39,6 @@ async fn apply(gateway: &Gateway, reference: &str, transition: Transition, notif
         .expect("the transition applies");
 }
 
-/// Whether notify's EVENTS consumer has handled everything it was given.
-async fn status_caught_up(gateway: &Gateway) -> bool {
-    let Ok(stream) = gateway.bus.jetstream().get_stream("EVENTS").await else {
-        return false;
-    };
-    let Ok(mut consumer) = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notify-status")
-        .await
-    else {
-        return false;
-    };
-    consumer
-        .info()
-        .await
-        .is_ok_and(|c| c.num_pending == 0 && c.num_ack_pending == 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     let nats = Nats::start().await;
@@ -105,7 +88,7 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
         .await
         .unwrap();
     eventually("notify handled every event", Duration::from_secs(30), || {
-        status_caught_up(&gateway)
+        consumer_caught_up(&gateway.bus, "EVENTS", "notify-status")
     })
     .await;
     let outbox = streams::read_all(gateway.bus.jetstream(), "OUTBOX", Duration::from_secs(20))

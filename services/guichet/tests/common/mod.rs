@@ -1,6 +1,9 @@
 //! What the binary's command tests share: running `guichet` itself.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 /// Runs `guichet --config CONFIG ARGS…`: (success, stdout, stderr).
 pub fn guichet(config: &Path, args: &[&str]) -> (bool, String, String) {
@@ -16,4 +19,17 @@ pub fn guichet(config: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A `guichet.toml` in `dir` for the test's nats-server (and the test
+/// pseudonym key).
+#[allow(dead_code)]
+pub fn config_for(nats: &guichet_harness::Nats, dir: &Path) -> PathBuf {
+    let config = dir.join("guichet.toml");
+    std::fs::write(
+        &config,
+        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
+    )
+    .expect("the test configuration written");
+    config
 }
