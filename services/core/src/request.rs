@@ -67,6 +67,10 @@ pub struct RequestRecord {
     pub suspended_seconds: u64,
     /// The closed request this one continues, if any.
     pub continues: String,
+    /// RFC 3339: when the SMTP server took the accusé de réception (`250`).
+    pub acknowledged_at: String,
+    /// From the receipt of the contact to that `250` (the indicator).
+    pub receipt_to_acknowledgment_seconds: f64,
 }
 
 /// One transition, as the record keeps it.
@@ -88,6 +92,10 @@ pub struct HistoryRecord {
     pub outcome: String,
     pub from_service: String,
     pub to_service: String,
+    /// The agent asked notify to tell the usager of this transition.
+    pub notify_usager: bool,
+    /// REQUEST_DOCUMENTS: the pieces asked for (for the usager's message).
+    pub documents: Vec<String>,
 }
 
 /// The KV key of a request.
@@ -276,6 +284,7 @@ impl RequestRecord {
                 event.client = h.client.clone();
                 event.occurred_at = timestamp_of(&h.occurred_at);
                 event.from_service = h.from_service.clone();
+                event.notify_usager = h.notify_usager;
             }
             None => {
                 event.transition = Transition::Open.into();

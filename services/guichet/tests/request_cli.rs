@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::guichet;
+use common::{config_in, guichet};
 use guichet_core::request::{RequestRecord, request_key};
 use guichet_harness::Nats;
 
@@ -14,12 +14,7 @@ async fn request_show_list_and_update() {
     let nats = Nats::start().await;
     let bus = nats.bus().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("guichet.toml");
-    std::fs::write(
-        &config,
-        format!("[nats]\nurl = \"{}\"\n{}", nats.url(), guichet_harness::privacy_toml()),
-    )
-    .unwrap();
+    let config = config_in(&nats, dir.path());
     for (reference, due_at) in [
         ("2026-CKAA-0001", "2026-03-06T16:59:59Z"),
         ("2026-CKAA-0002", "2099-01-01T00:00:00Z"),
@@ -63,6 +58,41 @@ async fn request_show_list_and_update() {
     assert!(!ok);
     assert!(err.contains("--outcome"), "{err}");
 
+    // A status message where there is none, documents on a transition
+    // that takes none: refused, with the flag named.
+    let (ok, _, err) = guichet(
+        &config,
+        &[
+            "request",
+            "update",
+            "2026-CKAA-0001",
+            "resume",
+            "--agent",
+            "a.martin",
+            "--notify-usager",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("--notify-usager: only REQUEST_DOCUMENTS, ANSWER and CLOSE"),
+        "{err}"
+    );
+    let (ok, _, err) = guichet(
+        &config,
+        &[
+            "request",
+            "update",
+            "2026-CKAA-0001",
+            "answer",
+            "--agent",
+            "a.martin",
+            "--document",
+            "Plan",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("--document: only REQUEST_DOCUMENTS"), "{err}");
+
     let (ok, out, err) = guichet(&config, &["request", "show", "2026-CKAA-0001"]);
     assert!(ok, "{err}");
     assert!(
@@ -80,4 +110,62 @@ async fn request_show_list_and_update() {
     let (ok, _, err) = guichet(&config, &["request", "show", "2026-ZZZZ-0000"]);
     assert!(!ok);
     assert!(err.contains("no request has reference 2026-ZZZZ-0000"), "{err}");
+}
+
+#[tokio::test]
+async fn request_documents_with_a_status_message_keeps_the_list_and_flags_the_event() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(&nats, dir.path());
+    let record = RequestRecord {
+        reference: "2026-CKAA-0003".into(),
+        service: "voirie".into(),
+        usager_id: "U1".into(),
+        status: "taken".into(),
+        opened_by: "C1".into(),
+        opened_at: "2026-03-02T09:00:00Z".into(),
+        channel: "web".into(),
+        version: 1,
+        ..Default::default()
+    };
+    bus.stores()
+        .requests
+        .create(
+            request_key(&record.reference),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = guichet(
+        &config,
+        &[
+            "request",
+            "update",
+            "2026-CKAA-0003",
+            "request_documents",
+            "--agent",
+            "a.martin",
+            "--notify-usager",
+            "--document",
+            "Plan de situation",
+            "--document",
+            " Justificatif de domicile ",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("waiting_usager"), "{out}");
+    let entry = bus
+        .stores()
+        .requests
+        .get(request_key("2026-CKAA-0003"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: RequestRecord = serde_json::from_slice(&entry).unwrap();
+    let last = stored.history.last().unwrap();
+    assert!(last.notify_usager);
+    assert_eq!(last.documents, ["Plan de situation", "Justificatif de domicile"]);
+    let event = stored.event();
+    assert!(event.notify_usager, "the journal event asks notify to tell the usager");
 }

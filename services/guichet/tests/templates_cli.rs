@@ -42,7 +42,7 @@ fn the_shipped_templates_check_and_preview() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let html = text(&out.stdout);
     assert!(
-        html.contains("2026-7K3F-9QXM") && html.contains("réputée rejetée le 30&#x2f;01&#x2f;2027"),
+        html.contains("2026-7K3F-9QXM") && html.contains("réputée rejetée le 30/01/2027"),
         "{html}"
     );
 }

@@ -65,6 +65,8 @@ pub struct NotifyConfig {
     pub consumer: String,
     /// The durable consumer on OUTBOX that sends them.
     pub sender_consumer: String,
+    /// The durable consumer on EVENTS that queues the status messages.
+    pub status_consumer: String,
     /// The `From:` of every message: `Name <address>` or `address`.
     pub from: String,
     /// `Reply-To:` for every service; empty: the service's own `email`
@@ -76,6 +78,8 @@ pub struct NotifyConfig {
     /// A directory of templates used instead of the built-in ones until
     /// templates are pushed (`guichet templates push`).
     pub templates_dir: Option<PathBuf>,
+    /// The key of the pushed templates in `guichet_config`.
+    pub templates_key: String,
     /// At most this many messages to one usager per hour.
     pub max_per_usager: u32,
     /// Deliveries of one notification before it is dead-lettered.
@@ -100,10 +104,12 @@ impl Default for NotifyConfig {
         Self {
             consumer: "notify".into(),
             sender_consumer: "notify-sender".into(),
+            status_consumer: "notify-status".into(),
             from: "Mairie <mairie@ville.example>".into(),
             reply_to: String::new(),
             rules_key: "rules".into(),
             templates_dir: None,
+            templates_key: "templates".into(),
             max_per_usager: 5,
             max_deliveries: 10,
             backoff: vec![
@@ -145,6 +151,8 @@ impl Validate for NotifyConfig {
         for (key, name) in [
             ("notify.consumer", &self.consumer),
             ("notify.sender_consumer", &self.sender_consumer),
+            ("notify.status_consumer", &self.status_consumer),
+            ("notify.templates_key", &self.templates_key),
         ] {
             if !guichet_core::bus::subjects::is_token(name) {
                 return Err(Error::config(key, "letters, digits, '-' and '_' only (at most 64)"));

@@ -5,7 +5,7 @@ use std::{future::Future, time::Duration};
 
 use async_nats::jetstream::{
     AckKind, Message,
-    consumer::{PullConsumer, pull},
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
 use bytes::Bytes;
 use chrono::Utc;
@@ -19,6 +19,22 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::NotifyError;
+
+/// A durable consumer of the messages published from now on (turning
+/// notify on does not go through a whole journal), acked one by one.
+pub fn new_messages(name: &str, description: &str, filter_subjects: Vec<String>, max_deliveries: u32) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some(description.to_owned()),
+        filter_subjects,
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::New,
+        ack_wait: Duration::from_secs(60),
+        max_deliver: i64::from(max_deliveries) + 1,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
 
 /// Creates a durable consumer, or brings an existing one to `config`.
 pub async fn ensure(bus: &Bus, stream: &str, config: pull::Config) -> Result<PullConsumer, NotifyError> {

@@ -21,6 +21,10 @@ pub enum NotifyError {
     #[error("notification: {0}")]
     Unusable(String),
 
+    /// What an operator asked about does not exist (a templates revision).
+    #[error("{0}")]
+    NotFound(String),
+
     /// The SMTP configuration is unusable (secret unreadable, bad host).
     #[error("SMTP configuration: {0}")]
     Smtp(String),
@@ -39,7 +43,7 @@ impl NotifyError {
         match self {
             Self::Core(e) => e.is_transient(),
             Self::JetStream { .. } => true,
-            Self::Template(_) | Self::Unusable(_) | Self::Smtp(_) => false,
+            Self::Template(_) | Self::Unusable(_) | Self::NotFound(_) | Self::Smtp(_) => false,
         }
     }
 }

@@ -3,12 +3,15 @@
 //! from the templates ops maintain, queued durably on OUTBOX, then sent by
 //! SMTP.
 //!
-//! Two loops, each a durable consumer shared by every notify process:
-//! [`queue`] reads ROUTED, applies the [`guards`] and the hourly [`rate`]
-//! limit, renders the [`templates`] with the service's details from the
-//! rules ([`services`]) and publishes to [`outbox`] exactly once per
-//! notification; [`sender`] reads OUTBOX and delivers with `lettre`.
-//! [`events`] records suppressions, permanent failures and sends.
+//! Three loops, each a durable consumer shared by every notify process:
+//! [`queue`] reads ROUTED (acknowledgments, follow-up messages) and
+//! [`status`] the request journal on EVENTS (status messages); both apply
+//! the [`guards`] and the hourly [`rate`] limit, render the [`templates`]
+//! in force ([`template_revisions`]: pushed, applied live) with the
+//! service's details from the rules ([`services`]) and publish to
+//! [`outbox`] exactly once per notification; [`sender`] reads OUTBOX and
+//! delivers with `lettre`. [`events`] records suppressions, permanent
+//! failures and sends.
 
 pub mod config;
 mod consume;
@@ -20,9 +23,9 @@ pub mod queue;
 pub mod rate;
 pub mod sender;
 pub mod services;
+pub mod status;
+pub mod template_revisions;
 pub mod templates;
-
-use std::sync::Arc;
 
 pub use config::NotifyConfig;
 pub use error::NotifyError;
@@ -49,13 +52,13 @@ pub async fn run(
     if let Err(problems) = templates::check(&sources) {
         return Err(NotifyError::Template(problems.join("; ")));
     }
-    let templates = Arc::new(std::sync::RwLock::new(Arc::new(templates::Templates::compile(
-        sources,
-    )?)));
+    let files = templates::Templates::compile(sources)?;
+    let (templates, templates_seen) = template_revisions::load(&bus, &config.templates_key, files).await?;
     let rate = outbox::ensure(&bus).await?;
     let transport = sender::transport(&config)?;
     let queue_consumer = consume::ensure(&bus, subjects::ROUTED_STREAM, queue::consumer_config(&config)).await?;
     let send_consumer = consume::ensure(&bus, subjects::OUTBOX_STREAM, sender::consumer_config(&config)).await?;
+    let status_consumer = consume::ensure(&bus, subjects::EVENTS_STREAM, status::consumer_config(&config)).await?;
 
     let mut own = guards::OwnAddresses::new(config.never_send_to.iter().map(String::as_str));
     own.extend(watched.iter().map(String::as_str));
@@ -89,18 +92,34 @@ pub async fn run(
         stop.cancel();
         outcome
     };
+    let statuses = async {
+        let outcome = consume::run(&status_consumer, "EVENTS (notify)", concurrency, &stop, |m| {
+            queuer.handle(m)
+        })
+        .await;
+        stop.cancel();
+        outcome
+    };
     let sending = async {
         let outcome = consume::run(&send_consumer, "OUTBOX", concurrency, &stop, |m| sender.handle(m)).await;
         stop.cancel();
         outcome
     };
+    let watcher = tokio::spawn(template_revisions::watch(
+        bus.clone(),
+        config.templates_key.clone(),
+        queuer.templates.clone(),
+        templates_seen,
+        stop.clone(),
+    ));
     let lag = tokio::spawn(consume::report_lag(
         send_consumer.clone(),
         "guichet_notify_outbox_pending",
         stop.clone(),
     ));
-    let (queued, sent) = tokio::join!(queueing, sending);
+    let (queued, told, sent) = tokio::join!(queueing, statuses, sending);
     stop.cancel();
     let _ = lag.await;
-    queued.and(sent)
+    let _ = watcher.await;
+    queued.and(told).and(sent)
 }

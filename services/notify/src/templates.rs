@@ -20,6 +20,18 @@ use crate::NotifyError;
 /// The kinds of notification, and their template name prefix.
 pub const ACKNOWLEDGMENT: &str = "acknowledgment";
 
+/// The optional short message when a contact joins an existing request:
+/// sent for a service only when the set has a `follow_up` template for it
+/// (`follow_up.<service>.<lang>.<part>`, or `follow_up.<lang>.<part>` for
+/// every service). The built-in set has none.
+pub const FOLLOW_UP: &str = "follow_up";
+
+/// The status messages, when an update asks for them (`notify_usager`):
+/// the documents asked for, the answer, the closing with its outcome.
+pub const DOCUMENTS_REQUESTED: &str = "documents_requested";
+pub const ANSWERED: &str = "answered";
+pub const CLOSED: &str = "closed";
+
 /// The parts of one message.
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
 
@@ -52,6 +64,39 @@ pub fn builtin() -> BTreeMap<String, String> {
         (
             "acknowledgment.en.html",
             include_str!("../../../deploy/templates/acknowledgment.en.html"),
+        ),
+        (
+            "documents_requested.fr.subject",
+            include_str!("../../../deploy/templates/documents_requested.fr.subject"),
+        ),
+        (
+            "documents_requested.fr.txt",
+            include_str!("../../../deploy/templates/documents_requested.fr.txt"),
+        ),
+        (
+            "documents_requested.fr.html",
+            include_str!("../../../deploy/templates/documents_requested.fr.html"),
+        ),
+        (
+            "answered.fr.subject",
+            include_str!("../../../deploy/templates/answered.fr.subject"),
+        ),
+        (
+            "answered.fr.txt",
+            include_str!("../../../deploy/templates/answered.fr.txt"),
+        ),
+        (
+            "answered.fr.html",
+            include_str!("../../../deploy/templates/answered.fr.html"),
+        ),
+        (
+            "closed.fr.subject",
+            include_str!("../../../deploy/templates/closed.fr.subject"),
+        ),
+        ("closed.fr.txt", include_str!("../../../deploy/templates/closed.fr.txt")),
+        (
+            "closed.fr.html",
+            include_str!("../../../deploy/templates/closed.fr.html"),
         ),
     ]
     .into_iter()
@@ -113,6 +158,7 @@ impl Templates {
             }
         });
         env.set_keep_trailing_newline(false);
+        env.set_formatter(html_formatter);
         for (name, source) in sources {
             env.add_template_owned(name.clone(), source)
                 .map_err(|e| NotifyError::Template(format!("{name}: {e}")))?;
@@ -140,6 +186,11 @@ impl Templates {
             }
         }
         None
+    }
+
+    /// Whether the set has a `kind` message for this service (any language).
+    pub fn has(&self, kind: &str, service: &str) -> bool {
+        self.pick(kind, service, "", DEFAULT_LANGUAGE, "txt").is_some()
     }
 
     /// Renders the three parts of one message.
@@ -195,6 +246,35 @@ impl Templates {
     }
 }
 
+/// MiniJinja's HTML escape also turns `/` into `&#x2f;` (a dated habit
+/// against closing tags in inline scripts, which our mails never have), so
+/// "01/02/2026" read as "01&#x2f;02&#x2f;2026" in clients that show the
+/// source and in searches. This one escapes the five characters that
+/// matter in HTML text and attributes; everything else goes to the default.
+fn html_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if state.auto_escape() != AutoEscape::Html || value.is_safe() || value.is_undefined() || value.is_none() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = value.to_string();
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    out.write_str(&escaped)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+}
+
 /// What the acknowledgment's templates are given.
 #[derive(Debug, Clone, Serialize)]
 pub struct AckContext {
@@ -213,6 +293,13 @@ pub struct AckContext {
     pub due_date: String,
     /// Present when the request is subject to an implicit decision.
     pub implicit_decision: Option<ImplicitDecision>,
+    /// Status messages: the day of the transition, "30/11/2026".
+    pub occurred_on: String,
+    /// `documents_requested`: the pieces the agent asked for.
+    pub documents: Vec<String>,
+    /// `closed`: "granted", "refused", "informed", "redirected",
+    /// "withdrawn" or "no_action".
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,6 +351,9 @@ pub fn sample(implicit: Option<&str>) -> AckContext {
             kind: kind.into(),
             date: "02/04/2026".into(),
         }),
+        occurred_on: "03/02/2026".into(),
+        documents: vec!["Pièce-Témoin-A".into(), "Pièce-Témoin-B".into()],
+        outcome: "granted".into(),
     }
 }
 
@@ -291,6 +381,7 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
     }
     let mut problems = Vec::new();
     let mut checked = Vec::new();
+    check_other_kinds(sources, &templates, &mut problems, &mut checked);
     for (service, typology, lang) in &sets {
         let label = format!("{ACKNOWLEDGMENT} service={service:?} typology={typology:?} lang={lang}");
         for implicit in [None, Some("rejection"), Some("acceptance")] {
@@ -311,7 +402,6 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
                 problems.push(format!("{label}: the HTML part prints the usager's text unescaped"));
             }
             for (part, body) in [("txt", &rendered.text), ("html", &rendered.html)] {
-                let body = body.replace("&#x2f;", "/").replace("&#x2F;", "/");
                 let mut need: Vec<(&str, &str)> = vec![
                     ("date of receipt ({{ received_on }})", &ctx.received_on),
                     ("reference ({{ reference }})", &ctx.reference),
@@ -359,6 +449,71 @@ pub fn check(sources: &BTreeMap<String, String>) -> Result<Vec<String>, Vec<Stri
     }
 }
 
+/// The (service, language) combinations of `kind` the files define.
+fn sets_of(sources: &BTreeMap<String, String>, kind: &str) -> std::collections::BTreeSet<(String, String)> {
+    sources
+        .keys()
+        .filter_map(|name| {
+            let pieces: Vec<&str> = name.split('.').collect();
+            (pieces.len() >= 3 && pieces[0] == kind).then(|| {
+                let service = if pieces.len() > 3 { pieces[1] } else { "" };
+                (service.to_owned(), pieces[pieces.len() - 2].to_owned())
+            })
+        })
+        .collect()
+}
+
+/// The other kinds: the status messages must exist in French; every set
+/// of every kind renders against the sample, its subject carries the
+/// reference, its HTML escapes the usager's text, the documents asked for
+/// and the outcome are shown.
+fn check_other_kinds(
+    sources: &BTreeMap<String, String>,
+    templates: &Templates,
+    problems: &mut Vec<String>,
+    checked: &mut Vec<String>,
+) {
+    let ctx = sample(None);
+    for kind in [DOCUMENTS_REQUESTED, ANSWERED, CLOSED] {
+        if !sets_of(sources, kind).contains(&(String::new(), DEFAULT_LANGUAGE.to_owned())) {
+            problems.push(format!(
+                "no {kind} template ({kind}.{DEFAULT_LANGUAGE}.subject|txt|html): the status message an update can ask for"
+            ));
+        }
+    }
+    for kind in [FOLLOW_UP, DOCUMENTS_REQUESTED, ANSWERED, CLOSED] {
+        for (service, lang) in sets_of(sources, kind) {
+            let label = format!("{kind} service={service:?} lang={lang}");
+            match templates.render(kind, &service, "", &lang, &ctx) {
+                Ok(rendered) => {
+                    if !rendered.subject.contains(&format!("[{}]", ctx.reference)) {
+                        problems.push(format!(
+                            "{label}: the subject lacks the reference in brackets: [{{{{ reference }}}}]"
+                        ));
+                    }
+                    if rendered.html.contains("<b>Objet</b>") {
+                        problems.push(format!("{label}: the HTML part prints the usager's text unescaped"));
+                    }
+                    let need: &[(&str, &str)] = match kind {
+                        DOCUMENTS_REQUESTED => &[("the documents asked for ({{ documents }})", "Pièce-Témoin-B")],
+                        CLOSED => &[("the outcome ({{ outcome }})", "favorable")],
+                        _ => &[],
+                    };
+                    for (what, marker) in need {
+                        for (part, body) in [("txt", &rendered.text), ("html", &rendered.html)] {
+                            if !body.contains(marker) {
+                                problems.push(format!("{label} ({part}): lacks {what}"));
+                            }
+                        }
+                    }
+                    checked.push(label);
+                }
+                Err(e) => problems.push(format!("{label}: {e}")),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,12 +521,21 @@ mod tests {
     #[test]
     fn the_builtin_templates_pass_the_check_and_escape_html() {
         let checked = check(&builtin()).unwrap_or_else(|p| panic!("{p:#?}"));
-        assert_eq!(checked.len(), 2, "{checked:?}");
+        assert_eq!(checked.len(), 5, "{checked:?}");
+        assert!(
+            !Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"),
+            "no follow-up built in"
+        );
         let t = Templates::compile(builtin()).unwrap();
         let r = t.render(ACKNOWLEDGMENT, "urbanisme", "", "fr", &sample(None)).unwrap();
         assert!(
-            r.html.contains("&lt;b&gt;Objet&lt;&#x2f;b&gt;") || r.html.contains("&lt;b&gt;Objet"),
+            r.html.contains("&lt;b&gt;Objet&lt;/b&gt; &amp; &quot;usager&quot;"),
             "{}",
+            r.html
+        );
+        assert!(
+            r.html.contains("01/02/2026") && !r.html.contains("&#x2f;"),
+            "dates keep their slashes: {}",
             r.html
         );
         assert!(r.text.contains("<b>Objet</b>"), "the text part is not HTML");
@@ -396,6 +560,18 @@ mod tests {
         let problems = check(&set).unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("implicit decision date")),
+            "{problems:#?}"
+        );
+
+        let mut set = builtin();
+        set.insert("follow_up.urbanisme.fr.subject".into(), "Votre message".into());
+        set.insert("follow_up.urbanisme.fr.txt".into(), "{{ reference }}".into());
+        set.insert("follow_up.urbanisme.fr.html".into(), "{{ subject }}".into());
+        let problems = check(&set).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("follow_up") && p.contains("reference in brackets")),
             "{problems:#?}"
         );
 

@@ -110,11 +110,13 @@ async fn an_email_and_a_web_contact_each_get_one_acknowledgment_with_every_menti
                 reference.as_str(),
                 received_on.as_str(),
             ] {
-                let shown = part.replace("&#x27;", "'").replace("&#x2f;", "/");
+                let shown = part.replace("&#39;", "'");
                 assert!(shown.contains(mention), "lacks {mention:?}:\n{part}");
             }
         }
     }
+    // Dates keep their slashes in HTML (no `&#x2f;`).
+    assert!(!mail.html.contains("&#x2f;"), "{}", mail.html);
     // The usager's text is escaped in HTML, as written in text.
     assert!(mail.text.contains("<b>urgente</b>"), "{}", mail.text);
     assert!(
@@ -305,5 +307,100 @@ async fn a_refused_recipient_is_recorded_unreachable_and_not_retried() {
     assert_eq!(info.delivered.consumer_sequence, 1, "tried once, never retried");
     assert_eq!(info.num_ack_pending + info.num_pending as usize, 0);
     assert!(sink.messages().is_empty());
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_subject_to_an_implicit_decision_is_told_the_date_silence_is_worth_rejection() {
+    let nats = Nats::start().await;
+    let sink = SmtpSink::start().await;
+    let gateway = Gateway::start(&nats, notify_config(&sink)).await;
+    let contact = web_contact("terrasse@usager.example", "Autorisation de terrasse");
+    let plain = web_contact("sans-delai@usager.example", "Une question");
+    publish(&gateway.bus, &contact).await;
+    publish(&gateway.bus, &plain).await;
+    eventually("both acknowledgments received", Duration::from_secs(60), || async {
+        sink.messages().len() >= 2
+    })
+    .await;
+    let received: Vec<Received> = sink.messages().iter().map(parse).collect();
+    let with = received
+        .iter()
+        .find(|r| r.raw.rcpt == ["terrasse@usager.example"])
+        .expect("the terrasse acknowledgment");
+    let without = received
+        .iter()
+        .find(|r| r.raw.rcpt == ["sans-delai@usager.example"])
+        .expect("the other acknowledgment");
+    // The rule says rejection after 2 months, counted in Paris time from receipt.
+    let received_at = contact
+        .received_at
+        .as_ref()
+        .and_then(guichet_core::proto::to_datetime)
+        .unwrap();
+    let due = (received_at.with_timezone(&chrono_tz::Europe::Paris).date_naive() + chrono::Months::new(2))
+        .format("%d/%m/%Y")
+        .to_string();
+    for part in [&with.text, &with.html] {
+        let part = part.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            part.contains(&format!("réputée rejetée le {due}")),
+            "the implicit rejection date {due}:\n{part}"
+        );
+        assert!(part.contains("recours") && part.contains("deux mois"), "{part}");
+    }
+    assert!(
+        !without.text.contains("réputée"),
+        "no implicit decision, no date: {}",
+        without.text
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_usager_purges_their_notifications_from_outbox() {
+    let nats = Nats::start().await;
+    let sink = SmtpSink::start().await;
+    let gateway = Gateway::start(&nats, notify_config(&sink)).await;
+    let forgotten = "oubliez-moi@usager.example";
+    let kept = "gardee@usager.example";
+    publish(&gateway.bus, &web_contact(forgotten, "Première demande")).await;
+    publish(&gateway.bus, &email_contact(forgotten, "Seconde demande de permis")).await;
+    publish(&gateway.bus, &web_contact(kept, "Une autre demande")).await;
+    eventually("three acknowledgments sent", Duration::from_secs(60), || async {
+        events(&gateway.bus, "notify_sent").await.len() >= 3
+    })
+    .await;
+    let outbox = || async {
+        guichet_harness::streams::read_all(gateway.bus.jetstream(), "OUTBOX", Duration::from_secs(20))
+            .await
+            .expect("OUTBOX read")
+    };
+    let before = outbox().await;
+    let to = |m: &guichet_harness::streams::StoredMessage| {
+        serde_json::from_slice::<guichet_notify::outbox::Notification>(&m.payload).expect("a notification")
+    };
+    let theirs: Vec<_> = before.iter().map(to).filter(|n| n.to == forgotten).collect();
+    assert_eq!(theirs.len(), 2, "both of their acknowledgments are on OUTBOX");
+    let usager_id = theirs[0].usager_id.clone();
+    assert!(theirs.iter().all(|n| n.usager_id == usager_id), "one usager");
+
+    let report = guichet_router::admin::forget(&gateway.bus, guichet_harness::pseudonymizer(), &usager_id)
+        .await
+        .expect("forgotten");
+    assert_eq!(report.outbox_messages_purged, 2);
+
+    let after = outbox().await;
+    assert!(
+        after
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.payload).contains(forgotten) && !m.subject.contains(&usager_id)),
+        "nothing of the forgotten usager on OUTBOX"
+    );
+    assert_eq!(
+        after.iter().map(to).filter(|n| n.to == kept).count(),
+        1,
+        "the other usager's notification stays"
+    );
     gateway.shutdown().await;
 }

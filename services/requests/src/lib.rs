@@ -11,10 +11,12 @@
 //! engagement and legal deadlines), [`store`] (reading a request, applying
 //! a transition), [`events`] (the journal and its repair), [`view`] and
 //! [`list`] (what the API shows), [`sweep`] (due-soon and overdue
-//! alerts, exactly once, and the gauges), [`auth`] (client tokens scoped to
+//! alerts, exactly once, and the gauges), [`acknowledgments`] (the
+//! receipt → accusé de réception time, folded into the record), [`auth`] (client tokens scoped to
 //! services), [`config`] (`[requests]`), [`server`] (tonic, TLS, health,
 //! reflection).
 
+pub mod acknowledgments;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -156,6 +156,11 @@ fn change_of(state: &State, client: &Client, request: &UpdateRequestRequest) -> 
     } else if !to_service.is_empty() {
         v.add("to_service", "only TRANSFER takes a service");
     }
+    if let Some(t) = transition {
+        for (field, reason) in store::check_notice(t, request.notify_usager, &request.documents) {
+            v.add(field, reason);
+        }
+    }
     v.into_result()?;
     Ok(Change {
         transition: transition.unwrap_or_default(),
@@ -166,6 +171,8 @@ fn change_of(state: &State, client: &Client, request: &UpdateRequestRequest) -> 
         expected_version: request.expected_version,
         outcome: outcome.unwrap_or_default(),
         to_service: to_service.to_owned(),
+        notify_usager: request.notify_usager,
+        documents: request.documents.iter().map(|d| d.trim().to_owned()).collect(),
     })
 }
 
@@ -359,11 +366,13 @@ pub async fn serve(
         (rules, rules_key),
         sweep_stop.clone(),
     ));
+    let acknowledgments_task = tokio::spawn(crate::acknowledgments::run(ctx.bus.clone(), sweep_stop.clone()));
     ctx.health.set_ready("requests", true);
     tracing::info!(%addr, tls, "requests gRPC service listening");
     let result = grpc::serve(router, listener, ctx.bus.clone(), health, SERVICE_NAME, shutdown).await;
     sweep_stop.cancel();
     let _ = sweep_task.await;
+    let _ = acknowledgments_task.await;
     result.map_err(|e| serve_error(e.to_string()))
 }
 

@@ -36,6 +36,52 @@ pub struct Change {
     pub expected_version: Option<u64>,
     pub outcome: Outcome,
     pub to_service: String,
+    /// Tell the usager by e-mail (REQUEST_DOCUMENTS, ANSWER, CLOSE).
+    pub notify_usager: bool,
+    /// REQUEST_DOCUMENTS: the pieces asked for.
+    pub documents: Vec<String>,
+}
+
+/// At most this many documents asked for in one REQUEST_DOCUMENTS.
+pub const MAX_DOCUMENTS: usize = 20;
+/// The longest name of one document asked for.
+pub const MAX_DOCUMENT_LEN: usize = 200;
+
+/// What is wrong with a change's `notify_usager` and `documents`, as
+/// (field, reason): a status message exists for REQUEST_DOCUMENTS, ANSWER
+/// and CLOSE only; documents go with REQUEST_DOCUMENTS, a bounded list.
+pub fn check_notice(transition: Transition, notify_usager: bool, documents: &[String]) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let told = [Transition::RequestDocuments, Transition::Answer, Transition::Close];
+    if notify_usager && !told.contains(&transition) {
+        problems.push((
+            "notify_usager",
+            "only REQUEST_DOCUMENTS, ANSWER and CLOSE send the usager a status message".to_owned(),
+        ));
+    }
+    if !documents.is_empty() && transition != Transition::RequestDocuments {
+        problems.push((
+            "documents",
+            "only REQUEST_DOCUMENTS takes a list of documents".to_owned(),
+        ));
+    } else if documents.len() > MAX_DOCUMENTS {
+        problems.push((
+            "documents",
+            format!(
+                "{} documents, over the limit of {MAX_DOCUMENTS}: group them",
+                documents.len()
+            ),
+        ));
+    } else if let Some(i) = documents.iter().position(|d| {
+        let d = d.trim();
+        d.is_empty() || d.chars().count() > MAX_DOCUMENT_LEN || d.chars().any(char::is_control)
+    }) {
+        problems.push((
+            "documents",
+            format!("documents[{i}]: 1 to {MAX_DOCUMENT_LEN} characters, no control characters"),
+        ));
+    }
+    problems
 }
 
 /// What an update did.
@@ -241,6 +287,8 @@ fn advance(
         client: change.client.clone(),
         client_request_id: change.client_request_id.clone(),
         note: change.note.clone(),
+        notify_usager: change.notify_usager,
+        documents: change.documents.clone(),
         occurred_at: clock::rfc3339(now),
         ..Default::default()
     };

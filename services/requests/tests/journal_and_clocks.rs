@@ -231,6 +231,8 @@ async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
         expected_version: None,
         outcome: Default::default(),
         to_service: String::new(),
+        notify_usager: false,
+        documents: Vec::new(),
     };
     let run = |c: store::Change, now: &str| {
         let (bus, stream, in_force) = (bus.clone(), stream.clone(), in_force.clone());
@@ -347,6 +349,8 @@ async fn without_rules_the_builtin_calendar_counts() {
                 expected_version: None,
                 outcome: Default::default(),
                 to_service: String::new(),
+                notify_usager: false,
+                documents: Vec::new(),
             };
             store::update(&bus, &stream, reference, &change, &allow, rules, at(now))
                 .await

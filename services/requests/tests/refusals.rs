@@ -188,6 +188,36 @@ async fn refusals_name_the_problem_and_change_nothing() {
     let no_id = update(reference, Transition::Answer, "");
     let status = refused(&bus, &mut client, VOIRIE_TOKEN, no_id, Code::InvalidArgument).await;
     assert_eq!(violated_fields(&status), ["client_request_id"]);
+    // Status messages: only where there is one to send, documents only
+    // when asking for them, a bounded list.
+    let mut told_resume = update(reference, Transition::Resume, "n1");
+    told_resume.notify_usager = true;
+    let status = refused(&bus, &mut client, VOIRIE_TOKEN, told_resume, Code::InvalidArgument).await;
+    assert_eq!(violated_fields(&status), ["notify_usager"]);
+    let mut documents_on_answer = update(reference, Transition::Answer, "n2");
+    documents_on_answer.documents = vec!["Plan de situation".into()];
+    let status = refused(
+        &bus,
+        &mut client,
+        VOIRIE_TOKEN,
+        documents_on_answer,
+        Code::InvalidArgument,
+    )
+    .await;
+    assert_eq!(violated_fields(&status), ["documents"]);
+    let mut too_many = update(reference, Transition::RequestDocuments, "n3");
+    too_many.documents = (0..21).map(|i| format!("pièce {i}")).collect();
+    let status = refused(&bus, &mut client, VOIRIE_TOKEN, too_many, Code::InvalidArgument).await;
+    assert_eq!(violated_fields(&status), ["documents"]);
+    assert!(
+        status.message().contains("21 documents, over the limit of 20"),
+        "{}",
+        status.message()
+    );
+    let mut blank = update(reference, Transition::RequestDocuments, "n4");
+    blank.documents = vec!["Plan de situation".into(), "  ".into()];
+    let status = refused(&bus, &mut client, VOIRIE_TOKEN, blank, Code::InvalidArgument).await;
+    assert!(status.message().contains("documents[1]"), "{}", status.message());
 
     // A retry with the same client_request_id: the first answer, nothing new.
     let first = client

@@ -82,14 +82,6 @@ impl RouterError {
         }
     }
 
-    pub(crate) fn config_store(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
-        RouterError::Store {
-            store: subjects::CONFIG_BUCKET,
-            what: what.into(),
-            reason: e.to_string(),
-        }
-    }
-
     pub(crate) fn jetstream(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
         RouterError::JetStream {
             what: what.into(),

@@ -64,6 +64,8 @@ pub async fn move_on(
         expected_version: None,
         outcome: Default::default(),
         to_service: String::new(),
+        notify_usager: false,
+        documents: Vec::new(),
     };
     let stream = events::events_stream(bus).await?;
     let allow = |_: &str| Ok(());

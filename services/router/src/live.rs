@@ -7,17 +7,18 @@
 //! keeps it to the end, so it is decided by exactly one revision, which
 //! its `Routed` records. A revision that fails validation (pushed around
 //! the CLI, e.g. with `nats kv put`) is never activated: the router keeps
-//! the one it has and logs an error.
+//! the one it has and logs an error. The revisions themselves (store,
+//! history, watch) are `guichet_core::bus::revisions`, shared with the
+//! notification templates.
 
 use std::sync::{Arc, RwLock};
 
-use async_nats::jetstream::kv::{Entry, Operation};
-use bytes::Bytes;
-use chrono::Utc;
-use futures::StreamExt;
-use guichet_core::{Bus, admin::Health, backoff::Backoff, bus::subjects};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+pub use guichet_core::bus::revisions::Revision;
+use guichet_core::{
+    Bus,
+    admin::Health,
+    bus::revisions::{self, Change, Stored},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -73,45 +74,9 @@ impl LiveRules {
     }
 }
 
-/// What is stored under the rules key: the text and who pushed it.
-/// A value that is not this JSON is read as bare rules text (pushed by
-/// hand), and validated like any other.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredRules {
-    pub text: String,
-    /// The file it came from.
-    pub origin: String,
-    /// RFC 3339.
-    pub pushed_at: String,
-    pub pushed_by: String,
-    /// Lower-case hex SHA-256 of `text`.
-    pub sha256: String,
-}
-
-impl StoredRules {
-    fn decode(value: &[u8]) -> Result<Self, String> {
-        if let Ok(stored) = serde_json::from_slice::<StoredRules>(value) {
-            return Ok(stored);
-        }
-        let text = std::str::from_utf8(value).map_err(|_| "the stored value is not UTF-8 text".to_owned())?;
-        Ok(StoredRules {
-            text: text.to_owned(),
-            origin: "(stored without guichet rules push)".into(),
-            pushed_at: String::new(),
-            pushed_by: String::new(),
-            sha256: sha256_hex(text),
-        })
-    }
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// Compiles one stored revision.
-fn compile_entry(entry: &Entry) -> Result<Arc<dyn Engine>, String> {
-    let stored = StoredRules::decode(&entry.value)?;
-    engine::compile(&stored.text, &format!("revision {}", entry.revision))
+fn compile_stored(stored: &Stored, revision: u64) -> Result<Arc<dyn Engine>, String> {
+    engine::compile(&stored.text, &format!("revision {revision}"))
 }
 
 /// Loads the newest valid revision, or the fallback when there is none.
@@ -122,80 +87,46 @@ pub async fn load(
     fallback_service: &str,
     health: &Health,
 ) -> Result<(LiveRules, u64), RouterError> {
-    let kv = &bus.stores().config;
     let fallback = || Active {
         revision: BUILTIN_REVISION,
         engine: Arc::new(Fallback {
             service: fallback_service.to_owned(),
         }),
     };
-    let latest = kv
-        .entry(key)
-        .await
-        .map_err(|e| RouterError::config_store(format!("reading `{key}`"), e))?;
-    let Some(latest) = latest else {
-        tracing::warn!(
-            key,
-            service = fallback_service,
-            "no rules pushed yet: every contact goes to manual qualification (push rules with `guichet rules push FILE`)"
-        );
-        return Ok((LiveRules::new(fallback()), 0));
-    };
-    let last_seen = latest.revision;
-    if latest.operation == Operation::Put {
-        match compile_entry(&latest) {
-            Ok(engine) => {
-                tracing::info!(revision = latest.revision, "rules loaded");
-                return Ok((
-                    LiveRules::new(Active {
-                        revision: latest.revision,
-                        engine,
-                    }),
-                    last_seen,
-                ));
+    let loaded = revisions::load(bus, key, compile_stored).await?;
+    let kept = loaded
+        .active
+        .as_ref()
+        .map_or(BUILTIN_REVISION, |(revision, _)| *revision);
+    if let Some(refused) = loaded.latest_refused {
+        health.set_note(HEALTH_NOTE, Some(refused_note(refused, kept)));
+    }
+    let rules = match loaded.active {
+        Some((revision, engine)) => {
+            if loaded.latest_refused.is_some() {
+                tracing::warn!(revision, "rules loaded from an older valid revision");
+            } else {
+                tracing::info!(revision, "rules loaded");
             }
-            Err(e) => tracing::error!(
-                revision = latest.revision,
-                error = %e,
-                "the latest rules revision is invalid and is not activated; looking for the newest valid one"
-            ),
+            LiveRules::new(Active { revision, engine })
         }
-    }
-    let refused = |kept: u64| {
-        health.set_note(HEALTH_NOTE, Some(refused_note(latest.revision, kept)));
+        None if loaded.latest_refused.is_some() => {
+            tracing::error!(
+                key,
+                "no valid rules revision: every contact goes to manual qualification"
+            );
+            LiveRules::new(fallback())
+        }
+        None => {
+            tracing::warn!(
+                key,
+                service = fallback_service,
+                "no rules pushed yet: every contact goes to manual qualification (push rules with `guichet rules push FILE`)"
+            );
+            LiveRules::new(fallback())
+        }
     };
-    // The newest valid revision in the history, newest first.
-    let mut history = kv
-        .history(key)
-        .await
-        .map_err(|e| RouterError::config_store(format!("reading the history of `{key}`"), e))?;
-    let mut entries = Vec::new();
-    while let Some(entry) = history.next().await {
-        let entry = entry.map_err(|e| RouterError::config_store(format!("reading the history of `{key}`"), e))?;
-        entries.push(entry);
-    }
-    for entry in entries.iter().rev() {
-        if entry.operation != Operation::Put || entry.revision == latest.revision {
-            continue;
-        }
-        if let Ok(engine) = compile_entry(entry) {
-            tracing::warn!(revision = entry.revision, "rules loaded from an older valid revision");
-            refused(entry.revision);
-            return Ok((
-                LiveRules::new(Active {
-                    revision: entry.revision,
-                    engine,
-                }),
-                last_seen,
-            ));
-        }
-    }
-    tracing::error!(
-        key,
-        "no valid rules revision: every contact goes to manual qualification"
-    );
-    refused(BUILTIN_REVISION);
-    Ok((LiveRules::new(fallback()), last_seen))
+    Ok((rules, loaded.last_seen))
 }
 
 /// What `/readyz` notes while the latest revision is refused.
@@ -209,7 +140,7 @@ pub async fn watch<F, Fut>(
     bus: Bus,
     key: String,
     live: LiveRules,
-    mut after: u64,
+    after: u64,
     on_activate: F,
     health: Health,
     shutdown: CancellationToken,
@@ -217,75 +148,42 @@ pub async fn watch<F, Fut>(
     F: Fn(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let kv = bus.stores().config.clone();
-    let mut backoff = Backoff::new(
-        std::time::Duration::from_millis(200),
-        std::time::Duration::from_secs(10),
-    );
-    while !shutdown.is_cancelled() {
-        let watch = kv.watch_from_revision(&key, after + 1).await;
-        let mut watch = match watch {
-            Ok(w) => w,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot watch the rules key; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = watch.next() => next,
-            };
-            let entry = match next {
-                Some(Ok(entry)) => entry,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "rules watch interrupted; watching again");
-                    break;
-                }
-                None => break,
-            };
-            if entry.revision <= after {
-                continue;
-            }
-            after = entry.revision;
-            if entry.operation != Operation::Put {
-                tracing::warn!(
-                    revision = entry.revision,
-                    "the rules key was deleted; keeping the rules in force (push rules to change them)"
-                );
-                continue;
-            }
-            match compile_entry(&entry) {
-                Ok(engine) => {
+    let on_activate = &on_activate;
+    let on_change = |change: Change<Arc<dyn Engine>>| {
+        let live = live.clone();
+        let health = health.clone();
+        async move {
+            match change {
+                Change::Activated {
+                    revision,
+                    value: engine,
+                } => {
                     let services = with_manual(engine.as_ref());
-                    live.swap(Active {
-                        revision: entry.revision,
-                        engine,
-                    });
-                    metrics::gauge!("guichet_router_rules_revision").set(entry.revision as f64);
+                    live.swap(Active { revision, engine });
+                    metrics::gauge!("guichet_router_rules_revision").set(revision as f64);
                     health.set_note(HEALTH_NOTE, None);
-                    tracing::info!(revision = entry.revision, "rules revision activated");
+                    tracing::info!(revision, "rules revision activated");
                     on_activate(services).await;
                 }
-                Err(e) => {
+                Change::Refused { revision, error } => {
                     metrics::counter!("guichet_router_rules_refused_total").increment(1);
-                    health.set_note(HEALTH_NOTE, Some(refused_note(entry.revision, live.current().revision)));
+                    let kept = live.current().revision;
+                    health.set_note(HEALTH_NOTE, Some(refused_note(revision, kept)));
                     tracing::error!(
-                        revision = entry.revision,
-                        kept = live.current().revision,
-                        error = %e,
+                        revision,
+                        kept,
+                        error = %error,
                         "rules revision refused: it does not validate; the previous revision stays in force"
                     );
                 }
+                Change::Deleted { revision } => tracing::warn!(
+                    revision,
+                    "the rules key was deleted; keeping the rules in force (push rules to change them)"
+                ),
             }
         }
-    }
+    };
+    revisions::watch(bus, key, after, compile_stored, on_change, shutdown).await;
 }
 
 /// What `/readyz` says while revision `refused` is not in force.
@@ -321,142 +219,31 @@ pub struct Pushed {
 /// Validates `text` and stores it as the new rules revision.
 pub async fn push(bus: &Bus, key: &str, text: &str, origin: &str, pushed_by: &str) -> Result<Pushed, RouterError> {
     let engine = engine::compile(text, origin).map_err(RouterError::RulesRejected)?;
-    let stored = StoredRules {
-        text: text.to_owned(),
-        origin: origin.to_owned(),
-        pushed_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        pushed_by: pushed_by.to_owned(),
-        sha256: sha256_hex(text),
-    };
-    let value = serde_json::to_vec(&stored).map_err(|e| RouterError::Invalid(format!("encoding the rules: {e}")))?;
-    let revision = bus
-        .stores()
-        .config
-        .put(key, Bytes::from(value))
-        .await
-        .map_err(|e| RouterError::config_store(format!("storing `{key}`"), e))?;
-    let event = serde_json::json!({
-        "kind": "rules_pushed",
-        "key": key,
-        "revision": revision,
-        "origin": origin,
-        "sha256": stored.sha256,
-        "pushed_by": pushed_by,
-        "at": stored.pushed_at,
-    });
-    if let Err(e) = bus
-        .publish(
-            subjects::event("rules_pushed"),
-            &format!("rules-{key}-{revision}"),
-            Bytes::from(event.to_string()),
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "rules pushed but the audit event was not published");
-    }
+    let pushed = revisions::push(bus, "rules", key, text, origin, pushed_by).await?;
     // The queues exist from now on, even before a router sees the push.
     let services = with_manual(engine.as_ref());
     if let Err(e) = crate::dispatch::ensure_queues(bus, &services).await {
         tracing::warn!(error = %e, "rules pushed; the service queues will be created by the routers");
     }
     Ok(Pushed {
-        revision,
+        revision: pushed.revision,
         services,
-        sha256: stored.sha256,
+        sha256: pushed.sha256,
     })
-}
-
-/// One revision of the rules key.
-#[derive(Debug, Clone)]
-pub struct Revision {
-    pub revision: u64,
-    pub deleted: bool,
-    pub origin: String,
-    pub pushed_at: String,
-    pub pushed_by: String,
-    pub sha256: String,
-    /// Validation outcome with this build's engine: `None` when valid.
-    pub invalid: Option<String>,
 }
 
 /// The kept revisions of the rules key, oldest first.
 pub async fn history(bus: &Bus, key: &str) -> Result<Vec<Revision>, RouterError> {
-    let kv = &bus.stores().config;
-    let mut out = Vec::new();
-    if kv
-        .entry(key)
-        .await
-        .map_err(|e| RouterError::config_store(format!("reading `{key}`"), e))?
-        .is_none()
-    {
-        return Ok(out);
-    }
-    let mut history = kv
-        .history(key)
-        .await
-        .map_err(|e| RouterError::config_store(format!("reading the history of `{key}`"), e))?;
-    while let Some(entry) = history.next().await {
-        let entry = entry.map_err(|e| RouterError::config_store(format!("reading the history of `{key}`"), e))?;
-        if entry.operation != Operation::Put {
-            out.push(Revision {
-                revision: entry.revision,
-                deleted: true,
-                origin: String::new(),
-                pushed_at: entry.created.to_string(),
-                pushed_by: String::new(),
-                sha256: String::new(),
-                invalid: None,
-            });
-            continue;
-        }
-        let (stored, invalid) = match StoredRules::decode(&entry.value) {
-            Ok(stored) => {
-                let invalid = engine::compile(&stored.text, &format!("revision {}", entry.revision)).err();
-                (Some(stored), invalid)
-            }
-            Err(e) => (None, Some(e)),
-        };
-        let stored = stored.unwrap_or(StoredRules {
-            text: String::new(),
-            origin: String::new(),
-            pushed_at: String::new(),
-            pushed_by: String::new(),
-            sha256: String::new(),
-        });
-        out.push(Revision {
-            revision: entry.revision,
-            deleted: false,
-            origin: stored.origin,
-            pushed_at: if stored.pushed_at.is_empty() {
-                entry.created.to_string()
-            } else {
-                stored.pushed_at
-            },
-            pushed_by: stored.pushed_by,
-            sha256: stored.sha256,
-            invalid,
-        });
-    }
-    Ok(out)
+    Ok(revisions::history(bus, key, |text, origin| engine::compile(text, origin).map(|_| ())).await?)
 }
 
 /// Pushes the text of an older revision again, validated, as a new one.
 pub async fn rollback(bus: &Bus, key: &str, revision: u64, pushed_by: &str) -> Result<Pushed, RouterError> {
-    let entry = bus
-        .stores()
-        .config
-        .entry_for_revision(key, revision)
-        .await
-        .map_err(|e| RouterError::config_store(format!("reading revision {revision} of `{key}`"), e))?;
-    let entry = match entry {
-        Some(entry) if entry.key == key && entry.operation == Operation::Put => entry,
-        _ => {
-            return Err(RouterError::NotFound(format!(
-                "no rules revision {revision} under `{key}` (see `guichet rules history`; the bucket keeps the last 64)"
-            )));
-        }
-    };
-    let stored = StoredRules::decode(&entry.value).map_err(RouterError::RulesRejected)?;
+    let stored = revisions::stored_revision(bus, key, revision).await?.ok_or_else(|| {
+        RouterError::NotFound(format!(
+            "no rules revision {revision} under `{key}` (see `guichet rules history`; the bucket keeps the last 64)"
+        ))
+    })?;
     push(
         bus,
         key,

@@ -29,6 +29,8 @@ async fn apply(bus: &Bus, reference: &str, transition: Transition, outcome: Outc
         expected_version: None,
         outcome,
         to_service: String::new(),
+        notify_usager: false,
+        documents: Vec::new(),
     };
     let allow = |_: &str| Ok(());
     store::update(

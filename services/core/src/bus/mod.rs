@@ -8,8 +8,10 @@
 mod attachments;
 pub mod claim;
 mod connect;
+mod outbox;
 mod publish;
 mod readiness;
+pub mod revisions;
 pub mod routing;
 mod scan;
 pub mod subjects;

@@ -95,6 +95,11 @@ pub fn outbox(kind: &str, usager_id: &str, reference: &str, event: &str) -> Stri
     format!("guichet.outbox.{kind}.{usager_id}.{reference}.{event}")
 }
 
+/// Every notification to one usager on OUTBOX (what an erasure purges).
+pub fn outbox_of_usager(usager_id: &str) -> String {
+    format!("guichet.outbox.*.{usager_id}.>")
+}
+
 /// The stream of ours that stores `subject`, if any.
 pub fn stream_of(subject: &str) -> Option<&'static str> {
     [

@@ -5,6 +5,7 @@ mod explain;
 mod identity;
 mod queue;
 mod request;
+mod revisions;
 mod rules;
 mod rules_replay;
 mod rules_store;
@@ -63,7 +64,7 @@ pub enum Command {
     /// What the router gave up on: list, show, replay, discard.
     #[command(subcommand)]
     Deadletter(deadletter::DeadletterCommand),
-    /// The notification templates: check them, preview one.
+    /// The notification templates: check, preview, push, history, rollback.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
 }
@@ -83,7 +84,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Request(command) => request::run(&cli.config, command).await,
         Command::Rules(command) => rules::run(&cli.config, command).await,
         Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
-        Command::Templates(command) => templates::run(command),
+        Command::Templates(command) => templates::run(&cli.config, command).await,
     }
 }
 

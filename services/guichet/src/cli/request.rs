@@ -51,6 +51,12 @@ pub enum RequestCommand {
         /// The idempotency id (default: a fresh one).
         #[arg(long)]
         id: Option<String>,
+        /// request_documents, answer, close: e-mail the usager a status message.
+        #[arg(long)]
+        notify_usager: bool,
+        /// request_documents: one piece asked for (repeat the flag for each).
+        #[arg(long = "document")]
+        documents: Vec<String>,
     },
 }
 
@@ -161,6 +167,8 @@ pub async fn run(config_path: &Path, command: RequestCommand) -> anyhow::Result<
             to,
             expected_version,
             id,
+            notify_usager,
+            documents,
         } => {
             let reference = store::canonical_reference(&reference)?;
             let transition = parse_transition(&transition.to_lowercase())
@@ -191,7 +199,17 @@ pub async fn run(config_path: &Path, command: RequestCommand) -> anyhow::Result<
                 expected_version,
                 outcome,
                 to_service: to.unwrap_or_default(),
+                notify_usager,
+                documents: documents.iter().map(|d| d.trim().to_owned()).collect(),
             };
+            if let Some((field, reason)) = store::check_notice(transition, notify_usager, &documents).first() {
+                let flag = if *field == "documents" {
+                    "--document"
+                } else {
+                    "--notify-usager"
+                };
+                bail!("{flag}: {reason}");
+            }
             if transition == Transition::Transfer && !guichet_core::bus::subjects::is_token(&change.to_service) {
                 bail!("transfer needs --to SERVICE");
             }

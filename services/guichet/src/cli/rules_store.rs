@@ -29,18 +29,6 @@ pub enum RulesStoreCommand {
     },
 }
 
-fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    if host.is_empty() {
-        user
-    } else {
-        format!("{user}@{host}")
-    }
-}
-
 pub async fn run(config_path: &Path, command: RulesStoreCommand) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let key = config.router.rules_key.clone();
@@ -54,7 +42,9 @@ pub async fn run(config_path: &Path, command: RulesStoreCommand) -> anyhow::Resu
                     anyhow::bail!("not pushed: nothing changed");
                 }
             }
-            let pushed = guichet_router::live::push(&bus, &key, &text, &file.display().to_string(), &who()).await?;
+            let pushed =
+                guichet_router::live::push(&bus, &key, &text, &file.display().to_string(), &super::revisions::who())
+                    .await?;
             println!(
                 "pushed {} as rules revision {} (sha256 {}); running routers switch to it now",
                 file.display(),
@@ -68,34 +58,10 @@ pub async fn run(config_path: &Path, command: RulesStoreCommand) -> anyhow::Resu
             if revisions.is_empty() {
                 println!("no rules pushed yet under `{key}`: routers send every contact to manual qualification");
             }
-            let latest_valid = revisions
-                .iter()
-                .rev()
-                .find(|r| !r.deleted && r.invalid.is_none())
-                .map(|r| r.revision);
-            for r in &revisions {
-                let state = if r.deleted {
-                    "deleted".to_owned()
-                } else if let Some(why) = &r.invalid {
-                    format!("INVALID (never activated): {}", why.lines().next().unwrap_or_default())
-                } else if Some(r.revision) == latest_valid {
-                    "in force".to_owned()
-                } else {
-                    "valid".to_owned()
-                };
-                println!(
-                    "{:>6}  {}  {}  {}  {}  {}",
-                    r.revision,
-                    r.pushed_at,
-                    if r.pushed_by.is_empty() { "-" } else { &r.pushed_by },
-                    r.sha256.get(..12).unwrap_or("-"),
-                    r.origin,
-                    state
-                );
-            }
+            super::revisions::print_history(&revisions);
         }
         RulesStoreCommand::Rollback { revision } => {
-            let pushed = guichet_router::live::rollback(&bus, &key, revision, &who()).await?;
+            let pushed = guichet_router::live::rollback(&bus, &key, revision, &super::revisions::who()).await?;
             println!(
                 "rolled back: the text of revision {revision} is now revision {}; running routers switch to it now",
                 pushed.revision

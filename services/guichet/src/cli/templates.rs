@@ -1,6 +1,7 @@
 //! `guichet templates check DIR|FILE` and `guichet templates preview
-//! TEMPLATE SAMPLE.json`: the notification templates' ops workflow, on
-//! files, without a broker (see docs/notify.md).
+//! TEMPLATE SAMPLE.json`: the notification templates' ops workflow on
+//! files, without a broker; `push DIR|FILE`, `history`, `rollback REV`:
+//! the revisions every notify renders with, live (see docs/notify.md).
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +10,10 @@ use std::{
 
 use anyhow::Context;
 use clap::Subcommand;
-use guichet_notify::templates::{self, Templates};
+use guichet_notify::{
+    template_revisions,
+    templates::{self, Templates},
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
@@ -24,9 +28,20 @@ pub enum TemplatesCommand {
     /// Render one template file with a context in JSON
     /// (deploy/templates/acknowledgment.sample.json).
     Preview { template: PathBuf, sample: PathBuf },
+    /// Check DIR (or FILE, with the built-in templates) like `check` and
+    /// make it the set every running notify renders with (a new revision,
+    /// picked up live). Refused: nothing stored.
+    Push { path: PathBuf },
+    /// List the pushed templates revisions, oldest first.
+    History,
+    /// Push the set of an older revision again (checked) as a new one.
+    Rollback {
+        /// The revision, as listed by `guichet templates history`.
+        revision: u64,
+    },
 }
 
-pub fn run(command: TemplatesCommand) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path, command: TemplatesCommand) -> anyhow::Result<()> {
     match command {
         TemplatesCommand::Check { path } => {
             let sources = load(&path)?;
@@ -54,6 +69,42 @@ pub fn run(command: TemplatesCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not JSON (a template context)", sample.display()))?;
             let compiled = Templates::compile(BTreeMap::from([(name.clone(), source)]))?;
             println!("{}", compiled.render_one(&name, &context)?);
+            Ok(())
+        }
+        TemplatesCommand::Push { path } => {
+            let sources = load(&path)?;
+            let key = super::load_config(config_path)?.notify.templates_key;
+            let bus = super::connect_bus(config_path).await?;
+            let origin = path.display().to_string();
+            let pushed = template_revisions::push(&bus, &key, &sources, &origin, &super::revisions::who()).await?;
+            println!(
+                "pushed {origin} ({} templates) as templates revision {} (sha256 {}); running notify processes switch to it now",
+                sources.len(),
+                pushed.revision,
+                pushed.sha256.get(..12).unwrap_or_default()
+            );
+            Ok(())
+        }
+        TemplatesCommand::History => {
+            let key = super::load_config(config_path)?.notify.templates_key;
+            let bus = super::connect_bus(config_path).await?;
+            let revisions = template_revisions::history(&bus, &key).await?;
+            if revisions.is_empty() {
+                println!(
+                    "no templates pushed yet under `{key}`: notify renders with notify.templates_dir or the built-in ones"
+                );
+            }
+            super::revisions::print_history(&revisions);
+            Ok(())
+        }
+        TemplatesCommand::Rollback { revision } => {
+            let key = super::load_config(config_path)?.notify.templates_key;
+            let bus = super::connect_bus(config_path).await?;
+            let pushed = template_revisions::rollback(&bus, &key, revision, &super::revisions::who()).await?;
+            println!(
+                "rolled back: the set of revision {revision} is now templates revision {}; running notify processes switch to it now",
+                pushed.revision
+            );
             Ok(())
         }
     }

@@ -93,6 +93,7 @@ pub async fn run(config_path: &Path, command: UsagerCommand) -> anyhow::Result<(
             let report = guichet_router::admin::forget(&bus, &keys, &id).await?;
             println!("forgot usager {}", report.usager_ids.join(", "));
             println!("  routed messages purged: {}", report.routed_messages_purged);
+            println!("  notifications purged from OUTBOX: {}", report.outbox_messages_purged);
             println!(
                 "  received contacts purged from INTAKE: {}",
                 report.intake_messages_purged

@@ -46,6 +46,13 @@ id = "permis"
 when = { keywords = ["permis"] }
 service = "urbanisme"
 typology = "permis-construire"
+
+[[rules]]
+id = "terrasse"
+when = { keywords = ["terrasse"] }
+service = "urbanisme"
+typology = "terrasse"
+implicit_decision = { kind = "rejection", delay = "2 months" }
 "#;
 
 pub fn notify_config(sink: &SmtpSink) -> NotifyConfig {
@@ -281,6 +288,23 @@ pub async fn notify_caught_up(bus: &Bus, routed_at_least: u64) -> bool {
     };
     let Ok(c) = consumer.info().await else { return false };
     c.ack_floor.stream_sequence >= last && c.num_ack_pending == 0
+}
+
+/// Whether a consumer has nothing pending nor unacked.
+pub async fn consumer_caught_up(bus: &Bus, stream: &str, consumer: &str) -> bool {
+    let Ok(stream) = bus.jetstream().get_stream(stream).await else {
+        return false;
+    };
+    let Ok(mut consumer) = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+        .await
+    else {
+        return false;
+    };
+    consumer
+        .info()
+        .await
+        .is_ok_and(|c| c.num_pending == 0 && c.num_ack_pending == 0)
 }
 
 /// A received message, parsed.

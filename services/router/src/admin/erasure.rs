@@ -38,6 +38,8 @@ pub struct ForgetReport {
     /// The usager ids erased: the person's id and every id merged into it.
     pub usager_ids: Vec<String>,
     pub routed_messages_purged: u64,
+    /// Their notifications on OUTBOX (they hold the e-mail address).
+    pub outbox_messages_purged: u64,
     /// Their contacts as received, still in INTAKE (`topology.intake_max_age`).
     pub intake_messages_purged: u64,
     pub identity_keys_removed: usize,
@@ -136,6 +138,9 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     // messages are still there (see `erase_files`).
     report.files = erase_files(bus, files, &ids, &intake_subjects, &contacts).await?;
     report.events_removed = purge_events(bus, &ids).await?;
+    for id in &ids {
+        report.outbox_messages_purged += bus.purge_outbox_of(id).await?;
+    }
     for id in &ids {
         let purged = routed_stream
             .purge()
@@ -255,6 +260,7 @@ pub async fn forget(bus: &Bus, keys: &Pseudonymizer, usager_id: &str) -> Result<
     let event = serde_json::json!({
         "kind": "usager_forgotten", "usager_pseudonyms": pseudonyms,
         "routed_messages_purged": report.routed_messages_purged,
+        "outbox_messages_purged": report.outbox_messages_purged,
         "intake_messages_purged": report.intake_messages_purged,
         "dead_letters_removed": report.dead_letters_removed,
         "files_deleted": report.files.deleted, "files_kept_shared": report.files.kept_shared,
