@@ -86,20 +86,20 @@ fn test_routes_the_samples_and_says_why_and_when() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     for expected in [
-        "auto-reponse.json: rule `bruit-automatique` (line 125) → service accueil, priority normal, DISCARDED",
+        "auto-reponse.json: rule `bruit-automatique` (line 132) → service accueil, priority normal, DISCARDED",
         "    - flagged auto_reply",
-        "etat-civil-acte-naissance.json: rule `etat-civil-courriel` (line 154) → service etat-civil, typology demande-acte",
+        "etat-civil-acte-naissance.json: rule `etat-civil-courriel` (line 161) → service etat-civil, typology demande-acte",
         "    - keyword \"acte de naissance\" in the body",
         "    received 2026-12-23 11:12 CET, due 2027-01-12 17:00 CET (2027-01-12)",
-        "etat-civil-formulaire.json: rule `etat-civil-formulaire` (line 144)",
+        "etat-civil-formulaire.json: rule `etat-civil-formulaire` (line 151)",
         "    - form field \"type_acte\" is \"deces\"",
-        "dechets-hors-commune.json: rule `dechets-hors-commune` (line 201) → service accueil",
+        "dechets-hors-commune.json: rule `dechets-hors-commune` (line 208) → service accueil",
         "    - not (postal code is 67000)",
         "sans-regle.json: no rule → service accueil, priority normal",
         "    - no rule matched: manual qualification by service accueil",
-        "urbanisme-suivi.json: rule `urbanisme-dossier` (line 164) → service urbanisme, typology suivi-dossier-urbanisme, priority high",
+        "urbanisme-suivi.json: rule `urbanisme-dossier` (line 171) → service urbanisme, typology suivi-dossier-urbanisme, priority high",
         "    received 2026-04-03 16:00 CEST, due 2026-04-07 17:00 CEST (2026-04-07)",
-        "voirie-danger-telephone.json: rule `voirie-danger` (line 133) → service voirie, typology danger-voie-publique, priority urgent, tags astreinte",
+        "voirie-danger-telephone.json: rule `voirie-danger` (line 140) → service voirie, typology danger-voie-publique, priority urgent, tags astreinte",
         "    received 2026-12-05 19:30 CET, due 2026-12-05 23:30 CET (2026-12-05)",
     ] {
         assert!(
