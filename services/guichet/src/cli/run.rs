@@ -20,7 +20,9 @@ pub struct RunArgs {
 pub async fn run(config_path: &Path, args: RunArgs) -> anyhow::Result<()> {
     let services = ServiceName::parse_list(&args.services)?;
     if services.is_empty() {
-        anyhow::bail!("--services names no service (expected some of: mail, web, desk, router, requests, notify, console)");
+        anyhow::bail!(
+            "--services names no service (expected some of: mail, web, desk, router, requests, notify, console)"
+        );
     }
     let config = super::load_config(config_path)?;
     guichet_core::telemetry::init_tracing(&config.log);
