@@ -40,6 +40,9 @@ use sqlx::Any;
 
 const YEAR: usize = 2_000_000;
 
+/// (day, service, channel, typology, site, metric, value) → requests.
+type Histogram = HashMap<(i64, String, String, String, String, String, i64), i64>;
+
 fn n() -> usize {
     std::env::args()
         .skip(1)
@@ -216,7 +219,7 @@ async fn seed_year(store: &Store) -> Duration {
     ];
     let mut requests = Vec::with_capacity(YEAR);
     let mut daily: HashMap<(i64, String, String, String, String), [i64; 3]> = HashMap::new();
-    let mut delays: HashMap<(i64, String, String, String, String, String, i64), i64> = HashMap::new();
+    let mut delays: Histogram = HashMap::new();
     let mut all: HashMap<(i64, String, i64), i64> = HashMap::new();
     let mut by_service: HashMap<(i64, String, String, i64), i64> = HashMap::new();
     let opened0 = Utc.with_ymd_and_hms(2025, 1, 1, 8, 0, 0).unwrap().timestamp();

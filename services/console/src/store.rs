@@ -50,14 +50,15 @@ impl Store {
         }
         let options =
             AnyConnectOptions::from_str(url).map_err(|e| ConsoleError::Config(format!("console.database_url: {e}")))?;
-        // SQLite has one writer: one connection avoids "database is locked".
+        // SQLite in WAL mode: readers (the pages) do not wait for the
+        // projection, its only writer; a few connections are enough.
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 1 } else { 8 })
+            .max_connections(if sqlite { 4 } else { 8 })
             .connect_with(options)
             .await
             .map_err(|e| ConsoleError::db("connecting to the console database", e))?;
         if sqlite {
-            // WAL: readers do not wait for the projection's transactions.
+            // Persistent in the file: every connection, and later opens, use it.
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&pool)
                 .await

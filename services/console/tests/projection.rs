@@ -372,6 +372,9 @@ fn nearest_rank(mut v: Vec<i64>, q: f64) -> Option<i64> {
     Some(v[rank - 1])
 }
 
+/// One delay: milestone, requests, median and p90 in hours, then in business days.
+type DelayRow = (String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
 /// What the overview must say for `reqs` filtered by `keep` (on the
 /// service the request has at each moment, and its other dimensions).
 #[derive(Debug, Default, PartialEq)]
@@ -387,7 +390,7 @@ struct Expected {
     within_engagement: (i64, i64),
     within_legal: (i64, i64),
     /// milestone → (count, median h, p90 h, median bd, p90 bd)
-    delays: Vec<(String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>,
+    delays: Vec<DelayRow>,
     channels: Vec<(String, i64)>,
     open: i64,
     waiting: i64,
@@ -433,7 +436,12 @@ fn expected_in(
         // Follow-ups and acknowledgment count under the service of the
         // moment; the script has them before any transfer's effect only
         // when no transfer happens (transfers are at +1h, follow-ups +26h).
-        let final_service = r.steps.iter().filter_map(|s| s.to_service).last().unwrap_or(r.service);
+        let final_service = r
+            .steps
+            .iter()
+            .filter_map(|s| s.to_service)
+            .next_back()
+            .unwrap_or(r.service);
         if !r.follow_ups.is_empty() && keep(final_service, r.channel) {
             e.recontacts += r.follow_ups.len() as i64;
         }
@@ -609,8 +617,7 @@ fn weekly_backlog(reqs: &[Req], from: NaiveDate, to: NaiveDate) -> Vec<(NaiveDat
             .filter(|r| {
                 r.steps
                     .iter()
-                    .filter(|s| matches!(s.transition, Transition::Close | Transition::Reopen) && day(s.at) <= end)
-                    .last()
+                    .rfind(|s| matches!(s.transition, Transition::Close | Transition::Reopen) && day(s.at) <= end)
                     .is_none_or(|s| s.transition != Transition::Close)
             })
             .count() as i64;
@@ -707,12 +714,7 @@ async fn check(store: &Store, reqs: &[Req]) {
     let expected_overdue: BTreeSet<String> = reqs
         .iter()
         .filter(|r| {
-            let last = r
-                .steps
-                .iter()
-                .filter(|s| s.to_service.is_none())
-                .last()
-                .map(|s| s.transition);
+            let last = r.steps.iter().rfind(|s| s.to_service.is_none()).map(|s| s.transition);
             matches!(
                 last.map(status_after).unwrap_or(RequestStatus::Open),
                 RequestStatus::Open | RequestStatus::Taken

@@ -2,6 +2,7 @@
 //! model ends with every routed request exactly once (no row lost, none
 //! counted twice across the kill), and a projection from scratch into a
 //! fresh database gives identical tables.
+#![allow(clippy::unwrap_used)]
 
 use std::{path::Path, time::Duration};
 
