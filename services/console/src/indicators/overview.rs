@@ -283,7 +283,12 @@ pub(crate) const OVERDUE: &str = "status IN ('open', 'taken') AND \
 async fn backlog_now(store: &Store, filter: &Filter) -> Result<Backlog, ConsoleError> {
     let mut binds = Vec::new();
     let dims = dims_clause(filter, 1, &mut binds);
-    let sql = format!("SELECT status, COUNT(*) FROM requests WHERE status <> 'closed'{dims} GROUP BY status");
+    // `IN`, not `<> 'closed'`: a range of the status index instead of a
+    // scan of every request ever received (most are closed).
+    let sql = format!(
+        "SELECT status, COUNT(*) FROM requests WHERE status IN ('open', 'taken', 'answered', 'waiting_usager'){dims} \
+         GROUP BY status"
+    );
     let rows = bind_all(sqlx::query(&sql), &binds)
         .fetch_all(store.pool())
         .await
