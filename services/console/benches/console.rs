@@ -12,7 +12,8 @@
 //!    daily counts and delay histograms as the projection keeps them, with
 //!    a town's dimensions: 30 typologies each of one of 12 services, 5
 //!    channels, 8 channel×site pairs); then the overview of the year
-//!    (by month) and of one service are timed, 10 times each.
+//!    (by month) and of one service are timed, 10 times each; `sqlite` or
+//!    `postgres` as an argument times that backend only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[global_allocator]
@@ -430,12 +431,19 @@ async fn main() {
     }
 
     println!("overview over a year of {YEAR} requests");
-    let year = format!("sqlite://{}?mode=rwc", dir.path().join("year.sqlite").display());
-    let store = Store::open(&year).await.unwrap();
-    seed_year(&store).await;
-    time_overview(&store, "SQLite").await;
-    store.close().await;
-    if postgres {
+    // `scripts/bench console postgres` (or `sqlite`): that backend only.
+    let only = |backend: &str| {
+        let named: Vec<String> = std::env::args().filter(|a| a == "sqlite" || a == "postgres").collect();
+        named.is_empty() || named.iter().any(|a| a == backend)
+    };
+    if only("sqlite") {
+        let year = format!("sqlite://{}?mode=rwc", dir.path().join("year.sqlite").display());
+        let store = Store::open(&year).await.unwrap();
+        seed_year(&store).await;
+        time_overview(&store, "SQLite").await;
+        store.close().await;
+    }
+    if postgres && only("postgres") {
         let db = Postgres::create("bench_year");
         let store = Store::open(&db.url()).await.unwrap();
         seed_year(&store).await;
