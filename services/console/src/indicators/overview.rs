@@ -164,6 +164,7 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
         manual: v[7],
     };
 
+    let [channels, typologies, services] = mixes(store, filter).await?;
     Ok(Overview {
         filter: filter.clone(),
         within_engagement: Share { count: v[8], of: v[9] },
@@ -177,42 +178,47 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
         series,
         backlog: backlog_now(store, filter).await?,
         delays: delays(store, filter).await?,
-        channels: mix(store, filter, "channel").await?,
-        typologies: mix(store, filter, "typology").await?,
-        services: mix(store, filter, "service").await?,
+        channels,
+        typologies,
+        services,
     })
 }
 
-/// New requests of the period by `column`, most first.
-async fn mix(store: &Store, filter: &Filter, column: &'static str) -> Result<Vec<MixRow>, ConsoleError> {
+/// New requests of the period by channel, typology and service, most
+/// first: one grouped scan, split here.
+async fn mixes(store: &Store, filter: &Filter) -> Result<[Vec<MixRow>; 3], ConsoleError> {
     let mut binds = vec![Bind::Int(day_number(filter.from)), Bind::Int(day_number(filter.to))];
     let dims = dims_clause(filter, 3, &mut binds);
     let sql = format!(
-        "SELECT {column}, CAST(SUM(received) AS BIGINT) FROM daily WHERE day BETWEEN $1 AND $2{dims} GROUP BY {column}"
+        "SELECT channel, typology, service, CAST(SUM(received) AS BIGINT) FROM daily \
+         WHERE day BETWEEN $1 AND $2{dims} GROUP BY channel, typology, service"
     );
     let rows = bind_all(sqlx::query(&sql), &binds)
         .fetch_all(store.pool())
         .await
-        .map_err(db("reading a mix"))?;
-    let mut out = Vec::new();
+        .map_err(db("reading the mixes"))?;
+    let mut counts: [BTreeMap<String, i64>; 3] = Default::default();
     for row in &rows {
-        let key: String = row.try_get(0).map_err(db("decoding a mix"))?;
-        let count: Option<i64> = row.try_get(1).map_err(db("decoding a mix"))?;
-        let count = count.unwrap_or(0);
-        if count > 0 {
-            out.push(MixRow {
-                key,
-                count,
-                share: None,
-            });
+        let n: Option<i64> = row.try_get(3).map_err(db("decoding a mix"))?;
+        for (i, by) in counts.iter_mut().enumerate() {
+            let key: String = row.try_get(i).map_err(db("decoding a mix"))?;
+            *by.entry(key).or_default() += n.unwrap_or(0);
         }
     }
-    let all: i64 = out.iter().map(|m| m.count).sum();
-    for m in &mut out {
-        m.share = (all > 0).then(|| m.count as f64 / all as f64);
-    }
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-    Ok(out)
+    Ok(counts.map(|by| {
+        let all: i64 = by.values().sum();
+        let mut out: Vec<MixRow> = by
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(key, count)| MixRow {
+                key,
+                count,
+                share: (all > 0).then(|| count as f64 / all as f64),
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        out
+    }))
 }
 
 /// The nearest-rank quantile `q` of a histogram sorted by value.
