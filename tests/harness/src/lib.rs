@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cluster;
 pub mod dovecot;
 pub mod loopback;
+pub mod postgres;
 pub mod smtp_sink;
 pub mod streams;
 
@@ -20,6 +21,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
+pub use postgres::Postgres;
 pub use smtp_sink::SmtpSink;
 
 use guichet_core::{

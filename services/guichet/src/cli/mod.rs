@@ -3,6 +3,7 @@
 mod deadletter;
 mod explain;
 mod identity;
+mod indicators;
 mod queue;
 mod request;
 mod revisions;
@@ -67,6 +68,11 @@ pub enum Command {
     /// The notification templates: check, preview, push, history, rollback.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
+    /// The console's read model: rebuild it from the streams.
+    #[command(subcommand)]
+    Indicators(indicators::IndicatorsCommand),
+    /// Print the indicators (volumes, backlog, delays, mixes) of a period.
+    Stats(indicators::StatsArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -85,6 +91,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Rules(command) => rules::run(&cli.config, command).await,
         Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
         Command::Templates(command) => templates::run(&cli.config, command).await,
+        Command::Indicators(command) => indicators::run(&cli.config, command).await,
+        Command::Stats(args) => indicators::stats(&cli.config, args).await,
     }
 }
 
