@@ -6,9 +6,11 @@
 //! stopped and started again on the same port and store, to test what
 //! happens while the broker is away. [`Dovecot`] does the same for a
 //! real IMAP server (plain or TLS), for the mail adapter, and [`SmtpSink`]
-//! for a real SMTP server (Postfix's `smtp-sink`), for notify.
+//! for a real SMTP server (Postfix's `smtp-sink`), for notify, and
+//! [`Browser`] for a headless Chromium through WebDriver, for the console.
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod dovecot;
 pub mod smtp_sink;
@@ -16,6 +18,7 @@ pub mod streams;
 
 use std::{path::PathBuf, time::Duration};
 
+pub use browser::Browser;
 pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
 pub use smtp_sink::SmtpSink;
