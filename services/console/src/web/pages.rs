@@ -1,0 +1,618 @@
+//! The pages: overview, one service, one typology, the overdue list, dead
+//! letters, identity conflicts, rules revisions and `explain`; each also
+//! as JSON under `/api/` and each table as CSV (`?csv=<table id>`, the
+//! page's other parameters kept).
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    WebState,
+    auth::User,
+    chart,
+    config::Role,
+    csv,
+    render::{self, Cell, Field, Figure, Filters, Page, Section, SelectOption},
+};
+use crate::{
+    ConsoleError,
+    indicators::{Filter, Granularity, MixRow, Overview, Table},
+};
+
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/service/{service}", get(service))
+        .route("/typology/{typology}", get(typology))
+        .route("/api/overview", get(api_overview))
+        .route("/api/service/{service}", get(api_service))
+        .route("/api/typology/{typology}", get(api_typology))
+        .fallback(not_found)
+}
+
+/// The query string of every page: the filter, and which table to export.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Params {
+    pub from: String,
+    pub to: String,
+    pub granularity: String,
+    pub service: String,
+    pub channel: String,
+    pub typology: String,
+    pub site: String,
+    /// A table's id: answer its CSV instead of the page.
+    #[serde(skip_serializing)]
+    pub csv: String,
+    /// Rules revisions to compare; a contact id to explain.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub a: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub b: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub contact: String,
+}
+
+/// A request the console cannot answer, as the page or API says it.
+struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConsoleError> for Failure {
+    fn from(e: ConsoleError) -> Self {
+        let status = match &e {
+            ConsoleError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsoleError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = if status.is_server_error() {
+            // The detail goes to the log, not to the browser.
+            tracing::warn!(error = %e, "console query failed");
+            "Les indicateurs ne sont pas disponibles pour le moment : réessayez dans un instant.".to_owned()
+        } else {
+            e.to_string()
+        };
+        Self { status, message }
+    }
+}
+
+fn retry_after(mut r: Response, status: StatusCode) -> Response {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u32));
+    }
+    r
+}
+
+impl Failure {
+    fn page(self, user: &User) -> Response {
+        let title = match self.status {
+            StatusCode::BAD_REQUEST => "Demande incorrecte",
+            StatusCode::NOT_FOUND => "Introuvable",
+            _ => "Indisponible",
+        };
+        let mut r = render::message(Some(&user.viewer()), title, &self.message);
+        *r.status_mut() = self.status;
+        retry_after(r, self.status)
+    }
+
+    fn api(self) -> Response {
+        let status = self.status;
+        retry_after(
+            (status, Json(serde_json::json!({ "error": self.message }))).into_response(),
+            status,
+        )
+    }
+}
+
+async fn not_found(user: User) -> Response {
+    Failure {
+        status: StatusCode::NOT_FOUND,
+        message: "Cette page n'existe pas.".into(),
+    }
+    .page(&user)
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now().with_timezone(&chrono_tz::Europe::Paris).date_naive()
+}
+
+fn date(name: &str, label: &str, value: &str) -> Result<Option<NaiveDate>, Failure> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| Failure::bad(format!("{label} ({name}) : « {value} » n'est pas une date AAAA-MM-JJ.")))
+}
+
+fn some(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl Params {
+    /// The filter: by default the last 30 days, by day.
+    fn filter(&self) -> Result<Filter, Failure> {
+        let to = date("to", "Fin de période", &self.to)?.unwrap_or_else(today);
+        let from = date("from", "Début de période", &self.from)?.unwrap_or(to - Duration::days(29));
+        let granularity = if self.granularity.is_empty() {
+            Granularity::Day
+        } else {
+            self.granularity
+                .parse()
+                .map_err(|_| Failure::bad("Granularité (granularity) : jour (day), semaine (week) ou mois (month)."))?
+        };
+        let filter = Filter {
+            from,
+            to,
+            granularity,
+            service: some(&self.service),
+            channel: some(&self.channel),
+            typology: some(&self.typology),
+            site: some(&self.site),
+        };
+        filter.validate()?;
+        Ok(filter)
+    }
+
+    /// This query string with `csv=<table>` added.
+    fn csv_href(&self, path: &str, table: &str) -> String {
+        let mut q = serde_urlencoded::to_string(self).unwrap_or_default();
+        if !q.is_empty() {
+            q.push('&');
+        }
+        q.push_str("csv=");
+        q.push_str(table);
+        format!("{path}?{q}")
+    }
+}
+
+/// A number cell as the French read it: decimal comma.
+fn french(s: &str) -> String {
+    if s.parse::<f64>().is_ok() {
+        s.replace('.', ",")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A section from a table: cells in French notation, the first column
+/// linked when `link` says where.
+fn section(
+    id: &str,
+    title: &str,
+    table: &Table,
+    chart: Option<String>,
+    link: Option<&dyn Fn(&str) -> String>,
+) -> Section {
+    let rows = table
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(i, cell)| match (i, link) {
+                    (0, Some(link)) if !cell.is_empty() => Cell::link(cell.clone(), link(cell)),
+                    _ => Cell::text(french(cell)),
+                })
+                .collect()
+        })
+        .collect();
+    Section {
+        id: id.to_owned(),
+        title: title.to_owned(),
+        chart,
+        caption: table.caption.clone(),
+        columns: table.columns.clone(),
+        rows,
+        empty: "Aucune donnée pour ces critères.".into(),
+        ..Section::default()
+    }
+}
+
+/// The page, or one of its tables as CSV when `?csv=` names it.
+fn respond(user: &User, path: &str, params: &Params, mut page: Page, slug: &str) -> Response {
+    for s in &mut page.sections {
+        s.csv_href = Some(params.csv_href(path, &s.id));
+    }
+    if params.csv.is_empty() {
+        return render::page(&user.viewer(), path, &page);
+    }
+    match page.sections.iter().find(|s| s.id == params.csv) {
+        Some(s) => csv::response(&format!("{slug}-{}.csv", s.id), csv::render(&s.columns, &s.text_rows())),
+        None => Failure {
+            status: StatusCode::NOT_FOUND,
+            message: format!("Ce tableau n'existe pas sur cette page : « {} ».", params.csv),
+        }
+        .page(user),
+    }
+}
+
+fn pct(share: Option<f64>) -> String {
+    share
+        .map(|r| format!("{} %", french(&format!("{:.1}", r * 100.0))))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn mix_table(caption: &str, first: &str, rows: &[MixRow]) -> Table {
+    let mut t = Table::new(caption, &[first, "Demandes", "Part (%)"]);
+    for r in rows {
+        t.push(vec![
+            r.key.clone(),
+            r.count.to_string(),
+            r.share.map(|s| format!("{:.1}", s * 100.0)).unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+fn mix_chart(id: &str, title: &str, rows: &[MixRow]) -> Option<String> {
+    (!rows.is_empty()).then(|| {
+        chart::bars(
+            id,
+            title,
+            &rows.iter().map(|r| (r.key.clone(), r.count as f64)).collect::<Vec<_>>(),
+        )
+    })
+}
+
+fn granularity_label(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Day => "jour",
+        Granularity::Week => "semaine",
+        Granularity::Month => "mois",
+    }
+}
+
+fn milestone_label(m: &str) -> &str {
+    match m {
+        "acknowledgment" => "Accusé de réception",
+        "take" => "Prise en charge",
+        "first_answer" => "Première réponse",
+        "closure" => "Clôture",
+        other => other,
+    }
+}
+
+fn filters(action: &str, f: &Filter, hide: &[&str]) -> Filters {
+    let text = |name: &str, label: &str, value: &Option<String>, hint: &str| Field {
+        name: name.into(),
+        label: label.into(),
+        kind: "text".into(),
+        value: value.clone().unwrap_or_default(),
+        hint: Some(hint.into()),
+        options: vec![],
+    };
+    let mut fields = vec![
+        Field {
+            name: "from".into(),
+            label: "Du".into(),
+            kind: "date".into(),
+            value: f.from.to_string(),
+            hint: None,
+            options: vec![],
+        },
+        Field {
+            name: "to".into(),
+            label: "Au".into(),
+            kind: "date".into(),
+            value: f.to.to_string(),
+            hint: None,
+            options: vec![],
+        },
+        Field {
+            name: "granularity".into(),
+            label: "Par".into(),
+            kind: "select".into(),
+            value: String::new(),
+            hint: None,
+            options: [Granularity::Day, Granularity::Week, Granularity::Month]
+                .into_iter()
+                .map(|g| SelectOption {
+                    value: format!("{g:?}").to_lowercase(),
+                    label: granularity_label(g).into(),
+                    selected: g == f.granularity,
+                })
+                .collect(),
+        },
+        text("service", "Service", &f.service, "nom exact, vide : tous"),
+        text("channel", "Canal", &f.channel, "web, email, desk…"),
+        text("typology", "Typologie", &f.typology, "vide : toutes"),
+        text("site", "Site", &f.site, "lieu d'accueil, vide : tous"),
+    ];
+    fields.retain(|f| !hide.contains(&f.name.as_str()));
+    Filters {
+        action: action.into(),
+        fields,
+    }
+}
+
+/// The overview's page content.
+fn overview_page(title: String, intro: Option<String>, o: &Overview, action: &str, hide: &[&str]) -> Page {
+    let v = &o.volumes;
+    let figures = [
+        ("received", "Demandes reçues", v.received.to_string()),
+        ("closed", "Demandes closes", v.closed.to_string()),
+        ("answered", "Premières réponses", v.answered.to_string()),
+        ("backlog_open", "En cours aujourd'hui", o.backlog.open.to_string()),
+        (
+            "backlog_waiting",
+            "En attente de l'usager",
+            o.backlog.waiting_usager.to_string(),
+        ),
+        (
+            "backlog_overdue",
+            "En retard aujourd'hui",
+            o.backlog.overdue.to_string(),
+        ),
+        (
+            "within_engagement",
+            "Répondues dans le délai d'engagement",
+            pct(o.within_engagement.ratio()),
+        ),
+        (
+            "within_legal",
+            "Répondues dans le délai légal",
+            pct(o.within_legal.ratio()),
+        ),
+        ("manual", "Qualifiées à la main", pct(o.manual.ratio())),
+        (
+            "recontacts_per_request",
+            "Relances par demande",
+            o.recontacts_per_request
+                .map(|r| french(&format!("{r:.2}")))
+                .unwrap_or_else(|| "—".into()),
+        ),
+    ]
+    .into_iter()
+    .map(|(id, label, value)| Figure {
+        id: id.into(),
+        label: label.into(),
+        value,
+    })
+    .collect();
+
+    let g = granularity_label(o.filter.granularity);
+    let mut series = Table::new(
+        format!("Entrées, sorties et stock par {g}"),
+        &["Période (début)", "Reçues", "Closes", "Stock en fin de période"],
+    );
+    for p in &o.series {
+        series.push(vec![
+            p.start.to_string(),
+            p.received.to_string(),
+            p.closed.to_string(),
+            p.backlog.to_string(),
+        ]);
+    }
+    let series_chart = (!o.series.is_empty()).then(|| {
+        chart::columns(
+            "graphique-volumes",
+            &format!("Demandes reçues par {g}"),
+            &o.series
+                .iter()
+                .map(|p| (p.start.format("%d/%m").to_string(), p.received as f64))
+                .collect::<Vec<_>>(),
+        )
+    });
+
+    let mut delays = Table::new(
+        "Délais depuis la réception",
+        &[
+            "Étape",
+            "Demandes mesurées",
+            "Médiane (heures)",
+            "9e décile (heures)",
+            "Médiane (jours ouvrés)",
+            "9e décile (jours ouvrés)",
+        ],
+    );
+    let opt = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+    for d in &o.delays {
+        delays.push(vec![
+            milestone_label(&d.milestone).to_owned(),
+            d.count.to_string(),
+            opt(d.median_hours),
+            opt(d.p90_hours),
+            opt(d.median_business_days),
+            opt(d.p90_business_days),
+        ]);
+    }
+
+    let mut flows = Table::new("Autres mouvements sur la période", &["Mouvement", "Nombre"]);
+    for (label, n) in [
+        ("Relances (nouveau contact sur une demande existante)", v.recontacts),
+        ("Transferts reçus d'un autre service", v.transfers_in),
+        ("Transferts vers un autre service", v.transfers_out),
+        ("Réouvertures", v.reopenings),
+        ("Qualifiées à la main (aucune règle)", v.manual),
+    ] {
+        flows.push(vec![label.to_owned(), n.to_string()]);
+    }
+
+    let service_link = |s: &str| format!("/service/{}", urlencode(s));
+    let typology_link = |s: &str| format!("/typology/{}", urlencode(s));
+    let mut sections = vec![
+        section("volumes", "Volumes", &series, series_chart, None),
+        section("delais", "Délais", &delays, None, None),
+        section(
+            "canaux",
+            "Canaux",
+            &mix_table("Demandes reçues par canal", "Canal", &o.channels),
+            mix_chart("graphique-canaux", "Demandes reçues par canal", &o.channels),
+            None,
+        ),
+    ];
+    if !hide.contains(&"typology") {
+        sections.push(section(
+            "typologies",
+            "Typologies",
+            &mix_table("Demandes reçues par typologie", "Typologie", &o.typologies),
+            mix_chart("graphique-typologies", "Demandes reçues par typologie", &o.typologies),
+            Some(&typology_link),
+        ));
+    }
+    if !hide.contains(&"service") {
+        sections.push(section(
+            "services",
+            "Services",
+            &mix_table("Demandes reçues par service", "Service", &o.services),
+            mix_chart("graphique-services", "Demandes reçues par service", &o.services),
+            Some(&service_link),
+        ));
+    }
+    sections.push(section(
+        "mouvements",
+        "Relances, transferts, réouvertures",
+        &flows,
+        None,
+        None,
+    ));
+    Page {
+        title,
+        intro,
+        filters: Some(filters(action, &o.filter, hide)),
+        figures,
+        sections,
+    }
+}
+
+/// Percent-encodes a path segment.
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn period_intro(f: &Filter) -> String {
+    format!(
+        "Du {} au {}, par {}. Les définitions des indicateurs sont dans la documentation de la console.",
+        f.from.format("%d/%m/%Y"),
+        f.to.format("%d/%m/%Y"),
+        granularity_label(f.granularity)
+    )
+}
+
+async fn overview(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    let result = async {
+        let filter = p.filter()?;
+        Ok::<_, Failure>(state.console.overview(&filter).await?)
+    }
+    .await;
+    match result {
+        Ok(o) => {
+            let page = overview_page("Vue d'ensemble".into(), Some(period_intro(&o.filter)), &o, "/", &[]);
+            respond(&user, "/", &p, page, "vue-ensemble")
+        }
+        Err(f) => f.page(&user),
+    }
+}
+
+async fn service(
+    State(state): State<Arc<WebState>>,
+    user: User,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    let result = async {
+        let filter = p.filter()?;
+        Ok::<_, Failure>(state.console.service(&filter, &name).await?)
+    }
+    .await;
+    match result {
+        Ok(o) => {
+            let path = format!("/service/{}", urlencode(&name));
+            let page = overview_page(
+                format!("Service « {name} »"),
+                Some(period_intro(&o.filter)),
+                &o,
+                &path,
+                &["service"],
+            );
+            respond(&user, &path, &p, page, &format!("service-{name}"))
+        }
+        Err(f) => f.page(&user),
+    }
+}
+
+async fn typology(
+    State(state): State<Arc<WebState>>,
+    user: User,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    let result = async {
+        let filter = p.filter()?;
+        Ok::<_, Failure>(state.console.typology(&filter, &name).await?)
+    }
+    .await;
+    match result {
+        Ok(o) => {
+            let path = format!("/typology/{}", urlencode(&name));
+            let page = overview_page(
+                format!("Typologie « {name} »"),
+                Some(period_intro(&o.filter)),
+                &o,
+                &path,
+                &["typology"],
+            );
+            respond(&user, &path, &p, page, &format!("typologie-{name}"))
+        }
+        Err(f) => f.page(&user),
+    }
+}
+
+async fn api_overview(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
+    api(async { Ok(state.console.overview(&p.filter()?).await?) }.await)
+}
+
+async fn api_service(
+    State(state): State<Arc<WebState>>,
+    _user: User,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    api(async { Ok(state.console.service(&p.filter()?, &name).await?) }.await)
+}
+
+async fn api_typology(
+    State(state): State<Arc<WebState>>,
+    _user: User,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    api(async { Ok(state.console.typology(&p.filter()?, &name).await?) }.await)
+}
+
+fn api<T: Serialize>(result: Result<T, Failure>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => f.api(),
+    }
+}
