@@ -89,7 +89,7 @@ pub struct StoredRules {
 }
 
 impl StoredRules {
-    fn decode(value: &[u8]) -> Result<Self, String> {
+    pub fn decode(value: &[u8]) -> Result<Self, String> {
         if let Ok(stored) = serde_json::from_slice::<StoredRules>(value) {
             return Ok(stored);
         }

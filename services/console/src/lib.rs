@@ -1,0 +1,62 @@
+//! console: the operators' read model and indicators (issue 16).
+//!
+//! The journal — ROUTED, the request events and the other events on
+//! EVENTS, DEADLETTER — is [`project`]ed into SQL tables (embedded SQLite
+//! by default, PostgreSQL when `console.database_url` is set; see
+//! [`store`]) through durable consumers, idempotently: each row carries
+//! its stream sequence, and rows and positions move in one transaction.
+//! [`apply`] says what each message does; the projection keeps daily
+//! counts and delay histograms so the [`indicators`] answer in a few
+//! grouped scans. No personal data: references, ids, channels, services,
+//! typologies, sites, times and outcomes only.
+//!
+//! The web console (pages, access, CSV) is built on [`indicators::Console`].
+
+pub mod apply;
+pub mod config;
+pub mod delays;
+mod error;
+pub mod indicators;
+pub mod project;
+pub mod store;
+
+pub use config::ConsoleConfig;
+pub use error::ConsoleError;
+use guichet_core::ServiceContext;
+pub use indicators::{Console, Filter, Granularity, Overview, Table, ToTables};
+pub use project::Projector;
+pub use store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Opens the read model of `config` (creating and migrating it).
+pub async fn open(config: &ConsoleConfig) -> Result<Store, ConsoleError> {
+    let url = config.database().map_err(|e| ConsoleError::Config(e.to_string()))?;
+    Store::open(&url).await
+}
+
+/// Runs the projection until `shutdown`. A failure returns the error: the
+/// supervisor starts it again, from the positions in the database.
+pub async fn run(ctx: ServiceContext, config: ConsoleConfig, shutdown: CancellationToken) -> Result<(), ConsoleError> {
+    ctx.health.set_ready("console", false);
+    let store = open(&config).await?;
+    let mut projector = Projector::start(&ctx.bus, store.clone(), &config.consumer, config.batch).await?;
+    ctx.health.set_ready("console", true);
+    tracing::info!(
+        backend = if store.is_sqlite() { "sqlite" } else { "postgres" },
+        "console ready: projecting ROUTED, EVENTS and DEADLETTER"
+    );
+    let outcome = projector.run(config.idle_wait, &shutdown).await;
+    store.close().await;
+    outcome
+}
+
+/// `guichet indicators rebuild`: empties the read model and projects the
+/// streams again from their first message. Returns what was projected.
+pub async fn rebuild(bus: &guichet_core::Bus, config: &ConsoleConfig) -> Result<project::Progress, ConsoleError> {
+    let store = open(config).await?;
+    store.clear().await?;
+    let mut projector = Projector::start(bus, store.clone(), &config.consumer, config.batch).await?;
+    let progress = projector.catch_up().await;
+    store.close().await;
+    progress
+}
