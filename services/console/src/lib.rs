@@ -19,6 +19,7 @@ mod error;
 pub mod indicators;
 pub mod project;
 pub mod store;
+pub mod web;
 
 pub use config::ConsoleConfig;
 pub use error::ConsoleError;

@@ -33,9 +33,19 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/", get(overview))
         .route("/service/{service}", get(service))
         .route("/typology/{typology}", get(typology))
+        .route("/overdue", get(overdue))
+        .route("/dead-letters", get(dead_letters))
+        .route("/identity-conflicts", get(identity_conflicts))
+        .route("/rules", get(rules))
+        .route("/explain", get(explain))
         .route("/api/overview", get(api_overview))
         .route("/api/service/{service}", get(api_service))
         .route("/api/typology/{typology}", get(api_typology))
+        .route("/api/overdue", get(api_overdue))
+        .route("/api/dead-letters", get(api_dead_letters))
+        .route("/api/identity-conflicts", get(api_identity_conflicts))
+        .route("/api/rules", get(api_rules))
+        .route("/api/explain", get(api_explain))
         .fallback(not_found)
 }
 
@@ -615,4 +625,374 @@ fn api<T: Serialize>(result: Result<T, Failure>) -> Response {
         Ok(v) => Json(v).into_response(),
         Err(f) => f.api(),
     }
+}
+
+fn status_label(s: &str) -> &str {
+    match s {
+        "open" => "ouverte",
+        "taken" => "prise en charge",
+        "waiting_usager" => "en attente de l'usager",
+        "answered" => "répondue",
+        "closed" => "close",
+        "reopened" => "rouverte",
+        "transferred" => "transférée",
+        other => other,
+    }
+}
+
+fn deadline_label(s: &str) -> &str {
+    match s {
+        "engagement" => "délai d'engagement",
+        "legal" => "délai légal",
+        other => other,
+    }
+}
+
+/// An RFC 3339 instant as French local time (Europe/Paris).
+fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono_tz::Europe::Paris).format("%d/%m/%Y %H:%M").to_string())
+        .unwrap_or_else(|_| rfc3339.to_owned())
+}
+
+fn list_section(id: &str, title: &str, caption: &str, columns: &[&str], rows: Vec<Vec<Cell>>, empty: &str) -> Section {
+    Section {
+        id: id.into(),
+        title: title.into(),
+        caption: caption.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        rows,
+        empty: empty.into(),
+        ..Section::default()
+    }
+}
+
+async fn overdue(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    let result = async {
+        let filter = p.filter()?;
+        Ok::<_, Failure>((filter.clone(), state.console.overdue(&filter).await?))
+    }
+    .await;
+    let (filter, rows) = match result {
+        Ok(r) => r,
+        Err(f) => return f.page(&user),
+    };
+    let f = filters("/overdue", &filter, &["from", "to", "granularity"]);
+    let n = rows.len();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::text(&r.reference),
+                Cell::link(&r.service, format!("/service/{}", urlencode(&r.service))),
+                Cell::text(&r.typology),
+                Cell::text(local_time(&r.due_at)),
+                Cell::text(deadline_label(&r.deadline)),
+                Cell::text(status_label(&r.status)),
+            ]
+        })
+        .collect();
+    let page = Page {
+        title: "Demandes en retard".into(),
+        intro: Some(format!(
+            "{n} demande(s) ouvertes ou prises en charge dont un délai (engagement ou légal) est dépassé aujourd'hui, la plus en retard d'abord. Aucune donnée personnelle : la référence suffit pour retrouver la demande dans l'outil métier."
+        )),
+        filters: Some(f),
+        figures: vec![],
+        sections: vec![list_section(
+            "retards",
+            "Liste",
+            "Demandes en retard",
+            &["Référence", "Service", "Typologie", "Échéance dépassée", "Délai", "Statut"],
+            rows,
+            "Aucune demande en retard.",
+        )],
+    };
+    respond(&user, "/overdue", &p, page, "retards")
+}
+
+async fn dead_letters(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    if let Err(r) = user.require(Role::Ops) {
+        return r;
+    }
+    let rows = match state.console.dead_letters().await {
+        Ok(r) => r,
+        Err(e) => return Failure::from(e).page(&user),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::text(r.sequence.to_string()),
+                Cell::text(local_time(&r.at)),
+                Cell::text(format!("{} {}", r.original_stream, r.original_subject)),
+                Cell::text(r.original_sequence.to_string()),
+                Cell::text(&r.reason),
+            ]
+        })
+        .collect();
+    let page = Page {
+        title: "Lettres mortes".into(),
+        intro: Some(
+            "Messages que la passerelle n'a pas pu traiter, les plus récents d'abord. Les rejouer ou les écarter : `guichet deadletter`."
+                .into(),
+        ),
+        sections: vec![list_section(
+            "lettres-mortes",
+            "Liste",
+            "Lettres mortes",
+            &["N°", "Reçue le", "Origine", "N° d'origine", "Raison"],
+            rows,
+            "Aucune lettre morte.",
+        )],
+        ..Page::default()
+    };
+    respond(&user, "/dead-letters", &p, page, "lettres-mortes")
+}
+
+async fn identity_conflicts(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    if let Err(r) = user.require(Role::Ops) {
+        return r;
+    }
+    let rows = match state.console.identity_conflicts().await {
+        Ok(r) => r,
+        Err(e) => return Failure::from(e).page(&user),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::text(r.sequence.to_string()),
+                Cell::text(local_time(&r.at)),
+                Cell::link(&r.contact_id, format!("/explain?contact={}", urlencode(&r.contact_id))),
+                Cell::text(&r.kept),
+                Cell::text(&r.others),
+            ]
+        })
+        .collect();
+    let page = Page {
+        title: "Conflits d'identité".into(),
+        intro: Some(
+            "Contacts dont les identifiants désignaient des usagers différents : l'identifiant le plus fort a été retenu, rien n'a été fusionné. À examiner avec `guichet identity`."
+                .into(),
+        ),
+        sections: vec![list_section(
+            "conflits",
+            "Liste",
+            "Conflits d'identité",
+            &["N°", "Le", "Contact", "Usager retenu", "Autres usagers"],
+            rows,
+            "Aucun conflit d'identité.",
+        )],
+        ..Page::default()
+    };
+    respond(&user, "/identity-conflicts", &p, page, "conflits-identite")
+}
+
+fn revision(name: &str, value: &str) -> Result<Option<u64>, Failure> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| Failure::bad(format!("Révision ({name}) : « {value} » n'est pas un numéro de révision.")))
+}
+
+async fn rules(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    let result = async {
+        let (a, b) = (revision("a", &p.a)?, revision("b", &p.b)?);
+        let revisions = state.console.rules_revisions().await?;
+        let diff = match (a, b) {
+            (Some(a), Some(b)) => Some(state.console.rules_diff(a, b).await?),
+            (None, None) => None,
+            _ => return Err(Failure::bad("Pour comparer deux révisions, donnez les deux (a et b).")),
+        };
+        Ok::<_, Failure>((revisions, diff))
+    }
+    .await;
+    let (revisions, diff) = match result {
+        Ok(r) => r,
+        Err(f) => return f.page(&user),
+    };
+    let rows = revisions
+        .iter()
+        .map(|r| {
+            let state = if r.deleted {
+                "supprimée".to_owned()
+            } else {
+                r.invalid.clone().map_or_else(|| "valide".to_owned(), |e| format!("invalide : {e}"))
+            };
+            vec![
+                Cell::text(r.revision.to_string()),
+                Cell::text(local_time(&r.pushed_at)),
+                Cell::text(&r.pushed_by),
+                Cell::text(&r.origin),
+                Cell::text(r.sha256.chars().take(12).collect::<String>()),
+                Cell::text(state),
+            ]
+        })
+        .collect();
+    let mut sections = vec![list_section(
+        "revisions",
+        "Révisions conservées",
+        "Révisions des règles, de la plus ancienne à la plus récente",
+        &["Révision", "Publiée le", "Par", "Origine", "Empreinte (SHA-256)", "État"],
+        rows,
+        "Aucune révision des règles n'est conservée.",
+    )];
+    let options: Vec<String> = revisions.iter().map(|r| r.revision.to_string()).collect();
+    let pick = |name: &str, label: &str, current: &str, default: Option<&String>| Field {
+        name: name.into(),
+        label: label.into(),
+        kind: "select".into(),
+        value: String::new(),
+        hint: None,
+        options: options
+            .iter()
+            .map(|o| SelectOption {
+                value: o.clone(),
+                label: format!("révision {o}"),
+                selected: if current.is_empty() { Some(o) == default } else { o == current },
+            })
+            .collect(),
+    };
+    let filters = (revisions.len() >= 2).then(|| Filters {
+        action: "/rules".into(),
+        fields: vec![
+            pick("a", "Comparer la révision", &p.a, options.iter().rev().nth(1)),
+            pick("b", "avec la révision", &p.b, options.last()),
+        ],
+    });
+    if let Some(d) = &diff {
+        let changed = d.lines.iter().filter(|l| l.op != ' ').count();
+        let rows = d
+            .lines
+            .iter()
+            .map(|l| {
+                let change = match l.op {
+                    '+' => "ajoutée",
+                    '-' => "retirée",
+                    _ => "",
+                };
+                vec![Cell::text(change), Cell::text(&l.text)]
+            })
+            .collect();
+        let mut s = list_section(
+            "difference",
+            &format!("Différence entre les révisions {} et {}", d.from, d.to),
+            &format!("Révision {} → {} : {changed} ligne(s) changée(s)", d.from, d.to),
+            &["Ligne", "Texte"],
+            rows,
+            "Les deux révisions sont identiques.",
+        );
+        s.note = Some("Les lignes inchangées sont gardées pour le contexte.".into());
+        sections.push(s);
+    }
+    let page = Page {
+        title: "Révisions des règles".into(),
+        intro: Some("Qui a publié quelle version des règles de qualification, et quand ; choisissez deux révisions pour voir ce qui a changé.".into()),
+        filters,
+        sections,
+        ..Page::default()
+    };
+    respond(&user, "/rules", &p, page, "regles")
+}
+
+async fn explain(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    let form = Filters {
+        action: "/explain".into(),
+        fields: vec![Field {
+            name: "contact".into(),
+            label: "Identifiant du contact".into(),
+            kind: "text".into(),
+            value: p.contact.clone(),
+            hint: Some("tel que renvoyé à la réception (26 caractères)".into()),
+            options: vec![],
+        }],
+    };
+    let contact = p.contact.trim();
+    let mut page = Page {
+        title: "Expliquer un contact".into(),
+        intro: Some("Pourquoi un contact est allé dans tel service, avec quelle typologie et quelle échéance : la règle et la révision des règles qui l'ont décidé.".into()),
+        filters: Some(form),
+        ..Page::default()
+    };
+    if !contact.is_empty() {
+        if contact.len() > 64 || !contact.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Failure::bad("Identifiant du contact (contact) : lettres et chiffres seulement, 64 au plus.").page(&user);
+        }
+        let v = match state.console.explain(contact).await {
+            Ok(v) => v,
+            Err(e) => return Failure::from(e).page(&user),
+        };
+        let mut rows: Vec<Vec<Cell>> = [
+            ("Référence", v.reference.clone()),
+            ("Canal", v.channel.clone()),
+            ("Service", v.service.clone()),
+            ("Typologie", v.typology.clone()),
+            (
+                "Règle",
+                if v.rule_id.is_empty() { "aucune : qualification à la main".into() } else { v.rule_id.clone() },
+            ),
+            ("Révision des règles", v.rules_revision.to_string()),
+            ("Échéance", v.due_date.clone()),
+            ("Suite de", v.follow_up_of.clone()),
+            (
+                "Statut de la demande",
+                v.request_status.as_deref().map(status_label).unwrap_or("").to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| vec![Cell::text(k), Cell::text(v)])
+        .collect();
+        rows.extend(v.explanation.iter().map(|l| vec![Cell::text("Pourquoi"), Cell::text(l)]));
+        page.sections.push(list_section(
+            "explication",
+            &format!("Contact {}", v.contact_id),
+            &format!("Routage du contact {}", v.contact_id),
+            &["Élément", "Valeur"],
+            rows,
+            "",
+        ));
+    }
+    respond(&user, "/explain", &p, page, "explication")
+}
+
+async fn api_overdue(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
+    api(async { Ok(state.console.overdue(&p.filter()?).await?) }.await)
+}
+
+async fn api_dead_letters(State(state): State<Arc<WebState>>, user: User) -> Response {
+    if let Err(r) = user.require(Role::Ops) {
+        return r;
+    }
+    api(async { Ok(state.console.dead_letters().await?) }.await)
+}
+
+async fn api_identity_conflicts(State(state): State<Arc<WebState>>, user: User) -> Response {
+    if let Err(r) = user.require(Role::Ops) {
+        return r;
+    }
+    api(async { Ok(state.console.identity_conflicts().await?) }.await)
+}
+
+async fn api_rules(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
+    api(async {
+        match (revision("a", &p.a)?, revision("b", &p.b)?) {
+            (Some(a), Some(b)) => Ok(serde_json::to_value(state.console.rules_diff(a, b).await?).unwrap_or_default()),
+            _ => Ok(serde_json::to_value(state.console.rules_revisions().await?).unwrap_or_default()),
+        }
+    }
+    .await)
+}
+
+async fn api_explain(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
+    api(async {
+        if p.contact.trim().is_empty() {
+            return Err(Failure::bad("contact: the contact id to explain is missing (?contact=<id>)"));
+        }
+        Ok(state.console.explain(p.contact.trim()).await?)
+    }
+    .await)
 }
