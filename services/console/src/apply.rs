@@ -204,7 +204,10 @@ pub async fn routed(
                 .execute(&mut *conn)
                 .await
                 .map_err(db("counting a re-contact"))?;
-            let delta = Delta { recontacts: 1, ..Delta::default() };
+            let delta = Delta {
+                recontacts: 1,
+                ..Delta::default()
+            };
             add_daily(conn, day, &dims, delta).await?;
         }
         return Ok(());
@@ -323,8 +326,23 @@ pub async fn request_event(
             .await
             .map_err(db("recording a request from its event"))?;
             let day = day_number(local_day(calendar, instant(opened_at)));
-            add_daily(conn, day, &dims, Delta { received: 1, ..Delta::default() }).await?;
-            (dims, Milestones { opened_at, ..Milestones::default() })
+            add_daily(
+                conn,
+                day,
+                &dims,
+                Delta {
+                    received: 1,
+                    ..Delta::default()
+                },
+            )
+            .await?;
+            (
+                dims,
+                Milestones {
+                    opened_at,
+                    ..Milestones::default()
+                },
+            )
         }
     };
     sqlx::query(
@@ -402,7 +420,16 @@ pub async fn request_event(
         }
         Transition::Transfer => {
             counters.0 += 1;
-            add_daily(conn, day, &dims, Delta { transfers_out: 1, ..Delta::default() }).await?;
+            add_daily(
+                conn,
+                day,
+                &dims,
+                Delta {
+                    transfers_out: 1,
+                    ..Delta::default()
+                },
+            )
+            .await?;
             service = event.service.clone();
             delta.transfers_in += 1;
         }
@@ -446,14 +473,18 @@ pub async fn notify_sent(
     calendar: &Calendar,
     body: &serde_json::Value,
 ) -> Result<(), ConsoleError> {
-    let Some(reference) = body.get("reference").and_then(|r| r.as_str()) else { return Ok(()) };
+    let Some(reference) = body.get("reference").and_then(|r| r.as_str()) else {
+        return Ok(());
+    };
     let at = body
         .get("at")
         .and_then(|a| a.as_str())
         .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
         .map(|a| a.timestamp());
     let Some(at) = at else { return Ok(()) };
-    let Some((dims, m)) = request_dims(conn, reference).await? else { return Ok(()) };
+    let Some((dims, m)) = request_dims(conn, reference).await? else {
+        return Ok(());
+    };
     if m.acked_at.is_some() {
         return Ok(());
     }
@@ -467,7 +498,11 @@ pub async fn notify_sent(
 }
 
 /// The router published an identity conflict for review.
-pub async fn identity_conflict(conn: &mut AnyConnection, sequence: u64, body: &serde_json::Value) -> Result<(), ConsoleError> {
+pub async fn identity_conflict(
+    conn: &mut AnyConnection,
+    sequence: u64,
+    body: &serde_json::Value,
+) -> Result<(), ConsoleError> {
     let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     let others: Vec<String> = body
         .get("others")

@@ -50,7 +50,11 @@ mod tests {
         // Friday 1 May 2026 is a holiday; Thursday 30 April → Monday 4 May: 1.
         assert_eq!(business_days(&c, at(2026, 4, 30, 10), at(2026, 5, 4, 9)), 1);
         assert_eq!(business_days(&c, at(2026, 4, 30, 10), at(2026, 4, 30, 23)), 0);
-        assert_eq!(business_days(&c, at(2026, 5, 4, 10), at(2026, 5, 8, 10)), 3, "8 May is a holiday");
+        assert_eq!(
+            business_days(&c, at(2026, 5, 4, 10), at(2026, 5, 8, 10)),
+            3,
+            "8 May is a holiday"
+        );
         assert_eq!(hours(at(2026, 5, 4, 10), at(2026, 5, 5, 9)), 23);
         assert_eq!(hours(at(2026, 5, 5, 10), at(2026, 5, 4, 9)), 0);
     }

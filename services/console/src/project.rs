@@ -151,7 +151,9 @@ impl Projector {
     /// transaction. Returns what was applied, and whether the stream had
     /// nothing more.
     async fn batch_of(&mut self, i: usize, routed_drained: bool) -> Result<(u64, bool), ConsoleError> {
-        let Some(source) = self.sources.get_mut(i) else { return Ok((0, true)) };
+        let Some(source) = self.sources.get_mut(i) else {
+            return Ok((0, true));
+        };
         let want = self.batch.saturating_sub(source.held.len());
         let mut drained = true;
         if want > 0 {
@@ -201,7 +203,16 @@ impl Projector {
                 used += 1;
                 continue;
             }
-            let outcome = apply_one(&mut tx, &self.calendar, stream, sequence, message, published, routed_drained).await?;
+            let outcome = apply_one(
+                &mut tx,
+                &self.calendar,
+                stream,
+                sequence,
+                message,
+                published,
+                routed_drained,
+            )
+            .await?;
             if outcome == Applied::NeedsRouted {
                 break;
             }
@@ -219,7 +230,9 @@ impl Projector {
                 .map_err(|e| ConsoleError::db("moving the projection position", e))?
                 .rows_affected();
             if moved != 1 {
-                return Err(ConsoleError::Moved { stream: stream.to_owned() });
+                return Err(ConsoleError::Moved {
+                    stream: stream.to_owned(),
+                });
             }
         }
         tx.commit()
@@ -262,7 +275,9 @@ async fn apply_one(
             }
         }
         _ => {
-            let Some(kind) = subject.strip_prefix("guichet.events.") else { return Ok(Applied::Done) };
+            let Some(kind) = subject.strip_prefix("guichet.events.") else {
+                return Ok(Applied::Done);
+            };
             if let Some(rest) = kind.strip_prefix("request.") {
                 let transition = rest.split('.').next().unwrap_or_default();
                 if let Ok(event) = RequestEvent::decode(message.payload.clone()) {

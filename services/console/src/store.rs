@@ -46,8 +46,8 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConsoleError::Config(format!("creating {} for console.sqlite: {e}", dir.display())))?;
         }
-        let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| ConsoleError::Config(format!("console.database_url: {e}")))?;
+        let options =
+            AnyConnectOptions::from_str(url).map_err(|e| ConsoleError::Config(format!("console.database_url: {e}")))?;
         // SQLite has one writer: one connection avoids "database is locked".
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 8 })
@@ -84,8 +84,9 @@ impl Store {
             .await
             .map_err(|e| ConsoleError::db("reading the projection position", e))?;
         Ok(match row {
-            Some(row) => u64::try_from(row.try_get::<i64, _>(0).map_err(|e| ConsoleError::db("position", e))?)
-                .unwrap_or(0),
+            Some(row) => {
+                u64::try_from(row.try_get::<i64, _>(0).map_err(|e| ConsoleError::db("position", e))?).unwrap_or(0)
+            }
             None => 0,
         })
     }
@@ -104,7 +105,9 @@ impl Store {
                 .await
                 .map_err(|e| ConsoleError::db(&format!("emptying {table}"), e))?;
         }
-        tx.commit().await.map_err(|e| ConsoleError::db("committing the rebuild", e))
+        tx.commit()
+            .await
+            .map_err(|e| ConsoleError::db("committing the rebuild", e))
     }
 
     /// Every row of `table`, each as its cells in text, sorted: to compare
@@ -124,7 +127,10 @@ impl Store {
                     .map(|i| {
                         row.try_get::<Option<i64>, _>(i)
                             .map(|v| v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into()))
-                            .or_else(|_| row.try_get::<Option<String>, _>(i).map(|v| v.unwrap_or_else(|| "NULL".into())))
+                            .or_else(|_| {
+                                row.try_get::<Option<String>, _>(i)
+                                    .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                            })
                             .unwrap_or_else(|_| "?".into())
                     })
                     .collect::<Vec<_>>()

@@ -39,6 +39,8 @@ pub struct Config {
     pub requests: guichet_requests::RequestsConfig,
     /// `[notify]`: the accusé de réception by e-mail.
     pub notify: guichet_notify::NotifyConfig,
+    /// `[console]`: the read model of the indicators, and the web console.
+    pub console: guichet_console::ConsoleConfig,
     // Service sections: each service crate owns its config type.
 }
 
@@ -56,6 +58,7 @@ impl Default for Config {
             mail: guichet_mail::MailConfig::default(),
             requests: guichet_requests::RequestsConfig::default(),
             notify: guichet_notify::NotifyConfig::default(),
+            console: guichet_console::ConsoleConfig::default(),
             router: guichet_router::RouterConfig::default(),
             web: guichet_web::WebConfig::default(),
         }
@@ -132,6 +135,7 @@ impl Validate for Config {
         self.desk.validate()?;
         self.mail.validate()?;
         self.notify.validate()?;
+        self.console.validate()?;
         self.router.validate()?;
         self.web.validate()?;
         self.requests.validate()?;

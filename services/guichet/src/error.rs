@@ -13,7 +13,7 @@ pub enum RunError {
         source: std::io::Error,
     },
 
-    #[error("unknown service `{0}` (expected one of: mail, web, desk, router, requests, notify)")]
+    #[error("unknown service `{0}` (expected one of: mail, web, desk, router, requests, notify, console)")]
     UnknownService(String),
 
     #[error("service {service}: {reason}")]

@@ -26,16 +26,18 @@ pub enum ServiceName {
     Router,
     Requests,
     Notify,
+    Console,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 6] = [
+    pub const ALL: [ServiceName; 7] = [
         ServiceName::Mail,
         ServiceName::Web,
         ServiceName::Desk,
         ServiceName::Router,
         ServiceName::Requests,
         ServiceName::Notify,
+        ServiceName::Console,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ServiceName {
             ServiceName::Router => "router",
             ServiceName::Requests => "requests",
             ServiceName::Notify => "notify",
+            ServiceName::Console => "console",
         }
     }
 
@@ -284,6 +287,17 @@ fn factory(
                 }) as ServiceFuture
             })
         }
+        ServiceName::Console => {
+            let (context, console) = (context.clone(), config.console.clone());
+            Arc::new(move |token: CancellationToken| {
+                let (context, console) = (context.clone(), console.clone());
+                Box::pin(async move {
+                    guichet_console::run(context, console, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }) as ServiceFuture
+            })
+        }
         ServiceName::Mail => {
             let (context, mail) = (context.clone(), config.mail.clone());
             Arc::new(move |token: CancellationToken| {
@@ -317,7 +331,7 @@ mod tests {
         );
         let err = ServiceName::parse_list("web,fax").unwrap_err().to_string();
         assert!(
-            err.contains("`fax`") && err.contains("mail, web, desk, router, requests, notify"),
+            err.contains("`fax`") && err.contains("mail, web, desk, router, requests, notify, console"),
             "{err}"
         );
     }

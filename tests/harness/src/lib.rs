@@ -13,6 +13,7 @@ pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod dovecot;
+pub mod postgres;
 pub mod smtp_sink;
 pub mod streams;
 
@@ -21,6 +22,7 @@ use std::{path::PathBuf, time::Duration};
 pub use browser::Browser;
 pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
+pub use postgres::Postgres;
 pub use smtp_sink::SmtpSink;
 
 use guichet_core::{

@@ -242,7 +242,9 @@ impl ToTables for [RulesRevision] {
             let state = if r.deleted {
                 "deleted".to_owned()
             } else {
-                r.invalid.clone().map_or_else(|| "valid".to_owned(), |e| format!("invalid: {e}"))
+                r.invalid
+                    .clone()
+                    .map_or_else(|| "valid".to_owned(), |e| format!("invalid: {e}"))
             };
             t.push(vec![
                 r.revision.to_string(),
@@ -320,7 +322,10 @@ pub fn diff(a: &str, b: &str) -> Result<Vec<DiffLine>, ConsoleError> {
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    let line = |op, text: &str| DiffLine { op, text: text.to_owned() };
+    let line = |op, text: &str| DiffLine {
+        op,
+        text: text.to_owned(),
+    };
     while i < n && j < m {
         if a[i] == b[j] {
             out.push(line(' ', a[i]));
@@ -401,7 +406,14 @@ impl ToTables for ExplainView {
             ("channel", self.channel.clone()),
             ("service", self.service.clone()),
             ("typology", self.typology.clone()),
-            ("rule", if self.rule_id.is_empty() { "(none: by hand)".into() } else { self.rule_id.clone() }),
+            (
+                "rule",
+                if self.rule_id.is_empty() {
+                    "(none: by hand)".into()
+                } else {
+                    self.rule_id.clone()
+                },
+            ),
             ("rules revision", self.rules_revision.to_string()),
             ("due date", self.due_date.clone()),
             ("follow-up of", self.follow_up_of.clone()),
@@ -425,6 +437,9 @@ mod tests {
         let d = diff("a\nb\nc\n", "a\nc\nd\n").unwrap_or_default();
         let ops: String = d.iter().map(|l| l.op).collect();
         assert_eq!(ops, " - +");
-        assert_eq!(d.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        assert_eq!(
+            d.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
     }
 }

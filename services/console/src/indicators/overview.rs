@@ -9,7 +9,7 @@ use sqlx::{Any, Row, any::AnyArguments, query::Query};
 
 use super::{
     Backlog, Delay, Filter, MixRow, Overview, Point, Share, Volumes,
-    period::{day_number, day_of},
+    period::day_number,
     table::{Table, ToTables, decimal, int, opt, percent},
 };
 use crate::{ConsoleError, store::Store};
@@ -43,7 +43,10 @@ pub(crate) fn dims_clause(filter: &Filter, first: usize, binds: &mut Vec<Bind>) 
     sql
 }
 
-pub(crate) fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments<'q>>, binds: &'q [Bind]) -> Query<'q, Any, AnyArguments<'q>> {
+pub(crate) fn bind_all<'q>(
+    mut q: Query<'q, Any, AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> Query<'q, Any, AnyArguments<'q>> {
     for b in binds {
         q = match b {
             Bind::Int(i) => q.bind(*i),
@@ -146,7 +149,8 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
                 backlog,
             }),
         }
-        day = day.succ_opt().unwrap_or(day_of(i64::MAX / 2));
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
     }
     let v = total.v;
     let volumes = Volumes {
@@ -163,7 +167,10 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
     Ok(Overview {
         filter: filter.clone(),
         within_engagement: Share { count: v[8], of: v[9] },
-        within_legal: Share { count: v[10], of: v[11] },
+        within_legal: Share {
+            count: v[10],
+            of: v[11],
+        },
         manual: Share { count: v[7], of: v[0] },
         recontacts_per_request: (v[0] > 0).then(|| v[3] as f64 / v[0] as f64),
         volumes,
@@ -193,7 +200,11 @@ async fn mix(store: &Store, filter: &Filter, column: &'static str) -> Result<Vec
         let count: Option<i64> = row.try_get(1).map_err(db("decoding a mix"))?;
         let count = count.unwrap_or(0);
         if count > 0 {
-            out.push(MixRow { key, count, share: None });
+            out.push(MixRow {
+                key,
+                count,
+                share: None,
+            });
         }
     }
     let all: i64 = out.iter().map(|m| m.count).sum();
@@ -306,7 +317,10 @@ impl ToTables for Overview {
             ("reopenings", int(v.reopenings)),
             ("qualified by hand", int(v.manual)),
             ("qualified by hand (%)", percent(self.manual.ratio())),
-            ("answered within engagement (%)", percent(self.within_engagement.ratio())),
+            (
+                "answered within engagement (%)",
+                percent(self.within_engagement.ratio()),
+            ),
             ("answered within legal deadline (%)", percent(self.within_legal.ratio())),
             ("backlog: open", int(self.backlog.open)),
             ("backlog: waiting for the usager", int(self.backlog.waiting_usager)),
@@ -316,11 +330,23 @@ impl ToTables for Overview {
         }
         let mut series = Table::new("Series", &["period", "received", "closed", "backlog"]);
         for p in &self.series {
-            series.push(vec![p.start.to_string(), int(p.received), int(p.closed), int(p.backlog)]);
+            series.push(vec![
+                p.start.to_string(),
+                int(p.received),
+                int(p.closed),
+                int(p.backlog),
+            ]);
         }
         let mut delays = Table::new(
             "Delays from receipt",
-            &["milestone", "requests", "median (h)", "p90 (h)", "median (business days)", "p90 (business days)"],
+            &[
+                "milestone",
+                "requests",
+                "median (h)",
+                "p90 (h)",
+                "median (business days)",
+                "p90 (business days)",
+            ],
         );
         for d in &self.delays {
             delays.push(vec![

@@ -47,9 +47,11 @@ pub fn day_number(day: NaiveDate) -> i64 {
     (day - epoch()).num_days()
 }
 
-/// The day of a stored number.
+/// The day of a stored number (saturating at chrono's limits).
 pub fn day_of(number: i64) -> NaiveDate {
-    epoch() + Duration::days(number)
+    Duration::try_days(number)
+        .and_then(|d| epoch().checked_add_signed(d))
+        .unwrap_or(if number < 0 { NaiveDate::MIN } else { NaiveDate::MAX })
 }
 
 #[cfg(test)]
@@ -59,8 +61,14 @@ mod tests {
     #[test]
     fn periods_start_on_monday_and_the_first() {
         let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap_or(NaiveDate::MIN); // a Thursday
-        assert_eq!(Granularity::Week.start_of(d), NaiveDate::from_ymd_opt(2026, 3, 2).unwrap_or(NaiveDate::MIN));
-        assert_eq!(Granularity::Month.start_of(d), NaiveDate::from_ymd_opt(2026, 3, 1).unwrap_or(NaiveDate::MIN));
+        assert_eq!(
+            Granularity::Week.start_of(d),
+            NaiveDate::from_ymd_opt(2026, 3, 2).unwrap_or(NaiveDate::MIN)
+        );
+        assert_eq!(
+            Granularity::Month.start_of(d),
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap_or(NaiveDate::MIN)
+        );
         assert_eq!(day_of(day_number(d)), d);
         assert_eq!(day_number(epoch()), 0);
     }

@@ -3,6 +3,7 @@
 mod deadletter;
 mod explain;
 mod identity;
+mod indicators;
 mod queue;
 mod request;
 mod rules;
@@ -65,6 +66,11 @@ pub enum Command {
     /// The notification templates: check them, preview one.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
+    /// The console's read model: rebuild it from the streams.
+    #[command(subcommand)]
+    Indicators(indicators::IndicatorsCommand),
+    /// Print the indicators (volumes, backlog, delays, mixes) of a period.
+    Stats(indicators::StatsArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -83,6 +89,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Rules(command) => rules::run(&cli.config, command).await,
         Command::Deadletter(command) => deadletter::run(&cli.config, command).await,
         Command::Templates(command) => templates::run(command),
+        Command::Indicators(command) => indicators::run(&cli.config, command).await,
+        Command::Stats(args) => indicators::stats(&cli.config, args).await,
     }
 }
 

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Services to run in this process, comma-separated: mail, web, desk,
-    /// router, requests, notify. The four intake services by default; add
+    /// router, requests, notify, console. The four intake services by default; add
     /// `requests` (it needs `[requests.clients]`) to serve the back-office
-    /// API, and `notify` once `[notify]` is configured (it writes to usagers).
+    /// API, `notify` once `[notify]` is configured (it writes to usagers), and
+    /// `console` for the indicators' read model.
     #[arg(long, value_name = "LIST", default_value = "mail,web,desk,router")]
     pub services: String,
 }
@@ -19,7 +20,9 @@ pub struct RunArgs {
 pub async fn run(config_path: &Path, args: RunArgs) -> anyhow::Result<()> {
     let services = ServiceName::parse_list(&args.services)?;
     if services.is_empty() {
-        anyhow::bail!("--services names no service (expected some of: mail, web, desk, router, requests, notify)");
+        anyhow::bail!(
+            "--services names no service (expected some of: mail, web, desk, router, requests, notify, console)"
+        );
     }
     let config = super::load_config(config_path)?;
     guichet_core::telemetry::init_tracing(&config.log);
