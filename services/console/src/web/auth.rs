@@ -70,9 +70,13 @@ fn peer(parts: &Parts) -> Option<SocketAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
-/// Whether a path is for programs (API, CSV): they get 401, not a redirect.
-fn is_machine_path(path: &str) -> bool {
-    path.starts_with("/api/") || path.ends_with(".csv")
+/// Whether a request is for programs (API, a CSV export): they get 401,
+/// not a redirect to a form.
+fn is_machine_request(uri: &axum::http::Uri) -> bool {
+    uri.path().starts_with("/api/")
+        || uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("csv=")))
 }
 
 impl WebState {
@@ -120,8 +124,7 @@ impl FromRequestParts<Arc<WebState>> for User {
         if let Some(user) = state.identify(peer(parts), &parts.headers) {
             return Ok(user);
         }
-        let path = parts.uri.path();
-        if is_machine_path(path) {
+        if is_machine_request(&parts.uri) {
             return Err((
                 StatusCode::UNAUTHORIZED,
                 "authentication required: sign in at /login, or come through the trusted proxy",
