@@ -123,7 +123,12 @@ async fn post_login(c: &Console_, cookie: &str, csrf: &str, user: &str, password
     client()
         .post(c.url("/login"))
         .header(header::COOKIE, cookie)
-        .form(&[("csrf", csrf), ("user", user), ("password", password), ("next", "/overdue")])
+        .form(&[
+            ("csrf", csrf),
+            ("user", user),
+            ("password", password),
+            ("next", "/overdue"),
+        ])
         .send()
         .await
         .unwrap()
@@ -139,7 +144,10 @@ async fn log_in(c: &Console_, user: &str) -> String {
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(session.contains(attribute), "{session}");
     }
-    assert!(!session.contains("Secure"), "no Secure without secure_cookies: {session}");
+    assert!(
+        !session.contains("Secure"),
+        "no Secure without secure_cookies: {session}"
+    );
     cookie_pair(&session)
 }
 
@@ -166,11 +174,21 @@ async fn the_proxy_header_is_believed_from_the_trusted_proxy_only() {
     assert_eq!(r.status(), StatusCode::OK);
 
     // The same header from anyone else is ignored: anonymous.
-    let r = client().get(c.url("/")).header("X-Remote-User", "chef.exploitation").send().await.unwrap();
+    let r = client()
+        .get(c.url("/"))
+        .header("X-Remote-User", "chef.exploitation")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/login?next=/");
     for path in ["/api/overview", "/api/dead-letters", "/?csv=volumes"] {
-        let r = client().get(c.url(path)).header("X-Remote-User", "chef.exploitation").send().await.unwrap();
+        let r = client()
+            .get(c.url(path))
+            .header("X-Remote-User", "chef.exploitation")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
     // From the proxy without the header: anonymous too; a name that is
@@ -191,22 +209,56 @@ async fn only_ops_see_dead_letters_and_identity_pages() {
     let c = start(auth()).await;
     let viewer = log_in(&c, "accueil").await;
     let ops = log_in(&c, "ops").await;
-    for path in ["/dead-letters", "/identity-conflicts", "/api/dead-letters", "/api/identity-conflicts"] {
-        let r = client().get(c.url(path)).header(header::COOKIE, &viewer).send().await.unwrap();
+    for path in [
+        "/dead-letters",
+        "/identity-conflicts",
+        "/api/dead-letters",
+        "/api/identity-conflicts",
+    ] {
+        let r = client()
+            .get(c.url(path))
+            .header(header::COOKIE, &viewer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "viewer {path}");
-        let r = client().get(c.url(path)).header(header::COOKIE, &ops).send().await.unwrap();
+        let r = client()
+            .get(c.url(path))
+            .header(header::COOKIE, &ops)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "ops {path}");
     }
-    for path in ["/", "/overdue", "/api/overview", "/api/overdue", "/service/voirie", "/explain"] {
-        let r = client().get(c.url(path)).header(header::COOKIE, &viewer).send().await.unwrap();
+    for path in [
+        "/",
+        "/overdue",
+        "/api/overview",
+        "/api/overdue",
+        "/service/voirie",
+        "/explain",
+    ] {
+        let r = client()
+            .get(c.url(path))
+            .header(header::COOKIE, &viewer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "viewer {path}");
     }
     // A forged role in the cookie breaks its signature.
     let (name, value) = viewer.split_once('=').unwrap();
     let (payload, tag) = value.split_once('.').unwrap();
-    let text = String::from_utf8(hex::decode(payload).unwrap()).unwrap().replace("|viewer|", "|ops|");
+    let text = String::from_utf8(hex::decode(payload).unwrap())
+        .unwrap()
+        .replace("|viewer|", "|ops|");
     let forged = format!("{name}={}.{tag}", hex::encode(text));
-    let r = client().get(c.url("/api/dead-letters")).header(header::COOKIE, forged).send().await.unwrap();
+    let r = client()
+        .get(c.url("/api/dead-letters"))
+        .header(header::COOKIE, forged)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -217,7 +269,12 @@ async fn a_bad_password_gets_no_session_and_repeated_failures_are_throttled() {
     let r = post_login(&c, &cookie, &csrf, "accueil", "wrong password!").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie(&r, "guichet_console").is_none());
-    assert!(r.text().await.unwrap().contains("Identifiant ou mot de passe incorrect"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Identifiant ou mot de passe incorrect")
+    );
     // An unknown user: the same answer.
     let r = post_login(&c, &cookie, &csrf, "nobody", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -259,11 +316,21 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
     }
 
     let session = log_in(&c, "accueil").await;
-    let page = client().get(c.url("/")).header(header::COOKIE, &session).send().await.unwrap();
+    let page = client()
+        .get(c.url("/"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
     let token = hidden(&page.text().await.unwrap(), "csrf");
     // Logout with another session's token or none: refused, still signed in.
     let other = log_in(&c, "accueil").await;
-    let other_page = client().get(c.url("/")).header(header::COOKIE, &other).send().await.unwrap();
+    let other_page = client()
+        .get(c.url("/"))
+        .header(header::COOKIE, &other)
+        .send()
+        .await
+        .unwrap();
     let other_token = hidden(&other_page.text().await.unwrap(), "csrf");
     for bad in ["", other_token.as_str()] {
         let r = client()
@@ -276,7 +343,12 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(set_cookie(&r, "guichet_console").is_none());
     }
-    let r = client().get(c.url("/api/overview")).header(header::COOKIE, &session).send().await.unwrap();
+    let r = client()
+        .get(c.url("/api/overview"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // The right token signs out: the cookie is deleted.
     let r = client()
@@ -288,7 +360,10 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let cleared = set_cookie(&r, "guichet_console").unwrap();
-    assert!(cleared.starts_with("guichet_console=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("guichet_console=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[tokio::test]
@@ -328,10 +403,20 @@ async fn tables_download_as_french_csv() {
     assert!(html.contains("from=2026-11-01&amp;to=2026-11-07"), "{html}");
     assert!(html.contains("csv=volumes"));
     // A bad filter is a 400 naming the field; an unknown table a 404.
-    let r = client().get(c.url("/?from=01/11/2026")).header(header::COOKIE, &session).send().await.unwrap();
+    let r = client()
+        .get(c.url("/?from=01/11/2026"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("(from)"));
-    let r = client().get(c.url("/?csv=nope")).header(header::COOKIE, &session).send().await.unwrap();
+    let r = client()
+        .get(c.url("/?csv=nope"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -341,7 +426,9 @@ fn a_configuration_nobody_can_sign_in_with_is_refused() {
         .unwrap()
         .block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&format!("sqlite://{}/c.sqlite?mode=rwc", dir.path().display())).await.unwrap();
+            let store = Store::open(&format!("sqlite://{}/c.sqlite?mode=rwc", dir.path().display()))
+                .await
+                .unwrap();
             WebState::new(AuthConfig::default(), Console::new(store)).err().unwrap()
         })
         .to_string();

@@ -58,6 +58,12 @@ impl WebState {
     pub fn new(auth: AuthConfig, console: Console) -> Result<Self, ConsoleError> {
         use guichet_core::config::Validate;
         auth.validate().map_err(|e| ConsoleError::Config(e.to_string()))?;
+        if !auth.enabled() {
+            return Err(ConsoleError::Config(format!(
+                "console.auth: {}",
+                config::NOBODY_CAN_SIGN_IN
+            )));
+        }
         let signer = match &auth.session_key {
             Some(key) => Signer::new(
                 key.resolve("console.auth.session_key")

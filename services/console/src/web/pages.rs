@@ -651,7 +651,11 @@ fn deadline_label(s: &str) -> &str {
 /// An RFC 3339 instant as French local time (Europe/Paris).
 fn local_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.with_timezone(&chrono_tz::Europe::Paris).format("%d/%m/%Y %H:%M").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono_tz::Europe::Paris)
+                .format("%d/%m/%Y %H:%M")
+                .to_string()
+        })
         .unwrap_or_else(|_| rfc3339.to_owned())
 }
 
@@ -703,7 +707,14 @@ async fn overdue(State(state): State<Arc<WebState>>, user: User, Query(p): Query
             "retards",
             "Liste",
             "Demandes en retard",
-            &["Référence", "Service", "Typologie", "Échéance dépassée", "Délai", "Statut"],
+            &[
+                "Référence",
+                "Service",
+                "Typologie",
+                "Échéance dépassée",
+                "Délai",
+                "Statut",
+            ],
             rows,
             "Aucune demande en retard.",
         )],
@@ -793,10 +804,11 @@ fn revision(name: &str, value: &str) -> Result<Option<u64>, Failure> {
     if value.is_empty() {
         return Ok(None);
     }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| Failure::bad(format!("Révision ({name}) : « {value} » n'est pas un numéro de révision.")))
+    value.parse().map(Some).map_err(|_| {
+        Failure::bad(format!(
+            "Révision ({name}) : « {value} » n'est pas un numéro de révision."
+        ))
+    })
 }
 
 async fn rules(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
@@ -821,7 +833,9 @@ async fn rules(State(state): State<Arc<WebState>>, user: User, Query(p): Query<P
             let state = if r.deleted {
                 "supprimée".to_owned()
             } else {
-                r.invalid.clone().map_or_else(|| "valide".to_owned(), |e| format!("invalide : {e}"))
+                r.invalid
+                    .clone()
+                    .map_or_else(|| "valide".to_owned(), |e| format!("invalide : {e}"))
             };
             vec![
                 Cell::text(r.revision.to_string()),
@@ -837,7 +851,14 @@ async fn rules(State(state): State<Arc<WebState>>, user: User, Query(p): Query<P
         "revisions",
         "Révisions conservées",
         "Révisions des règles, de la plus ancienne à la plus récente",
-        &["Révision", "Publiée le", "Par", "Origine", "Empreinte (SHA-256)", "État"],
+        &[
+            "Révision",
+            "Publiée le",
+            "Par",
+            "Origine",
+            "Empreinte (SHA-256)",
+            "État",
+        ],
         rows,
         "Aucune révision des règles n'est conservée.",
     )];
@@ -853,7 +874,11 @@ async fn rules(State(state): State<Arc<WebState>>, user: User, Query(p): Query<P
             .map(|o| SelectOption {
                 value: o.clone(),
                 label: format!("révision {o}"),
-                selected: if current.is_empty() { Some(o) == default } else { o == current },
+                selected: if current.is_empty() {
+                    Some(o) == default
+                } else {
+                    o == current
+                },
             })
             .collect(),
     };
@@ -919,8 +944,13 @@ async fn explain(State(state): State<Arc<WebState>>, user: User, Query(p): Query
         ..Page::default()
     };
     if !contact.is_empty() {
-        if contact.len() > 64 || !contact.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Failure::bad("Identifiant du contact (contact) : lettres et chiffres seulement, 64 au plus.").page(&user);
+        if contact.len() > 64
+            || !contact
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Failure::bad("Identifiant du contact (contact) : lettres et chiffres seulement, 64 au plus.")
+                .page(&user);
         }
         let v = match state.console.explain(contact).await {
             Ok(v) => v,
@@ -933,7 +963,11 @@ async fn explain(State(state): State<Arc<WebState>>, user: User, Query(p): Query
             ("Typologie", v.typology.clone()),
             (
                 "Règle",
-                if v.rule_id.is_empty() { "aucune : qualification à la main".into() } else { v.rule_id.clone() },
+                if v.rule_id.is_empty() {
+                    "aucune : qualification à la main".into()
+                } else {
+                    v.rule_id.clone()
+                },
             ),
             ("Révision des règles", v.rules_revision.to_string()),
             ("Échéance", v.due_date.clone()),
@@ -946,7 +980,11 @@ async fn explain(State(state): State<Arc<WebState>>, user: User, Query(p): Query
         .into_iter()
         .map(|(k, v)| vec![Cell::text(k), Cell::text(v)])
         .collect();
-        rows.extend(v.explanation.iter().map(|l| vec![Cell::text("Pourquoi"), Cell::text(l)]));
+        rows.extend(
+            v.explanation
+                .iter()
+                .map(|l| vec![Cell::text("Pourquoi"), Cell::text(l)]),
+        );
         page.sections.push(list_section(
             "explication",
             &format!("Contact {}", v.contact_id),
@@ -990,7 +1028,9 @@ async fn api_rules(State(state): State<Arc<WebState>>, _user: User, Query(p): Qu
 async fn api_explain(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
     api(async {
         if p.contact.trim().is_empty() {
-            return Err(Failure::bad("contact: the contact id to explain is missing (?contact=<id>)"));
+            return Err(Failure::bad(
+                "contact: the contact id to explain is missing (?contact=<id>)",
+            ));
         }
         Ok(state.console.explain(p.contact.trim()).await?)
     }
