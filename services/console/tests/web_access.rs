@@ -388,7 +388,7 @@ async fn tables_download_as_french_csv() {
     let lines: Vec<&str> = text.split_terminator("\r\n").collect();
     assert_eq!(lines[0], "Période (début);Reçues;Closes;Stock en fin de période");
     assert_eq!(lines.len(), 1 + 7, "one line per day: {text}");
-    assert_eq!(lines[1], "2026-11-01;0;0;0");
+    assert_eq!(lines[1], "01/11/2026;0;0;0");
 
     // The page links every table's CSV, keeping the filter.
     let html = client()

@@ -33,6 +33,8 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    // French date inputs and number formats, as the console's users see them.
+    "--lang=fr-FR",
     "--window-size=1280,900",
 ];
 
@@ -175,6 +177,8 @@ impl Browser {
         if let Some(err) = result.get("error") {
             panic!("axe-core failed: {err}");
         }
+        // Anything but a list means axe did not run: never read that as "no violation".
+        assert!(result.is_array(), "axe-core returned no violation list: {result}");
         let mut by_impact: BTreeMap<String, Vec<AxeViolation>> = BTreeMap::new();
         for v in result.as_array().into_iter().flatten() {
             let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();

@@ -175,11 +175,24 @@ pub async fn login_form(
     if state.identify(Some(peer), &headers).is_some() {
         return Redirect::to(next).into_response();
     }
-    login_page(&state, next, "", None, StatusCode::OK)
+    login_page(&state, &headers, next, "", None, StatusCode::OK)
 }
 
-fn login_page(state: &WebState, next: &str, user: &str, error: Option<&str>, status: StatusCode) -> Response {
-    let nonce = random_token();
+/// The login form. The pre-login cookie the browser already has is kept
+/// (a second tab, or a stray request redirected here, must not invalidate
+/// the form on screen); a new one is made otherwise.
+fn login_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    next: &str,
+    user: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let nonce = cookie(headers, LOGIN_COOKIE)
+        .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(random_token);
     let mut r = render::login(&state.signer.csrf_for_login(&nonce), next, user, error);
     *r.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(&set_cookie(
@@ -217,6 +230,7 @@ pub async fn login(
     if !state.signer.check_login_csrf(nonce, &form.csrf) {
         return login_page(
             &state,
+            &headers,
             &next,
             "",
             Some("Le formulaire a expiré ou ne vient pas de cette page : reprenez la connexion."),
@@ -228,6 +242,7 @@ pub async fn login(
         Err(Refusal::TooMany(wait)) => {
             let mut r = login_page(
                 &state,
+                &headers,
                 &next,
                 "",
                 Some("Trop de tentatives de connexion depuis cette adresse : réessayez plus tard."),
@@ -240,6 +255,7 @@ pub async fn login(
         Err(Refusal::Busy) => {
             let mut r = login_page(
                 &state,
+                &headers,
                 &next,
                 "",
                 Some("La console est occupée : réessayez dans un instant."),
@@ -290,6 +306,7 @@ pub async fn login(
             tracing::info!("console login refused");
             login_page(
                 &state,
+                &headers,
                 &next,
                 &form.user,
                 Some("Identifiant ou mot de passe incorrect."),

@@ -74,7 +74,8 @@ pub fn columns(id: &str, title: &str, points: &[(String, f64)]) -> String {
             r#"<rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{h:.1}" fill="{BAR}"/>"#,
             base - h
         );
-        if points.len() <= 31 {
+        // Values above the bars when they fit; zeros go without saying.
+        if points.len() <= 31 && *value != 0.0 {
             let _ = write!(
                 out,
                 r#"<text x="{cx:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="{TEXT}">{}</text>"#,

@@ -98,6 +98,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/assets/console.css", get(stylesheet))
+        // Browsers ask for it on every site: no redirect to the login form.
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .merge(pages::routes())
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))

@@ -197,6 +197,9 @@ impl Params {
     }
 }
 
+/// What an empty key (no typology, no site) is shown as.
+const NOT_SET: &str = "(non renseigné)";
+
 /// A number cell as the French read it: decimal comma.
 fn french(s: &str) -> String {
     if s.parse::<f64>().is_ok() {
@@ -222,7 +225,8 @@ fn section(
             row.iter()
                 .enumerate()
                 .map(|(i, cell)| match (i, link) {
-                    (0, Some(link)) if !cell.is_empty() => Cell::link(cell.clone(), link(cell)),
+                    (0, _) if cell.is_empty() => Cell::text(NOT_SET),
+                    (0, Some(link)) => Cell::link(cell.clone(), link(cell)),
                     _ => Cell::text(french(cell)),
                 })
                 .collect()
@@ -281,7 +285,17 @@ fn mix_chart(id: &str, title: &str, rows: &[MixRow]) -> Option<String> {
         chart::bars(
             id,
             title,
-            &rows.iter().map(|r| (r.key.clone(), r.count as f64)).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(|r| {
+                    let key = if r.key.is_empty() {
+                        NOT_SET.to_owned()
+                    } else {
+                        r.key.clone()
+                    };
+                    (key, r.count as f64)
+                })
+                .collect::<Vec<_>>(),
         )
     })
 }
@@ -409,7 +423,7 @@ fn overview_page(title: String, intro: Option<String>, o: &Overview, action: &st
     );
     for p in &o.series {
         series.push(vec![
-            p.start.to_string(),
+            p.start.format("%d/%m/%Y").to_string(),
             p.received.to_string(),
             p.closed.to_string(),
             p.backlog.to_string(),

@@ -1,0 +1,291 @@
+//! The web console in a real headless Chromium (WebDriver), over a gateway
+//! started by `guichet::run` with known traffic: web submissions go
+//! through web → router → requests, the console projects them, and a
+//! browser logs in through the form, reads the numbers on the overview and
+//! a service page, and compares them with the console's JSON API and with
+//! the traffic sent. Screenshots go to `target/screenshots/` (artifacts,
+//! not committed) and axe-core must find no serious or critical
+//! accessibility violation.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use fantoccini::{Locator, key::Key};
+use guichet::{Config, Listeners, ServiceName};
+use guichet_console::web::{Account, AuthConfig, Role, hash_password};
+use guichet_core::secret::Secret;
+use guichet_e2e::{Gateway, loopback};
+use guichet_harness::{Browser, Nats};
+use guichet_requests::ClientConfig;
+use guichet_web::{FormConfig, Locator as FieldLocator, WebConfig, signature};
+use serde_json::Value;
+
+const SECRET: &str = "e2e-secret-0123456789abcdef";
+const USER: &str = "direction";
+const PASSWORD: &str = "indicateurs-de-la-mairie";
+/// Web submissions sent (each a new request: no reference in the text).
+const SUBMISSIONS: i64 = 4;
+
+fn web_config() -> WebConfig {
+    let form = FormConfig {
+        secret: Some(Secret::Inline(SECRET.into())),
+        email: Some(FieldLocator::One("/email".into())),
+        description: Some(FieldLocator::One("/message".into())),
+        required: vec!["email".into()],
+        ..FormConfig::default()
+    };
+    WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        forms: BTreeMap::from([("contact".to_owned(), form)]),
+        ..WebConfig::default()
+    }
+}
+
+async fn submit(url: &str, n: i64) {
+    let body = serde_json::json!({
+        "email": format!("usager{n}@example.fr"),
+        "message": format!("Bonjour, demande numéro {n} : un lampadaire est éteint."),
+    })
+    .to_string();
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "x-guichet-signature",
+            signature::header_value(SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+/// The JSON at `url`, as the signed-in browser gets it.
+async fn api(browser: &Browser, url: &str) -> Value {
+    browser.goto(url).await;
+    let text = browser
+        .client()
+        .execute("return document.body.innerText;", vec![])
+        .await
+        .unwrap();
+    serde_json::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
+/// The key figure `id` on the current page.
+async fn figure(browser: &Browser, id: &str) -> String {
+    browser.text(&format!("[data-indicator=\"{id}\"]")).await
+}
+
+/// The cells of the table `id` on the current page, row by row.
+async fn table(browser: &Browser, id: &str) -> Vec<Vec<String>> {
+    let rows = browser
+        .client()
+        .execute(
+            "return [...document.querySelectorAll('#' + arguments[0] + ' tbody tr')]\
+               .map(tr => [...tr.children].map(c => c.innerText.trim()));",
+            vec![Value::from(id)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(rows).unwrap()
+}
+
+/// Runs axe-core on the current page: no serious or critical violation.
+async fn accessible(browser: &Browser, page: &str) {
+    let violations = browser.axe().await;
+    for (impact, list) in &violations {
+        for v in list {
+            eprintln!("axe {page}: {impact} {}: {} {:?}", v.id, v.help, v.targets);
+        }
+    }
+    for impact in ["serious", "critical"] {
+        assert!(
+            violations.get(impact).is_none_or(Vec::is_empty),
+            "{page}: {impact} accessibility violations: {:?}",
+            violations.get(impact)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let console_listener = loopback();
+    let console_url = format!("http://{}", console_listener.local_addr().unwrap());
+    let requests_listener = loopback();
+    let mut config = Config {
+        nats: nats.nats_config(),
+        web: web_config(),
+        privacy: guichet_harness::privacy_config(),
+        ..Config::default()
+    };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.requests.listen = requests_listener.local_addr().unwrap();
+    config.requests.clients = BTreeMap::from([(
+        "back-office".to_owned(),
+        ClientConfig {
+            token: Secret::Inline("back-office-0123456789abcdef0123".into()),
+            services: vec![guichet_router::RouterConfig::default().fallback_service],
+        },
+    )]);
+    config.console.listen = console_listener.local_addr().unwrap();
+    config.console.data_dir = data.path().to_owned();
+    config.console.idle_wait = Duration::from_millis(50);
+    config.console.auth = AuthConfig {
+        accounts: vec![Account {
+            user: USER.into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            role: Role::Viewer,
+        }],
+        ..AuthConfig::default()
+    };
+    let services = vec![
+        ServiceName::Web,
+        ServiceName::Router,
+        ServiceName::Requests,
+        ServiceName::Console,
+    ];
+    let mut listeners = Listeners::bind(&config, &[ServiceName::Web]).unwrap();
+    listeners.requests = Some(requests_listener);
+    listeners.console = Some(console_listener);
+    let web_url = format!(
+        "http://{}/v1/forms/contact/submissions",
+        listeners.web.as_ref().unwrap().local_addr().unwrap()
+    );
+    let gateway = Gateway::start(config, services, listeners).await;
+    for n in 0..SUBMISSIONS {
+        submit(&web_url, n).await;
+    }
+
+    let browser = Browser::start().await;
+    // Anonymous: sent to the login form, which brings back to the page.
+    browser.goto(&format!("{console_url}/")).await;
+    let url = browser.client().current_url().await.unwrap();
+    assert_eq!(url.path(), "/login", "{url}");
+    let c = browser.client();
+    c.find(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys(USER)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form.connexion button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    if c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("[data-indicator=\"received\"]"))
+        .await
+        .is_err()
+    {
+        panic!("the login form leads to the overview: {}", c.source().await.unwrap());
+    }
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+
+    // The projection catches up (bounded): the API counts every submission.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let overview = loop {
+        let o = api(&browser, &format!("{console_url}/api/overview")).await;
+        if o["volumes"]["received"] == SUBMISSIONS {
+            break o;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the console never counted the submissions: {o}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    // The overview's numbers are the API's, and the traffic's.
+    browser.goto(&format!("{console_url}/")).await;
+    assert_eq!(browser.text("h1").await, "Vue d'ensemble");
+    let number = |v: &Value| v.as_i64().unwrap().to_string();
+    assert_eq!(figure(&browser, "received").await, SUBMISSIONS.to_string());
+    for (id, value) in [
+        ("received", &overview["volumes"]["received"]),
+        ("closed", &overview["volumes"]["closed"]),
+        ("answered", &overview["volumes"]["answered"]),
+        ("backlog_open", &overview["backlog"]["open"]),
+        ("backlog_waiting", &overview["backlog"]["waiting_usager"]),
+        ("backlog_overdue", &overview["backlog"]["overdue"]),
+    ] {
+        assert_eq!(figure(&browser, id).await, number(value), "{id}");
+    }
+    assert_eq!(overview["backlog"]["open"], SUBMISSIONS, "every request is still open");
+    let channels = table(&browser, "canaux").await;
+    assert_eq!(channels.len(), overview["channels"].as_array().unwrap().len());
+    assert_eq!(channels[0][0], overview["channels"][0]["key"].as_str().unwrap());
+    assert_eq!(channels[0][1], SUBMISSIONS.to_string());
+    let services = table(&browser, "services").await;
+    let service = overview["services"][0]["key"].as_str().unwrap().to_owned();
+    assert_eq!(services[0][0], service);
+    assert_eq!(services[0][1], number(&overview["services"][0]["count"]));
+    // The volumes table sums to the count received.
+    let per_day: i64 = table(&browser, "volumes")
+        .await
+        .iter()
+        .map(|r| r[1].parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(per_day, SUBMISSIONS);
+
+    let shot = browser.full_page_screenshot("console-overview").await;
+    eprintln!("screenshot: {}", shot.display());
+    accessible(&browser, "overview").await;
+    // Keyboard: the first Tab reaches the skip link.
+    c.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys(&Key::Tab.to_string())
+        .await
+        .unwrap();
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.attr("href").await.unwrap().as_deref(), Some("#contenu"));
+
+    // One service's page, from the overview's link: its numbers are its API's.
+    browser.goto(&format!("{console_url}/")).await;
+    c.find(Locator::Css("#services tbody th a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("[data-indicator=\"received\"]"))
+        .await
+        .unwrap();
+    assert_eq!(browser.text("h1").await, format!("Service « {service} »"));
+    let shot = browser.full_page_screenshot("console-service").await;
+    eprintln!("screenshot: {}", shot.display());
+    accessible(&browser, "service").await;
+    let page_received = figure(&browser, "received").await;
+    let service_api = api(&browser, &format!("{console_url}/api/service/{service}")).await;
+    assert_eq!(page_received, number(&service_api["volumes"]["received"]));
+    assert_eq!(service_api["filter"]["service"], service.as_str());
+
+    // The checker itself sees violations where there are some (a page
+    // without a language, an image without text): its silence above means
+    // something.
+    browser
+        .goto("data:text/html,<!DOCTYPE html><html><head><title>t</title></head><body><img src='x.png'></body></html>")
+        .await;
+    let violations = browser.axe().await;
+    let ids: Vec<&str> = violations.values().flatten().map(|v| v.id.as_str()).collect();
+    assert!(
+        ids.contains(&"image-alt") && ids.contains(&"html-has-lang"),
+        "{violations:?}"
+    );
+
+    browser.close().await;
+    gateway.stop().await;
+}
