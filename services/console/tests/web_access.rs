@@ -6,6 +6,7 @@
 //! The server listens on 127.0.0.1; the trusted proxy is 127.0.0.2 (the
 //! whole 127/8 is loopback on Linux), so the same test is both the proxy
 //! and an untrusted client, by the address it connects from.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -6,6 +6,7 @@
 //! the traffic sent. Screenshots go to `target/screenshots/` (artifacts,
 //! not committed) and axe-core must find no serious or critical
 //! accessibility violation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -49,19 +49,18 @@ impl User {
         }
     }
 
-    /// 403 unless the user has `role`.
-    pub fn require(&self, role: Role) -> Result<(), Response> {
+    /// The 403 page when the user lacks `role`; `None` when allowed.
+    pub fn forbidden_unless(&self, role: Role) -> Option<Response> {
         if self.role >= role {
-            Ok(())
-        } else {
-            let mut r = render::message(
-                Some(&self.viewer()),
-                "Accès refusé",
-                "Cette page est réservée au rôle « exploitation » (ops). Demandez ce rôle à l'administrateur de la console.",
-            );
-            *r.status_mut() = StatusCode::FORBIDDEN;
-            Err(r)
+            return None;
         }
+        let mut r = render::message(
+            Some(&self.viewer()),
+            "Accès refusé",
+            "Cette page est réservée au rôle « exploitation » (ops). Demandez ce rôle à l'administrateur de la console.",
+        );
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        Some(r)
     }
 }
 

@@ -737,7 +737,7 @@ async fn overdue(State(state): State<Arc<WebState>>, user: User, Query(p): Query
 }
 
 async fn dead_letters(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
-    if let Err(r) = user.require(Role::Ops) {
+    if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
     let rows = match state.console.dead_letters().await {
@@ -776,7 +776,7 @@ async fn dead_letters(State(state): State<Arc<WebState>>, user: User, Query(p): 
 }
 
 async fn identity_conflicts(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
-    if let Err(r) = user.require(Role::Ops) {
+    if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
     let rows = match state.console.identity_conflicts().await {
@@ -1016,14 +1016,14 @@ async fn api_overdue(State(state): State<Arc<WebState>>, _user: User, Query(p): 
 }
 
 async fn api_dead_letters(State(state): State<Arc<WebState>>, user: User) -> Response {
-    if let Err(r) = user.require(Role::Ops) {
+    if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
     api(async { Ok(state.console.dead_letters().await?) }.await)
 }
 
 async fn api_identity_conflicts(State(state): State<Arc<WebState>>, user: User) -> Response {
-    if let Err(r) = user.require(Role::Ops) {
+    if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
     api(async { Ok(state.console.identity_conflicts().await?) }.await)
