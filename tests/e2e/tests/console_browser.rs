@@ -41,7 +41,8 @@ fn web_config() -> WebConfig {
     }
 }
 
-async fn submit(url: &str, n: i64) {
+/// Sends submission `n`; its contact id.
+async fn submit(url: &str, n: i64) -> String {
     let body = serde_json::json!({
         "email": format!("usager{n}@example.fr"),
         "message": format!("Bonjour, demande numéro {n} : un lampadaire est éteint."),
@@ -59,6 +60,8 @@ async fn submit(url: &str, n: i64) {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    answer["contact_id"].as_str().unwrap().to_owned()
 }
 
 /// The JSON at `url`, as the signed-in browser gets it.
@@ -155,8 +158,9 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         listeners.web.as_ref().unwrap().local_addr().unwrap()
     );
     let gateway = Gateway::start(config, services, listeners).await;
+    let mut contacts = Vec::new();
     for n in 0..SUBMISSIONS {
-        submit(&web_url, n).await;
+        contacts.push(submit(&web_url, n).await);
     }
 
     let browser = Browser::start().await;
@@ -273,6 +277,28 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let service_api = api(&browser, &format!("{console_url}/api/service/{service}")).await;
     assert_eq!(page_received, number(&service_api["volumes"]["received"]));
     assert_eq!(service_api["filter"]["service"], service.as_str());
+
+    // The other pages a viewer sees: their numbers are their API's too.
+    browser.goto(&format!("{console_url}/overdue")).await;
+    assert_eq!(browser.text("h1").await, "Demandes en retard");
+    let overdue = api(&browser, &format!("{console_url}/api/overdue")).await;
+    assert_eq!(overdue.as_array().unwrap().len(), 0, "nothing is late yet: {overdue}");
+    browser.goto(&format!("{console_url}/overdue")).await;
+    assert!(browser.text("main").await.contains("Aucune demande en retard."));
+    accessible(&browser, "overdue").await;
+    browser.goto(&format!("{console_url}/rules")).await;
+    assert_eq!(browser.text("h1").await, "Révisions des règles");
+    accessible(&browser, "rules").await;
+    browser.goto(&format!("{console_url}/explain?contact={}", contacts[0])).await;
+    let explained = api(&browser, &format!("{console_url}/api/explain?contact={}", contacts[0])).await;
+    browser.goto(&format!("{console_url}/explain?contact={}", contacts[0])).await;
+    let rows = table(&browser, "explication").await;
+    assert_eq!(rows[0], ["Référence", explained["reference"].as_str().unwrap()]);
+    assert_eq!(rows[2], ["Service", service.as_str()]);
+    accessible(&browser, "explain").await;
+    // A viewer is refused the ops pages.
+    browser.goto(&format!("{console_url}/dead-letters")).await;
+    assert_eq!(browser.text("h1").await, "Accès refusé");
 
     // The checker itself sees violations where there are some (a page
     // without a language, an image without text): its silence above means
