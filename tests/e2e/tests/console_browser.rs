@@ -273,10 +273,26 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let shot = browser.full_page_screenshot("console-service").await;
     eprintln!("screenshot: {}", shot.display());
     accessible(&browser, "service").await;
-    let page_received = figure(&browser, "received").await;
+    let mut on_page = Vec::new();
+    for id in ["received", "closed", "answered", "backlog_open", "manual"] {
+        on_page.push(figure(&browser, id).await);
+    }
     let service_api = api(&browser, &format!("{console_url}/api/service/{service}")).await;
-    assert_eq!(page_received, number(&service_api["volumes"]["received"]));
     assert_eq!(service_api["filter"]["service"], service.as_str());
+    let share = |s: &Value| {
+        let (count, of) = (s["count"].as_i64().unwrap(), s["of"].as_i64().unwrap());
+        format!("{:.1} %", count as f64 * 100.0 / of as f64).replace('.', ",")
+    };
+    assert_eq!(
+        on_page,
+        [
+            number(&service_api["volumes"]["received"]),
+            number(&service_api["volumes"]["closed"]),
+            number(&service_api["volumes"]["answered"]),
+            number(&service_api["backlog"]["open"]),
+            share(&service_api["manual"]),
+        ]
+    );
 
     // The other pages a viewer sees: their numbers are their API's too.
     browser.goto(&format!("{console_url}/overdue")).await;
@@ -289,9 +305,13 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     browser.goto(&format!("{console_url}/rules")).await;
     assert_eq!(browser.text("h1").await, "Révisions des règles");
     accessible(&browser, "rules").await;
-    browser.goto(&format!("{console_url}/explain?contact={}", contacts[0])).await;
+    browser
+        .goto(&format!("{console_url}/explain?contact={}", contacts[0]))
+        .await;
     let explained = api(&browser, &format!("{console_url}/api/explain?contact={}", contacts[0])).await;
-    browser.goto(&format!("{console_url}/explain?contact={}", contacts[0])).await;
+    browser
+        .goto(&format!("{console_url}/explain?contact={}", contacts[0]))
+        .await;
     let rows = table(&browser, "explication").await;
     assert_eq!(rows[0], ["Référence", explained["reference"].as_str().unwrap()]);
     assert_eq!(rows[2], ["Service", service.as_str()]);
