@@ -151,7 +151,28 @@ async fn add_delay(
         .bind(&dims.channel)
         .bind(&dims.typology)
         .bind(&dims.site)
-        .bind(metric)
+        .bind(&metric)
+        .bind(value)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("updating the delay histograms"))?;
+        sqlx::query(
+            "INSERT INTO delays_all (day, metric, value, n) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (day, metric, value) DO UPDATE SET n = delays_all.n + 1",
+        )
+        .bind(day)
+        .bind(&metric)
+        .bind(value)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("updating the delay histograms"))?;
+        sqlx::query(
+            "INSERT INTO delays_service (day, service, metric, value, n) VALUES ($1, $2, $3, $4, 1) \
+             ON CONFLICT (service, day, metric, value) DO UPDATE SET n = delays_service.n + 1",
+        )
+        .bind(day)
+        .bind(&dims.service)
+        .bind(&metric)
         .bind(value)
         .execute(&mut *conn)
         .await

@@ -12,7 +12,8 @@
 //! ROUTED is read before EVENTS: a request's row (its site, whether a
 //! rule qualified it) comes from its first contact, which the router
 //! publishes after the request's `open` event. An event of a request not
-//! yet known waits until ROUTED has nothing more to give.
+//! yet known waits until ROUTED has nothing more to give and
+//! [`ROUTED_GRACE`] has passed since the event was published.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -36,6 +37,11 @@ use crate::{
     apply::{self, Applied},
     store::Store,
 };
+
+/// How long a request event waits for its request's first contact on
+/// ROUTED (the router publishes the `open` event just before it) before
+/// the request is created from the event alone (its contact is gone).
+pub const ROUTED_GRACE: Duration = Duration::from_secs(30);
 
 /// The streams projected, and the suffix of their consumer's name.
 pub const STREAMS: [(&str, &str); 3] = [
@@ -120,8 +126,12 @@ impl Projector {
         let mut all = Progress::default();
         loop {
             let p = self.pass().await?;
-            if p.total() == 0 && self.sources.iter().all(|s| s.held.is_empty()) {
-                return Ok(all);
+            if p.total() == 0 {
+                if self.sources.iter().all(|s| s.held.is_empty()) {
+                    return Ok(all);
+                }
+                // An event waits for its first contact (ROUTED_GRACE).
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             all.routed += p.routed;
             all.events += p.events;
@@ -210,7 +220,7 @@ impl Projector {
                 sequence,
                 message,
                 published,
-                routed_drained,
+                routed_drained && chrono::Utc::now().timestamp() - published > ROUTED_GRACE.as_secs() as i64,
             )
             .await?;
             if outcome == Applied::NeedsRouted {
@@ -258,7 +268,7 @@ async fn apply_one(
     sequence: u64,
     message: &Message,
     published: i64,
-    routed_drained: bool,
+    may_create: bool,
 ) -> Result<Applied, ConsoleError> {
     let subject = message.subject.as_str();
     // A payload that does not decode is skipped (it is the producer's
@@ -281,7 +291,7 @@ async fn apply_one(
             if let Some(rest) = kind.strip_prefix("request.") {
                 let transition = rest.split('.').next().unwrap_or_default();
                 if let Ok(event) = RequestEvent::decode(message.payload.clone()) {
-                    return apply::request_event(conn, calendar, sequence, transition, &event, routed_drained).await;
+                    return apply::request_event(conn, calendar, sequence, transition, &event, may_create).await;
                 }
             } else if kind == "notify_sent" || kind == "identity_conflict" {
                 let Ok(body) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {

@@ -12,13 +12,15 @@ use sqlx::{
 use crate::ConsoleError;
 
 /// The tables a rebuild empties (every one but the migrations').
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 10] = [
     "positions",
     "requests",
     "contacts",
     "transitions",
     "daily",
     "daily_delays",
+    "delays_all",
+    "delays_service",
     "dead_letters",
     "identity_conflicts",
 ];

@@ -235,8 +235,15 @@ pub fn quantile(histogram: &[(i64, i64)], q: f64) -> Option<i64> {
 async fn delays(store: &Store, filter: &Filter) -> Result<Vec<Delay>, ConsoleError> {
     let mut binds = vec![Bind::Int(day_number(filter.from)), Bind::Int(day_number(filter.to))];
     let dims = dims_clause(filter, 3, &mut binds);
+    // The smallest roll-up that has the filter's dimensions.
+    let others = filter.channel.is_some() || filter.typology.is_some() || filter.site.is_some();
+    let table = match (filter.service.is_some(), others) {
+        (false, false) => "delays_all",
+        (true, false) => "delays_service",
+        _ => "daily_delays",
+    };
     let sql = format!(
-        "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM daily_delays WHERE day BETWEEN $1 AND $2{dims} \
+        "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM {table} WHERE day BETWEEN $1 AND $2{dims} \
          GROUP BY metric, value ORDER BY metric, value"
     );
     let rows = bind_all(sqlx::query(&sql), &binds)
