@@ -227,6 +227,9 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         assert_eq!(figure(&browser, id).await, number(value), "{id}");
     }
     assert_eq!(overview["backlog"]["open"], SUBMISSIONS, "every request is still open");
+    // No rules are pushed: every request was qualified by hand.
+    assert_eq!(overview["manual"]["count"], SUBMISSIONS, "{overview}");
+    assert_eq!(figure(&browser, "manual").await, "100,0 %");
     let channels = table(&browser, "canaux").await;
     assert_eq!(channels.len(), overview["channels"].as_array().unwrap().len());
     assert_eq!(channels[0][0], overview["channels"][0]["key"].as_str().unwrap());
