@@ -182,6 +182,22 @@ impl AuthConfig {
         self.proxy_header.is_some() || !self.accounts.is_empty()
     }
 
+    /// The session key's bytes (read when the console starts, like every
+    /// secret), or `None` for a random key per process.
+    pub fn session_key_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(key) = &self.session_key else {
+            return Ok(None);
+        };
+        let key = key.resolve("console.auth.session_key")?;
+        if key.len() < 32 {
+            return Err(Error::config(
+                "console.auth.session_key",
+                "at least 32 bytes (e.g. `openssl rand -base64 48`)",
+            ));
+        }
+        Ok(Some(key.into_bytes()))
+    }
+
     /// The trusted proxies, parsed (validation has checked them).
     pub fn trusted_nets(&self) -> Vec<IpNet> {
         self.trusted_proxies.iter().filter_map(|s| s.parse().ok()).collect()
@@ -232,14 +248,6 @@ impl Validate for AuthConfig {
                     "not an argon2 PHC hash (`$argon2id$…`): make one with `guichet console hash-password`",
                 ));
             }
-        }
-        if let Some(key) = &self.session_key
-            && key.resolve("console.auth.session_key")?.len() < 32
-        {
-            return Err(Error::config(
-                "console.auth.session_key",
-                "at least 32 bytes (e.g. `openssl rand -base64 48`)",
-            ));
         }
         if self.session_ttl < Duration::from_secs(60) {
             return Err(Error::config("console.auth.session_ttl", "at least 1 minute"));
@@ -293,5 +301,11 @@ mod tests {
         });
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("accounts[0].password_hash"), "{e}");
+        c.accounts.clear();
+        c.session_key = Some(Secret::Inline("too short".into()));
+        let e = c.session_key_bytes().unwrap_err().to_string();
+        assert!(e.contains("console.auth.session_key") && e.contains("32 bytes"), "{e}");
+        c.session_key = Some(Secret::Inline("k".repeat(32)));
+        assert_eq!(c.session_key_bytes().unwrap().unwrap().len(), 32);
     }
 }

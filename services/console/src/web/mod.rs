@@ -64,12 +64,8 @@ impl WebState {
                 config::NOBODY_CAN_SIGN_IN
             )));
         }
-        let signer = match &auth.session_key {
-            Some(key) => Signer::new(
-                key.resolve("console.auth.session_key")
-                    .map_err(|e| ConsoleError::Config(e.to_string()))?
-                    .into_bytes(),
-            ),
+        let signer = match auth.session_key_bytes().map_err(|e| ConsoleError::Config(e.to_string()))? {
+            Some(key) => Signer::new(key),
             None => Signer::random(),
         };
         let proxy_header = match &auth.proxy_header {
