@@ -17,7 +17,7 @@ use guichet_core::secret::Secret;
 use guichet_e2e::{Gateway, loopback};
 use guichet_harness::{Browser, Nats};
 use guichet_requests::ClientConfig;
-use guichet_web::{FormConfig, Locator as FieldLocator, WebConfig, signature};
+use guichet_web::{WebConfig, signature};
 use serde_json::Value;
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
@@ -27,18 +27,7 @@ const PASSWORD: &str = "indicateurs-de-la-mairie";
 const SUBMISSIONS: i64 = 4;
 
 fn web_config() -> WebConfig {
-    let form = FormConfig {
-        secret: Some(Secret::Inline(SECRET.into())),
-        email: Some(FieldLocator::One("/email".into())),
-        description: Some(FieldLocator::One("/message".into())),
-        required: vec!["email".into()],
-        ..FormConfig::default()
-    };
-    WebConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        forms: BTreeMap::from([("contact".to_owned(), form)]),
-        ..WebConfig::default()
-    }
+    guichet_e2e::signed_contact_form(SECRET)
 }
 
 /// Sends submission `n`; its contact id.

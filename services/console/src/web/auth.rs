@@ -238,29 +238,21 @@ pub async fn login(
     }
     let permit = match state.throttle.admit(peer.ip()) {
         Ok(p) => p,
-        Err(Refusal::TooMany(wait)) => {
-            let mut r = login_page(
-                &state,
-                &headers,
-                &next,
-                "",
-                Some("Trop de tentatives de connexion depuis cette adresse : réessayez plus tard."),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
-            return r;
-        }
-        Err(Refusal::Busy) => {
-            let mut r = login_page(
-                &state,
-                &headers,
-                &next,
-                "",
-                Some("La console est occupée : réessayez dans un instant."),
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+        Err(refusal) => {
+            let (message, status, wait) = match refusal {
+                Refusal::TooMany(wait) => (
+                    "Trop de tentatives de connexion depuis cette adresse : réessayez plus tard.",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    wait.as_secs().max(1),
+                ),
+                Refusal::Busy => (
+                    "La console est occupée : réessayez dans un instant.",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    1,
+                ),
+            };
+            let mut r = login_page(&state, &headers, &next, "", Some(message), status);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
             return r;
         }
     };

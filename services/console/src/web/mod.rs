@@ -64,7 +64,10 @@ impl WebState {
                 config::NOBODY_CAN_SIGN_IN
             )));
         }
-        let signer = match auth.session_key_bytes().map_err(|e| ConsoleError::Config(e.to_string()))? {
+        let signer = match auth
+            .session_key_bytes()
+            .map_err(|e| ConsoleError::Config(e.to_string()))?
+        {
             Some(key) => Signer::new(key),
             None => Signer::random(),
         };

@@ -543,19 +543,61 @@ fn period_intro(f: &Filter) -> String {
     )
 }
 
-async fn overview(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
-    let result = async {
-        let filter = p.filter()?;
-        Ok::<_, Failure>(state.console.overview(&filter).await?)
+/// What an overview-shaped page counts: everything, one service or one
+/// typology.
+enum Scope {
+    All,
+    Service(String),
+    Typology(String),
+}
+
+impl Scope {
+    async fn query(&self, console: &crate::Console, filter: &Filter) -> Result<Overview, ConsoleError> {
+        match self {
+            Scope::All => console.overview(filter).await,
+            Scope::Service(name) => console.service(filter, name).await,
+            Scope::Typology(name) => console.typology(filter, name).await,
+        }
     }
-    .await;
+
+    /// (title, path, CSV file prefix, the filter fields the scope fixes)
+    fn page(&self) -> (String, String, String, &'static [&'static str]) {
+        match self {
+            Scope::All => ("Vue d'ensemble".into(), "/".into(), "vue-ensemble".into(), &[]),
+            Scope::Service(n) => (
+                format!("Service « {n} »"),
+                format!("/service/{}", urlencode(n)),
+                format!("service-{n}"),
+                &["service"],
+            ),
+            Scope::Typology(n) => (
+                format!("Typologie « {n} »"),
+                format!("/typology/{}", urlencode(n)),
+                format!("typologie-{n}"),
+                &["typology"],
+            ),
+        }
+    }
+}
+
+async fn scoped_page(state: &WebState, user: &User, p: &Params, scope: Scope) -> Response {
+    let result = async { Ok::<_, Failure>(scope.query(&state.console, &p.filter()?).await?) }.await;
     match result {
         Ok(o) => {
-            let page = overview_page("Vue d'ensemble".into(), Some(period_intro(&o.filter)), &o, "/", &[]);
-            respond(&user, "/", &p, page, "vue-ensemble")
+            let (title, path, slug, hide) = scope.page();
+            let page = overview_page(title, Some(period_intro(&o.filter)), &o, &path, hide);
+            respond(user, &path, p, page, &slug)
         }
-        Err(f) => f.page(&user),
+        Err(f) => f.page(user),
     }
+}
+
+async fn scoped_api(state: &WebState, p: &Params, scope: Scope) -> Response {
+    api(async { Ok(scope.query(&state.console, &p.filter()?).await?) }.await)
+}
+
+async fn overview(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
+    scoped_page(&state, &user, &p, Scope::All).await
 }
 
 async fn service(
@@ -564,25 +606,7 @@ async fn service(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
-    let result = async {
-        let filter = p.filter()?;
-        Ok::<_, Failure>(state.console.service(&filter, &name).await?)
-    }
-    .await;
-    match result {
-        Ok(o) => {
-            let path = format!("/service/{}", urlencode(&name));
-            let page = overview_page(
-                format!("Service « {name} »"),
-                Some(period_intro(&o.filter)),
-                &o,
-                &path,
-                &["service"],
-            );
-            respond(&user, &path, &p, page, &format!("service-{name}"))
-        }
-        Err(f) => f.page(&user),
-    }
+    scoped_page(&state, &user, &p, Scope::Service(name)).await
 }
 
 async fn typology(
@@ -591,29 +615,11 @@ async fn typology(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
-    let result = async {
-        let filter = p.filter()?;
-        Ok::<_, Failure>(state.console.typology(&filter, &name).await?)
-    }
-    .await;
-    match result {
-        Ok(o) => {
-            let path = format!("/typology/{}", urlencode(&name));
-            let page = overview_page(
-                format!("Typologie « {name} »"),
-                Some(period_intro(&o.filter)),
-                &o,
-                &path,
-                &["typology"],
-            );
-            respond(&user, &path, &p, page, &format!("typologie-{name}"))
-        }
-        Err(f) => f.page(&user),
-    }
+    scoped_page(&state, &user, &p, Scope::Typology(name)).await
 }
 
 async fn api_overview(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
-    api(async { Ok(state.console.overview(&p.filter()?).await?) }.await)
+    scoped_api(&state, &p, Scope::All).await
 }
 
 async fn api_service(
@@ -622,7 +628,7 @@ async fn api_service(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
-    api(async { Ok(state.console.service(&p.filter()?, &name).await?) }.await)
+    scoped_api(&state, &p, Scope::Service(name)).await
 }
 
 async fn api_typology(
@@ -631,7 +637,7 @@ async fn api_typology(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
-    api(async { Ok(state.console.typology(&p.filter()?, &name).await?) }.await)
+    scoped_api(&state, &p, Scope::Typology(name)).await
 }
 
 fn api<T: Serialize>(result: Result<T, Failure>) -> Response {
