@@ -90,6 +90,16 @@ impl Console_ {
     }
 }
 
+/// GET `path` with the session cookie `session` (`name=value`).
+async fn get(c: &Console_, path: &str, session: &str) -> reqwest::Response {
+    client()
+        .get(c.url(path))
+        .header(header::COOKIE, session)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `name=value` of every `Set-Cookie` named `name`.
 fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
@@ -216,19 +226,9 @@ async fn only_ops_see_dead_letters_and_identity_pages() {
         "/api/dead-letters",
         "/api/identity-conflicts",
     ] {
-        let r = client()
-            .get(c.url(path))
-            .header(header::COOKIE, &viewer)
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, path, &viewer).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "viewer {path}");
-        let r = client()
-            .get(c.url(path))
-            .header(header::COOKIE, &ops)
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, path, &ops).await;
         assert_eq!(r.status(), StatusCode::OK, "ops {path}");
     }
     for path in [
@@ -239,12 +239,7 @@ async fn only_ops_see_dead_letters_and_identity_pages() {
         "/service/voirie",
         "/explain",
     ] {
-        let r = client()
-            .get(c.url(path))
-            .header(header::COOKIE, &viewer)
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, path, &viewer).await;
         assert_eq!(r.status(), StatusCode::OK, "viewer {path}");
     }
     // A forged role in the cookie breaks its signature.
@@ -254,12 +249,7 @@ async fn only_ops_see_dead_letters_and_identity_pages() {
         .unwrap()
         .replace("|viewer|", "|ops|");
     let forged = format!("{name}={}.{tag}", hex::encode(text));
-    let r = client()
-        .get(c.url("/api/dead-letters"))
-        .header(header::COOKIE, forged)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, "/api/dead-letters", &forged).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -317,21 +307,11 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
     }
 
     let session = log_in(&c, "accueil").await;
-    let page = client()
-        .get(c.url("/"))
-        .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let page = get(&c, "/", &session).await;
     let token = hidden(&page.text().await.unwrap(), "csrf");
     // Logout with another session's token or none: refused, still signed in.
     let other = log_in(&c, "accueil").await;
-    let other_page = client()
-        .get(c.url("/"))
-        .header(header::COOKIE, &other)
-        .send()
-        .await
-        .unwrap();
+    let other_page = get(&c, "/", &other).await;
     let other_token = hidden(&other_page.text().await.unwrap(), "csrf");
     for bad in ["", other_token.as_str()] {
         let r = client()
@@ -344,12 +324,7 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(set_cookie(&r, "guichet_console").is_none());
     }
-    let r = client()
-        .get(c.url("/api/overview"))
-        .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, "/api/overview", &session).await;
     assert_eq!(r.status(), StatusCode::OK);
     // The right token signs out: the cookie is deleted.
     let r = client()
@@ -371,12 +346,12 @@ async fn login_and_logout_without_the_right_csrf_token_change_nothing() {
 async fn tables_download_as_french_csv() {
     let c = start(auth()).await;
     let session = log_in(&c, "accueil").await;
-    let r = client()
-        .get(c.url("/?from=2026-11-01&to=2026-11-07&granularity=day&csv=volumes"))
-        .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &c,
+        "/?from=2026-11-01&to=2026-11-07&granularity=day&csv=volumes",
+        &session,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     assert_eq!(
@@ -392,32 +367,18 @@ async fn tables_download_as_french_csv() {
     assert_eq!(lines[1], "01/11/2026;0;0;0");
 
     // The page links every table's CSV, keeping the filter.
-    let html = client()
-        .get(c.url("/?from=2026-11-01&to=2026-11-07"))
-        .header(header::COOKIE, &session)
-        .send()
+    let html = get(&c, "/?from=2026-11-01&to=2026-11-07", &session)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert!(html.contains("from=2026-11-01&amp;to=2026-11-07"), "{html}");
     assert!(html.contains("csv=volumes"));
     // A bad filter is a 400 naming the field; an unknown table a 404.
-    let r = client()
-        .get(c.url("/?from=01/11/2026"))
-        .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, "/?from=01/11/2026", &session).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("(from)"));
-    let r = client()
-        .get(c.url("/?csv=nope"))
-        .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, "/?csv=nope", &session).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 

@@ -742,82 +742,87 @@ async fn overdue(State(state): State<Arc<WebState>>, user: User, Query(p): Query
     respond(&user, "/overdue", &p, page, "retards")
 }
 
+/// A list page only ops may open: `rows` made into one table.
+struct OpsList {
+    path: &'static str,
+    slug: &'static str,
+    title: &'static str,
+    intro: &'static str,
+    columns: &'static [&'static str],
+    empty: &'static str,
+}
+
+fn ops_list<T>(
+    user: &User,
+    p: &Params,
+    list: OpsList,
+    rows: Result<Vec<T>, ConsoleError>,
+    cells: impl Fn(&T) -> Vec<Cell>,
+) -> Response {
+    let rows = match rows {
+        Ok(rows) => rows.iter().map(cells).collect(),
+        Err(e) => return Failure::from(e).page(user),
+    };
+    let page = Page {
+        title: list.title.into(),
+        intro: Some(list.intro.into()),
+        sections: vec![list_section(
+            list.slug,
+            "Liste",
+            list.title,
+            list.columns,
+            rows,
+            list.empty,
+        )],
+        ..Page::default()
+    };
+    respond(user, list.path, p, page, list.slug)
+}
+
 async fn dead_letters(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
     if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
-    let rows = match state.console.dead_letters().await {
-        Ok(r) => r,
-        Err(e) => return Failure::from(e).page(&user),
+    let list = OpsList {
+        path: "/dead-letters",
+        slug: "lettres-mortes",
+        title: "Lettres mortes",
+        intro: "Messages que la passerelle n'a pas pu traiter, les plus récents d'abord. Les rejouer ou les écarter : `guichet deadletter`.",
+        columns: &["N°", "Reçue le", "Origine", "N° d'origine", "Raison"],
+        empty: "Aucune lettre morte.",
     };
-    let rows = rows
-        .iter()
-        .map(|r| {
-            vec![
-                Cell::text(r.sequence.to_string()),
-                Cell::text(local_time(&r.at)),
-                Cell::text(format!("{} {}", r.original_stream, r.original_subject)),
-                Cell::text(r.original_sequence.to_string()),
-                Cell::text(&r.reason),
-            ]
-        })
-        .collect();
-    let page = Page {
-        title: "Lettres mortes".into(),
-        intro: Some(
-            "Messages que la passerelle n'a pas pu traiter, les plus récents d'abord. Les rejouer ou les écarter : `guichet deadletter`."
-                .into(),
-        ),
-        sections: vec![list_section(
-            "lettres-mortes",
-            "Liste",
-            "Lettres mortes",
-            &["N°", "Reçue le", "Origine", "N° d'origine", "Raison"],
-            rows,
-            "Aucune lettre morte.",
-        )],
-        ..Page::default()
-    };
-    respond(&user, "/dead-letters", &p, page, "lettres-mortes")
+    ops_list(&user, &p, list, state.console.dead_letters().await, |r| {
+        vec![
+            Cell::text(r.sequence.to_string()),
+            Cell::text(local_time(&r.at)),
+            Cell::text(format!("{} {}", r.original_stream, r.original_subject)),
+            Cell::text(r.original_sequence.to_string()),
+            Cell::text(&r.reason),
+        ]
+    })
 }
 
 async fn identity_conflicts(State(state): State<Arc<WebState>>, user: User, Query(p): Query<Params>) -> Response {
     if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
-    let rows = match state.console.identity_conflicts().await {
-        Ok(r) => r,
-        Err(e) => return Failure::from(e).page(&user),
+    let list = OpsList {
+        path: "/identity-conflicts",
+        slug: "conflits-identite",
+        title: "Conflits d'identité",
+        intro: "Contacts dont les identifiants désignaient des usagers différents : l'identifiant le plus fort a été retenu, rien n'a été fusionné. À examiner avec `guichet identity`.",
+        columns: &["N°", "Le", "Contact", "Usager retenu", "Autres usagers"],
+        empty: "Aucun conflit d'identité.",
     };
-    let rows = rows
-        .iter()
-        .map(|r| {
-            vec![
-                Cell::text(r.sequence.to_string()),
-                Cell::text(local_time(&r.at)),
-                Cell::link(&r.contact_id, format!("/explain?contact={}", urlencode(&r.contact_id))),
-                Cell::text(&r.kept),
-                Cell::text(&r.others),
-            ]
-        })
-        .collect();
-    let page = Page {
-        title: "Conflits d'identité".into(),
-        intro: Some(
-            "Contacts dont les identifiants désignaient des usagers différents : l'identifiant le plus fort a été retenu, rien n'a été fusionné. À examiner avec `guichet identity`."
-                .into(),
-        ),
-        sections: vec![list_section(
-            "conflits",
-            "Liste",
-            "Conflits d'identité",
-            &["N°", "Le", "Contact", "Usager retenu", "Autres usagers"],
-            rows,
-            "Aucun conflit d'identité.",
-        )],
-        ..Page::default()
-    };
-    respond(&user, "/identity-conflicts", &p, page, "conflits-identite")
+    ops_list(&user, &p, list, state.console.identity_conflicts().await, |r| {
+        vec![
+            Cell::text(r.sequence.to_string()),
+            Cell::text(local_time(&r.at)),
+            Cell::link(&r.contact_id, format!("/explain?contact={}", urlencode(&r.contact_id))),
+            Cell::text(&r.kept),
+            Cell::text(&r.others),
+        ]
+    })
 }
 
 fn revision(name: &str, value: &str) -> Result<Option<u64>, Failure> {
