@@ -157,6 +157,7 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     browser.goto(&format!("{console_url}/")).await;
     let url = browser.client().current_url().await.unwrap();
     assert_eq!(url.path(), "/login", "{url}");
+    accessible(&browser, "login").await;
     let c = browser.client();
     c.find(Locator::Id("user"))
         .await
