@@ -23,18 +23,27 @@ use serde_json::Value;
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 const USER: &str = "direction";
 const PASSWORD: &str = "indicateurs-de-la-mairie";
-/// Web submissions sent (each a new request: no reference in the text).
-const SUBMISSIONS: i64 = 4;
+/// The web submissions sent, each a new request (no reference in the
+/// text), for the example rules (deploy/rules.example.toml) to send to
+/// several services, one to none (qualified by hand).
+const MESSAGES: [&str; 5] = [
+    "Danger : un arbre tombé bloque la rue des Lilas.",
+    "Question sur mon permis de construire, déposé en mars.",
+    "Le PLU permet-il une extension de ma maison ?",
+    "Quels sont les horaires d'ouverture de la mairie samedi ?",
+    "Quand passe la collecte des encombrants dans mon quartier ?",
+];
+const SUBMISSIONS: i64 = MESSAGES.len() as i64;
 
 fn web_config() -> WebConfig {
     guichet_e2e::signed_contact_form(SECRET)
 }
 
 /// Sends submission `n`; its contact id.
-async fn submit(url: &str, n: i64) -> String {
+async fn submit(url: &str, n: usize) -> String {
     let body = serde_json::json!({
         "email": format!("usager{n}@example.fr"),
-        "message": format!("Bonjour, demande numéro {n} : un lampadaire est éteint."),
+        "message": MESSAGES[n],
     })
     .to_string();
     let response = reqwest::Client::new()
@@ -146,9 +155,13 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         "http://{}/v1/forms/contact/submissions",
         listeners.web.as_ref().unwrap().local_addr().unwrap()
     );
+    let rules = std::fs::read_to_string(guichet_harness::repo_root().join("deploy/rules.example.toml")).unwrap();
+    guichet_router::live::push(&nats.bus().await, "rules", &rules, "rules.example.toml", "e2e")
+        .await
+        .unwrap();
     let gateway = Gateway::start(config, services, listeners).await;
     let mut contacts = Vec::new();
-    for n in 0..SUBMISSIONS {
+    for n in 0..MESSAGES.len() {
         contacts.push(submit(&web_url, n).await);
     }
 
@@ -217,17 +230,45 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         assert_eq!(figure(&browser, id).await, number(value), "{id}");
     }
     assert_eq!(overview["backlog"]["open"], SUBMISSIONS, "every request is still open");
-    // No rules are pushed: every request was qualified by hand.
-    assert_eq!(overview["manual"]["count"], SUBMISSIONS, "{overview}");
-    assert_eq!(figure(&browser, "manual").await, "100,0 %");
     let channels = table(&browser, "canaux").await;
-    assert_eq!(channels.len(), overview["channels"].as_array().unwrap().len());
-    assert_eq!(channels[0][0], overview["channels"][0]["key"].as_str().unwrap());
-    assert_eq!(channels[0][1], SUBMISSIONS.to_string());
-    let services = table(&browser, "services").await;
+    assert_eq!(
+        channels,
+        [["web".to_owned(), SUBMISSIONS.to_string(), "100,0".to_owned()]]
+    );
+
+    // Where the router says each contact went (its own explain, read from
+    // the streams) is what the read model counts, and what the page shows.
+    let mut routed: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_hand = 0;
+    for contact in &contacts {
+        let e = api(&browser, &format!("{console_url}/api/explain?contact={contact}")).await;
+        *routed.entry(e["service"].as_str().unwrap().to_owned()).or_default() += 1;
+        by_hand += i64::from(e["rule_id"] == "");
+    }
+    assert!(
+        routed.len() >= 3 && by_hand >= 1,
+        "the rules spread the traffic: {routed:?}, {by_hand} by hand"
+    );
+    let counted: BTreeMap<String, i64> = overview["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["key"].as_str().unwrap().to_owned(), m["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counted, routed);
+    assert_eq!(overview["manual"]["count"], by_hand, "{overview}");
+    browser.goto(&format!("{console_url}/")).await;
+    let on_page: BTreeMap<String, i64> = table(&browser, "services")
+        .await
+        .iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
+    assert_eq!(on_page, routed);
+    assert_eq!(
+        figure(&browser, "manual").await,
+        format!("{:.1} %", by_hand as f64 * 100.0 / SUBMISSIONS as f64).replace('.', ",")
+    );
     let service = overview["services"][0]["key"].as_str().unwrap().to_owned();
-    assert_eq!(services[0][0], service);
-    assert_eq!(services[0][1], number(&overview["services"][0]["count"]));
     // The volumes table sums to the count received.
     let per_day: i64 = table(&browser, "volumes")
         .await
@@ -297,6 +338,9 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     accessible(&browser, "overdue").await;
     browser.goto(&format!("{console_url}/rules")).await;
     assert_eq!(browser.text("h1").await, "Révisions des règles");
+    let revisions = table(&browser, "revisions").await;
+    assert_eq!(revisions.len(), 1, "{revisions:?}");
+    assert_eq!((revisions[0][2].as_str(), revisions[0][5].as_str()), ("e2e", "valide"));
     accessible(&browser, "rules").await;
     browser
         .goto(&format!("{console_url}/explain?contact={}", contacts[0]))
@@ -307,7 +351,8 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         .await;
     let rows = table(&browser, "explication").await;
     assert_eq!(rows[0], ["Référence", explained["reference"].as_str().unwrap()]);
-    assert_eq!(rows[2], ["Service", service.as_str()]);
+    assert_eq!(rows[2], ["Service", explained["service"].as_str().unwrap()]);
+    assert_eq!(rows[4], ["Règle", explained["rule_id"].as_str().unwrap()]);
     accessible(&browser, "explain").await;
     // A viewer is refused the ops pages.
     browser.goto(&format!("{console_url}/dead-letters")).await;
