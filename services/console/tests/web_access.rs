@@ -396,3 +396,20 @@ fn a_configuration_nobody_can_sign_in_with_is_refused() {
         .to_string();
     assert!(e.contains("console.auth") && e.contains("hash-password"), "{e}");
 }
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_console_is_behind_https() {
+    let c = start(AuthConfig {
+        secure_cookies: true,
+        ..auth()
+    })
+    .await;
+    let (cookie, csrf) = login_form(&c).await;
+    let r = post_login(&c, &cookie, &csrf, "accueil", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&r, "guichet_console").unwrap();
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
+}
