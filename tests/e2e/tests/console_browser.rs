@@ -341,6 +341,33 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let revisions = table(&browser, "revisions").await;
     assert_eq!(revisions.len(), 1, "{revisions:?}");
     assert_eq!((revisions[0][2].as_str(), revisions[0][5].as_str()), ("e2e", "valide"));
+    // A second revision, one deadline changed: the diff between the two.
+    let changed = rules.replacen("deadline = \"10 business days\"", "deadline = \"8 business days\"", 1);
+    guichet_router::live::push(&nats.bus().await, "rules", &changed, "rules.example.toml", "ops")
+        .await
+        .unwrap();
+    browser.goto(&format!("{console_url}/rules")).await;
+    let revisions = table(&browser, "revisions").await;
+    assert_eq!(revisions.len(), 2, "{revisions:?}");
+    browser
+        .goto(&format!(
+            "{console_url}/rules?a={}&b={}",
+            revisions[0][0], revisions[1][0]
+        ))
+        .await;
+    let changes: Vec<Vec<String>> = table(&browser, "difference")
+        .await
+        .into_iter()
+        .filter(|r| !r[0].is_empty())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ["retirée", "deadline = \"10 business days\""],
+            ["ajoutée", "deadline = \"8 business days\""]
+        ]
+    );
+    accessible(&browser, "rules diff").await;
     accessible(&browser, "rules").await;
     browser
         .goto(&format!("{console_url}/explain?contact={}", contacts[0]))
