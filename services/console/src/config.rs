@@ -27,6 +27,8 @@ pub struct ConsoleConfig {
     /// The key of the rules in `guichet_config` (as `router.rules_key`):
     /// the console reads their revisions.
     pub rules_key: String,
+    /// `[console.auth]`: who may open the web console (see docs/console.md).
+    pub auth: crate::web::AuthConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -39,6 +41,7 @@ impl Default for ConsoleConfig {
             batch: 500,
             idle_wait: Duration::from_millis(500),
             rules_key: "rules".into(),
+            auth: crate::web::AuthConfig::default(),
         }
     }
 }
@@ -58,6 +61,7 @@ impl ConsoleConfig {
 
 impl Validate for ConsoleConfig {
     fn validate(&self) -> Result<(), Error> {
+        self.auth.validate()?;
         if let Some(url) = &self.database_url {
             let url = url.resolve("console.database_url")?;
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -19,6 +19,7 @@ mod error;
 pub mod indicators;
 pub mod project;
 pub mod store;
+pub mod web;
 
 pub use config::ConsoleConfig;
 pub use error::ConsoleError;
@@ -34,20 +35,53 @@ pub async fn open(config: &ConsoleConfig) -> Result<Store, ConsoleError> {
     Store::open(&url).await
 }
 
-/// Runs the projection until `shutdown`. A failure returns the error: the
-/// supervisor starts it again, from the positions in the database.
-pub async fn run(ctx: ServiceContext, config: ConsoleConfig, shutdown: CancellationToken) -> Result<(), ConsoleError> {
+/// Runs the projection until `shutdown`, and the web console on
+/// `listener` when there is one (`console.listen`, bound when
+/// `[console.auth]` lets someone in). A failure of either stops both and
+/// returns the error: the supervisor starts it again, from the positions
+/// in the database.
+pub async fn run(
+    ctx: ServiceContext,
+    config: ConsoleConfig,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsoleError> {
     ctx.health.set_ready("console", false);
     let store = open(&config).await?;
+    let web = match listener {
+        Some(listener) => {
+            let console = Console::with_bus(store.clone(), ctx.bus.clone(), &config.rules_key);
+            Some((
+                listener,
+                std::sync::Arc::new(web::WebState::new(config.auth.clone(), console)?),
+            ))
+        }
+        None => None,
+    };
     let mut projector = Projector::start(&ctx.bus, store.clone(), &config.consumer, config.batch).await?;
     ctx.health.set_ready("console", true);
     tracing::info!(
         backend = if store.is_sqlite() { "sqlite" } else { "postgres" },
+        web = web.is_some(),
         "console ready: projecting ROUTED, EVENTS and DEADLETTER"
     );
-    let outcome = projector.run(config.idle_wait, &shutdown).await;
+    let stop = shutdown.child_token();
+    let serving = async {
+        let Some((listener, state)) = web else {
+            return Ok(());
+        };
+        let outcome = web::serve(listener, state, stop.clone()).await;
+        stop.cancel();
+        outcome
+    };
+    let projecting = async {
+        let outcome = projector.run(config.idle_wait, &stop).await;
+        stop.cancel();
+        outcome
+    };
+    let (served, projected) = tokio::join!(serving, projecting);
     store.close().await;
-    outcome
+    projected.and(served)
 }
 
 /// `guichet indicators rebuild`: empties the read model and projects the

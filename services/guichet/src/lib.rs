@@ -34,6 +34,8 @@ pub struct Listeners {
     pub grpc: Option<StdListener>,
     /// The back-office `Requests` gRPC listener (`requests.listen`).
     pub requests: Option<StdListener>,
+    /// The web console (`console.listen`), when `[console.auth]` lets someone in.
+    pub console: Option<StdListener>,
 }
 
 impl Listeners {
@@ -51,11 +53,15 @@ impl Listeners {
             .contains(&ServiceName::Requests)
             .then(|| bind("requests.listen", config.requests.listen))
             .transpose()?;
+        let console = (services.contains(&ServiceName::Console) && config.console.auth.enabled())
+            .then(|| bind("console.listen", config.console.listen))
+            .transpose()?;
         Ok(Self {
             admin: Some(bind("admin.listen", config.admin.listen)?),
             web,
             grpc,
             requests,
+            console,
         })
     }
 }

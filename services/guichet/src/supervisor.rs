@@ -288,11 +288,26 @@ fn factory(
             })
         }
         ServiceName::Console => {
+            let (key, addr) = ("console.listen", config.console.listen);
+            let socket = if config.console.auth.enabled() {
+                Some(Arc::new(match &listeners.console {
+                    Some(l) => l.try_clone().map_err(|source| RunError::Bind { key, addr, source })?,
+                    None => crate::bind(key, addr)?,
+                }))
+            } else {
+                tracing::warn!("console: no [console.auth] (proxy_header or accounts): the web console is off");
+                None
+            };
             let (context, console) = (context.clone(), config.console.clone());
             Arc::new(move |token: CancellationToken| {
-                let (context, console) = (context.clone(), console.clone());
+                let (socket, context, console) = (socket.clone(), context.clone(), console.clone());
                 Box::pin(async move {
-                    guichet_console::run(context, console, token)
+                    let listener = socket
+                        .as_deref()
+                        .map(listener_for_run)
+                        .transpose()
+                        .map_err(|e| format!("console listener: {e}"))?;
+                    guichet_console::run(context, console, listener, token)
                         .await
                         .map_err(|e| e.to_string())
                 }) as ServiceFuture

@@ -8,6 +8,24 @@ use guichet::{Config, Listeners, RunError, ServiceName};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// `[web]` with one form, `contact`, signed with `secret`: the usager's
+/// e-mail at `/email` (required) and the text at `/message`.
+pub fn signed_contact_form(secret: &str) -> guichet_web::WebConfig {
+    use guichet_web::{FormConfig, Locator};
+    let form = FormConfig {
+        secret: Some(guichet_core::secret::Secret::Inline(secret.into())),
+        email: Some(Locator::One("/email".into())),
+        description: Some(Locator::One("/message".into())),
+        required: vec!["email".into()],
+        ..FormConfig::default()
+    };
+    guichet_web::WebConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        forms: std::collections::BTreeMap::from([("contact".to_owned(), form)]),
+        ..guichet_web::WebConfig::default()
+    }
+}
+
 /// A listener on a loopback address of the test's own (see
 /// [`guichet_harness::loopback`]), non-blocking as `run` expects: once
 /// the gateway stops, nothing else can answer there.

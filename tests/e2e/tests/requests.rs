@@ -19,7 +19,7 @@ use guichet_core::{
 use guichet_e2e::Gateway;
 use guichet_harness::Nats;
 use guichet_requests::{ClientConfig, RequestsConfig};
-use guichet_web::{FormConfig, Locator, WebConfig, signature};
+use guichet_web::{WebConfig, signature};
 use prost::Message;
 use tonic::{Code, Request, transport::Channel};
 
@@ -27,18 +27,7 @@ const SECRET: &str = "e2e-secret-0123456789abcdef";
 const TOKEN: &str = "back-office-0123456789abcdef0123";
 
 fn web_config() -> WebConfig {
-    let form = FormConfig {
-        secret: Some(Secret::Inline(SECRET.into())),
-        email: Some(Locator::One("/email".into())),
-        description: Some(Locator::One("/message".into())),
-        required: vec!["email".into()],
-        ..FormConfig::default()
-    };
-    WebConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        forms: BTreeMap::from([("contact".to_owned(), form)]),
-        ..WebConfig::default()
-    }
+    guichet_e2e::signed_contact_form(SECRET)
 }
 
 async fn submit(url: &str, message: &str) -> serde_json::Value {

@@ -3,30 +3,21 @@
 //! shutdown closes the port.
 
 use guichet_e2e::Gateway;
-use std::collections::BTreeMap;
 
 use guichet::{Config, Listeners, ServiceName};
-use guichet_core::{proto::v1::Contact, secret::Secret};
+use guichet_core::proto::v1::Contact;
 use guichet_harness::Nats;
-use guichet_web::{FormConfig, Locator, WebConfig, signature};
+use guichet_web::{WebConfig, signature};
 use prost::Message;
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 
 fn web_config() -> WebConfig {
-    let form = FormConfig {
-        secret: Some(Secret::Inline(SECRET.into())),
-        email: Some(Locator::One("/email".into())),
-        description: Some(Locator::One("/message".into())),
-        required: vec!["email".into()],
-        ..FormConfig::default()
-    };
     WebConfig {
         // An address of the test's own: "closed after shutdown" cannot see
         // another test's listener.
         listen: (guichet_harness::loopback::own_ip(), 0).into(),
-        forms: BTreeMap::from([("contact".to_owned(), form)]),
-        ..WebConfig::default()
+        ..guichet_e2e::signed_contact_form(SECRET)
     }
 }
 

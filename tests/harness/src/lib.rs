@@ -6,10 +6,12 @@
 //! stopped and started again on the same port and store, to test what
 //! happens while the broker is away. [`Dovecot`] does the same for a
 //! real IMAP server (plain or TLS), for the mail adapter, and [`SmtpSink`]
-//! for a real SMTP server (Postfix's `smtp-sink`), for notify.
+//! for a real SMTP server (Postfix's `smtp-sink`), for notify, and
+//! [`Browser`] for a headless Chromium through WebDriver, for the console.
 //! [`loopback`] gives a test addresses no other test binds.
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod dovecot;
 pub mod loopback;
@@ -19,6 +21,7 @@ pub mod streams;
 
 use std::{path::PathBuf, time::Duration};
 
+pub use browser::Browser;
 pub use cluster::{Cluster, Node};
 pub use dovecot::Dovecot;
 pub use postgres::Postgres;

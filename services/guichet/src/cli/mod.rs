@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+mod console;
 mod deadletter;
 mod explain;
 mod identity;
@@ -73,6 +74,9 @@ pub enum Command {
     Indicators(indicators::IndicatorsCommand),
     /// Print the indicators (volumes, backlog, delays, mixes) of a period.
     Stats(indicators::StatsArgs),
+    /// The web console: hash a local account's password.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -93,6 +97,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Templates(command) => templates::run(&cli.config, command).await,
         Command::Indicators(command) => indicators::run(&cli.config, command).await,
         Command::Stats(args) => indicators::stats(&cli.config, args).await,
+        Command::Console(command) => console::run(command),
     }
 }
 
