@@ -35,6 +35,9 @@ const PASSWORD_FILE: &str = "guichet-nats.password";
 pub struct NatsServerOptions {
     /// The executable (`nats-server`, looked up on PATH, or a path).
     pub binary: PathBuf,
+    /// The loopback address it listens on: 127.0.0.1 for guichet's
+    /// embedded broker; tests give each server an address of its own.
+    pub host: Ipv4Addr,
     pub port: u16,
     /// JetStream storage directory; created if missing.
     pub store_dir: PathBuf,
@@ -57,6 +60,7 @@ impl NatsServerOptions {
     pub fn new(binary: impl Into<PathBuf>, port: u16, store_dir: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
+            host: Ipv4Addr::LOCALHOST,
             port,
             store_dir: store_dir.into(),
             log_file: None,
@@ -86,7 +90,7 @@ impl NatsServerOptions {
         }
         let mut text = format!(
             "# Written by guichet at each start of its embedded broker; edits are lost.\nlisten: {}\n",
-            quote(&format!("{}:{}", Ipv4Addr::LOCALHOST, self.port))
+            quote(&format!("{}:{}", self.host, self.port))
         );
         if self.jetstream {
             text.push_str(&format!(
@@ -184,6 +188,7 @@ pub fn read_password(store_dir: &Path) -> Result<String, Error> {
 #[derive(Debug)]
 pub struct NatsServer {
     child: Child,
+    host: Ipv4Addr,
     port: u16,
     log_file: PathBuf,
 }
@@ -212,7 +217,7 @@ impl NatsServer {
             }
             None => {
                 cmd.arg("-a")
-                    .arg(Ipv4Addr::LOCALHOST.to_string())
+                    .arg(options.host.to_string())
                     .arg("-p")
                     .arg(options.port.to_string());
                 if options.jetstream {
@@ -243,6 +248,7 @@ impl NatsServer {
         })?;
         let mut server = Self {
             child,
+            host: options.host,
             port: options.port,
             log_file,
         };
@@ -251,7 +257,7 @@ impl NatsServer {
     }
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), Error> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addr = SocketAddr::from((self.host, self.port));
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -273,9 +279,9 @@ impl NatsServer {
         }
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<host>:<port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     pub fn port(&self) -> u16 {

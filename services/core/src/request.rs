@@ -29,6 +29,11 @@ pub struct RequestRecord {
     /// the usager added back; empty when the rules gave no deadline.
     pub due_at: String,
     pub due_date: String,
+    /// The engagement deadline as the rule that decided it wrote it
+    /// ("48 hours", "10 business days"): RESUME gives the time waited back
+    /// in its unit even once that rule is gone. Empty on records written
+    /// before it was kept (the unit is then inferred) or without a deadline.
+    pub deadline: String,
     /// [`status_token`] of the status: "open" when created.
     pub status: String,
     /// The contact that opened it.

@@ -1,4 +1,4 @@
-//! Reading a subject's messages once (`Bus::scan`, `Bus::scan_until`)
+//! Reading a subject's messages once (`Bus::scan`, `Bus::scan_until`, `Bus::scan_last`)
 //! against a real nats-server: oldest first, only the filtered subjects,
 //! nothing for an empty subject, and stopped where the visitor says.
 
@@ -74,4 +74,36 @@ async fn a_scan_shows_the_filtered_messages_oldest_first_and_stops_when_told() {
     .await
     .unwrap();
     assert_eq!(shown, 2);
+}
+
+#[tokio::test]
+async fn a_last_per_subject_scan_shows_each_key_once_with_its_headers() {
+    let nats = Nats::start().await;
+    let bus = nats.bus().await;
+    let kv = &bus.stores().requests;
+    kv.put("ref.A", Bytes::from("A-1")).await.unwrap();
+    kv.put("ref.B", Bytes::from("B-1")).await.unwrap();
+    kv.put("ref.A", Bytes::from("A-2")).await.unwrap();
+    kv.delete("ref.B").await.unwrap();
+    kv.put("other.C", Bytes::from("C-1")).await.unwrap();
+
+    let bucket = subjects::REQUESTS_BUCKET;
+    let mut seen = Vec::new();
+    bus.scan_last(&format!("KV_{bucket}"), &format!("$KV.{bucket}.ref.>"), |m| {
+        let operation = m
+            .headers
+            .and_then(|h| h.get("KV-Operation"))
+            .map(|op| op.as_str().to_owned());
+        seen.push((m.subject.to_owned(), m.payload.clone(), operation));
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        [
+            (format!("$KV.{bucket}.ref.A"), Bytes::from("A-2"), None),
+            (format!("$KV.{bucket}.ref.B"), Bytes::new(), Some("DEL".to_owned())),
+        ],
+        "the last entry of each ref.* key, in stream order, the deletion with its header"
+    );
 }

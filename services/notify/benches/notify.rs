@@ -94,7 +94,7 @@ fn config(sink: &SmtpSink) -> NotifyConfig {
         concurrency: 32,
         ..NotifyConfig::default()
     };
-    c.smtp.host = sink.host().into();
+    c.smtp.host = sink.host();
     c.smtp.port = Some(sink.port());
     c.smtp.security = SmtpSecurity::Plain;
     c

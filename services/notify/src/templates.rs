@@ -78,6 +78,18 @@ pub fn builtin() -> BTreeMap<String, String> {
             include_str!("../../../deploy/templates/documents_requested.fr.html"),
         ),
         (
+            "documents_requested.en.subject",
+            include_str!("../../../deploy/templates/documents_requested.en.subject"),
+        ),
+        (
+            "documents_requested.en.txt",
+            include_str!("../../../deploy/templates/documents_requested.en.txt"),
+        ),
+        (
+            "documents_requested.en.html",
+            include_str!("../../../deploy/templates/documents_requested.en.html"),
+        ),
+        (
             "answered.fr.subject",
             include_str!("../../../deploy/templates/answered.fr.subject"),
         ),
@@ -90,6 +102,18 @@ pub fn builtin() -> BTreeMap<String, String> {
             include_str!("../../../deploy/templates/answered.fr.html"),
         ),
         (
+            "answered.en.subject",
+            include_str!("../../../deploy/templates/answered.en.subject"),
+        ),
+        (
+            "answered.en.txt",
+            include_str!("../../../deploy/templates/answered.en.txt"),
+        ),
+        (
+            "answered.en.html",
+            include_str!("../../../deploy/templates/answered.en.html"),
+        ),
+        (
             "closed.fr.subject",
             include_str!("../../../deploy/templates/closed.fr.subject"),
         ),
@@ -97,6 +121,15 @@ pub fn builtin() -> BTreeMap<String, String> {
         (
             "closed.fr.html",
             include_str!("../../../deploy/templates/closed.fr.html"),
+        ),
+        (
+            "closed.en.subject",
+            include_str!("../../../deploy/templates/closed.en.subject"),
+        ),
+        ("closed.en.txt", include_str!("../../../deploy/templates/closed.en.txt")),
+        (
+            "closed.en.html",
+            include_str!("../../../deploy/templates/closed.en.html"),
         ),
     ]
     .into_iter()
@@ -466,7 +499,8 @@ fn sets_of(sources: &BTreeMap<String, String>, kind: &str) -> std::collections::
 /// The other kinds: the status messages must exist in French; every set
 /// of every kind renders against the sample, its subject carries the
 /// reference, its HTML escapes the usager's text, the documents asked for
-/// and the outcome are shown.
+/// and the outcome are shown (the French wording of the outcome checked;
+/// in other languages, a text that changes with it).
 fn check_other_kinds(
     sources: &BTreeMap<String, String>,
     templates: &Templates,
@@ -496,9 +530,28 @@ fn check_other_kinds(
                     }
                     let need: &[(&str, &str)] = match kind {
                         DOCUMENTS_REQUESTED => &[("the documents asked for ({{ documents }})", "Pièce-Témoin-B")],
-                        CLOSED => &[("the outcome ({{ outcome }})", "favorable")],
+                        CLOSED if lang == DEFAULT_LANGUAGE => &[("the outcome ({{ outcome }})", "favorable")],
                         _ => &[],
                     };
+                    if kind == CLOSED {
+                        // In any language: the message says which outcome.
+                        let refused = AckContext {
+                            outcome: "refused".into(),
+                            ..ctx.clone()
+                        };
+                        if let Ok(other) = templates.render(kind, &service, "", &lang, &refused) {
+                            for (part, granted, refused) in [
+                                ("txt", &rendered.text, &other.text),
+                                ("html", &rendered.html, &other.html),
+                            ] {
+                                if granted == refused {
+                                    problems.push(format!(
+                                        "{label} ({part}): lacks the outcome ({{{{ outcome }}}}): the same text for granted and refused"
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     for (what, marker) in need {
                         for (part, body) in [("txt", &rendered.text), ("html", &rendered.html)] {
                             if !body.contains(marker) {
@@ -521,7 +574,7 @@ mod tests {
     #[test]
     fn the_builtin_templates_pass_the_check_and_escape_html() {
         let checked = check(&builtin()).unwrap_or_else(|p| panic!("{p:#?}"));
-        assert_eq!(checked.len(), 5, "{checked:?}");
+        assert_eq!(checked.len(), 8, "{checked:?}");
         assert!(
             !Templates::compile(builtin()).unwrap().has(FOLLOW_UP, "urbanisme"),
             "no follow-up built in"
@@ -573,6 +626,20 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("follow_up") && p.contains("reference in brackets")),
             "{problems:#?}"
+        );
+
+        // English: a closing that reads the same whatever the outcome.
+        let mut set = builtin();
+        set.insert(
+            "closed.en.txt".into(),
+            "{{ reference }} was closed on {{ occurred_on }}.".into(),
+        );
+        let problems = check(&set).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "closed service=\"\" lang=en (txt): lacks the outcome ({{ outcome }}): the same text for granted and refused"
+            ]
         );
 
         let mut set = builtin();

@@ -2,7 +2,7 @@
 //! request opened through the router is moved by the requests service's
 //! store (as the gRPC API and `guichet request update` do); the updates
 //! that ask for it (`notify_usager`) reach the usager through smtp-sink,
-//! once per event.
+//! once per event, in the language of the contact that opened the request.
 
 mod common;
 
@@ -212,5 +212,61 @@ async fn the_time_from_receipt_to_the_acknowledgments_250_is_folded_into_the_req
     assert_eq!(again.acknowledged_at, record.acknowledged_at);
     stop.cancel();
     folding.await.unwrap();
+    gateway.shutdown().await;
+}
+
+/// A contact in English (`Contact.language` = "en") gets its status
+/// messages in English, from the built-in English templates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_english_contact_gets_its_status_messages_in_english() {
+    let nats = Nats::start().await;
+    let sink = SmtpSink::start().await;
+    let gateway = Gateway::start(&nats, notify_config(&sink)).await;
+    let usager = "alex.smith@usager.example";
+    let mut contact = email_contact(usager, "Building permit");
+    contact.language = "en".into();
+    let reference = contact.reference.clone();
+    publish(&gateway.bus, &contact).await;
+    eventually("the acknowledgment sent", Duration::from_secs(60), || async {
+        !events(&gateway.bus, "notify_sent").await.is_empty()
+    })
+    .await;
+
+    apply(&gateway, &reference, Transition::Take, false, &[]).await;
+    apply(&gateway, &reference, Transition::RequestDocuments, true, &["Site plan"]).await;
+    apply(&gateway, &reference, Transition::Resume, false, &[]).await;
+    apply(&gateway, &reference, Transition::Answer, true, &[]).await;
+    apply(&gateway, &reference, Transition::Close, true, &[]).await;
+    eventually("three status messages received", Duration::from_secs(60), || async {
+        sink.messages().len() >= 4
+    })
+    .await;
+
+    let received: Vec<Received> = sink.messages().iter().map(parse).collect();
+    let mut subjects: Vec<&str> = received.iter().map(|r| r.subject.as_str()).collect();
+    subjects.sort_unstable();
+    let expected = [
+        format!("[{reference}] Acknowledgment of receipt of your request"),
+        format!("[{reference}] Answer to your request"),
+        format!("[{reference}] Documents needed for your request"),
+        format!("[{reference}] Your request is closed"),
+    ];
+    assert_eq!(subjects, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let by_subject = |words: &str| {
+        received
+            .iter()
+            .find(|r| r.subject == format!("[{reference}] {words}"))
+            .unwrap_or_else(|| panic!("no message `{words}`"))
+    };
+    let documents = by_subject("Documents needed for your request");
+    assert!(
+        documents.text.starts_with("Hello") && documents.text.contains("- Site plan"),
+        "{}",
+        documents.text
+    );
+    assert!(documents.html.contains("<html lang=\"en\">"), "{}", documents.html);
+    let closed = by_subject("Your request is closed");
+    assert!(closed.text.contains("it was granted"), "{}", closed.text);
+    assert!(!closed.text.contains("Bonjour"), "{}", closed.text);
     gateway.shutdown().await;
 }

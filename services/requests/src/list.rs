@@ -6,9 +6,8 @@
 //! token is the position after the page's last entry, in the same order.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use guichet_core::{
-    Bus, Error,
+    Bus,
     proto::v1::{ListOrder, ListRequestsRequest, RequestStatus},
     request::RequestRecord,
 };
@@ -19,53 +18,28 @@ use crate::{RequestsError, clock, view};
 /// on the bucket's stream, last value per `ref.*` key (one round trip per
 /// batch, not one per request: the sweep reads 100,000 of them).
 pub async fn all_records(bus: &Bus) -> Result<Vec<RequestRecord>, RequestsError> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-    let unavailable =
-        |e: &dyn std::fmt::Display| RequestsError::Core(Error::Unavailable(format!("listing requests: {e}")));
     let bucket = guichet_core::bus::subjects::REQUESTS_BUCKET;
-    let stream = bus
-        .jetstream()
-        .get_stream(format!("KV_{bucket}"))
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: format!("$KV.{bucket}.ref.>"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..OrderedConfig::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let expected = consumer.info().await.map_err(|e| unavailable(&e))?.num_pending;
-    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or_default());
-    if expected == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| unavailable(&e))?;
-        let pending = message.info().map_err(|e| unavailable(&e))?.pending;
+    let mut out = Vec::new();
+    bus.scan_last(&format!("KV_{bucket}"), &format!("$KV.{bucket}.ref.>"), |message| {
         let deleted = message
             .headers
-            .as_ref()
             .and_then(|h| h.get("KV-Operation"))
             .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-        if !deleted {
-            match serde_json::from_slice(&message.payload) {
-                Ok(record) => out.push(record),
-                // One unreadable record must not hide the others (nor stop
-                // the sweep); GetRequest on it says so.
-                Err(e) => {
-                    metrics::counter!("guichet_requests_unreadable_records_total").increment(1);
-                    tracing::error!(key = %message.subject, error = %e, "unreadable request record skipped");
-                }
+        if deleted {
+            return;
+        }
+        match serde_json::from_slice(message.payload) {
+            Ok(record) => out.push(record),
+            // One unreadable record must not hide the others (nor stop
+            // the sweep); GetRequest on it says so.
+            Err(e) => {
+                metrics::counter!("guichet_requests_unreadable_records_total").increment(1);
+                tracing::error!(key = %message.subject, error = %e, "unreadable request record skipped");
             }
         }
-        if pending == 0 {
-            return Ok(out);
-        }
-    }
-    Err(unavailable(&"the bucket's stream ended early"))
+    })
+    .await?;
+    Ok(out)
 }
 
 /// The filters of a call, checked.

@@ -330,7 +330,8 @@ fn advance(
 
 /// Ends a suspension at `now`: the engagement deadline gets the time
 /// waited back on the rules' calendar, in its own unit (business days,
-/// calendar days or hours).
+/// calendar days or hours): the one recorded when the request opened,
+/// else (older records) the deciding rule's, else inferred from the due time.
 pub fn resume_clocks(record: &mut RequestRecord, now: DateTime<Utc>, restart_legal: bool, rules: &clock::Resolved<'_>) {
     if let Some(since) = clock::parse(&record.suspended_since) {
         let waited = now.signed_duration_since(since).max(chrono::TimeDelta::zero());
@@ -338,9 +339,10 @@ pub fn resume_clocks(record: &mut RequestRecord, now: DateTime<Utc>, restart_leg
             .suspended_seconds
             .saturating_add(u64::try_from(waited.num_seconds()).unwrap_or(0));
         if let Some(due) = clock::parse(&record.due_at) {
-            let moved = rules
-                .calendar()
-                .after_suspension(due, rules.deadline_of(&record.rule_id), since, now);
+            let deadline = guichet_rules::Deadline::parse(&record.deadline)
+                .ok()
+                .or_else(|| rules.deadline_of(&record.rule_id));
+            let moved = rules.calendar().after_suspension(due, deadline, since, now);
             record.due_at = clock::rfc3339(moved.at);
             record.due_date = moved.date_string();
         }

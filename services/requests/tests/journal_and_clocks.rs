@@ -364,6 +364,83 @@ async fn without_rules_the_builtin_calendar_counts() {
     assert_eq!(last, ["2026-01-26T16:00:00Z", "2026-01-06T12:30:00Z"]);
 }
 
+/// The unit of a deadline is the one recorded when the request opened:
+/// a 48-hour deadline that happens to end at 17:00 on a business day gets
+/// the exact time waited back (6 days) although its rule is no longer in
+/// the rules in force, where a record without the unit (older) has it
+/// inferred from the due time, as business days (31 December and
+/// 5 January, 2 January being closed: 2).
+#[tokio::test]
+async fn a_recorded_hours_deadline_resumes_exactly_once_its_rule_is_gone() {
+    let nats = Nats::start().await;
+    let bus = bus(&nats).await;
+    let stream = events::events_stream(&bus).await.unwrap();
+    bus.stores()
+        .config
+        .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
+        .await
+        .unwrap();
+    let rules = guichet_rules::RuleSet::parse(RULES, "test").unwrap();
+    assert!(rules.deadline_of("urgence-retiree").is_none(), "the rule is gone");
+    let mut recorded = record("2026-CLOC-0004", "urbanisme");
+    let mut inferred = record("2026-CLOC-0005", "urbanisme");
+    for r in [&mut recorded, &mut inferred] {
+        r.rule_id = "urgence-retiree".into();
+        // Wednesday 7 January, 17:00 in Paris: the end of a business day.
+        r.due_at = "2026-01-07T16:00:00Z".into();
+        r.due_date = "2026-01-07".into();
+    }
+    recorded.deadline = "48 hours".into();
+    seed(&bus, &recorded).await;
+    seed(&bus, &inferred).await;
+    let in_force = guichet_rules::InForce::default();
+    let rules = guichet_requests::clock::Rules::InForce {
+        rules: &in_force,
+        key: "rules",
+    };
+    let allow = |_: &str| Ok(());
+    let mut resumed = Vec::new();
+    for reference in ["2026-CLOC-0004", "2026-CLOC-0005"] {
+        for (i, (transition, now)) in [
+            (Transition::Take, "2025-12-29T10:00:00Z"),
+            (Transition::RequestDocuments, "2025-12-30T10:00:00Z"),
+            (Transition::Resume, "2026-01-05T10:00:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let change = store::Change {
+                transition,
+                agent_id: "agent-1".into(),
+                client: "urba-app".into(),
+                client_request_id: format!("c{i}"),
+                note: String::new(),
+                expected_version: None,
+                outcome: Default::default(),
+                to_service: String::new(),
+                notify_usager: false,
+                documents: Vec::new(),
+            };
+            store::update(&bus, &stream, reference, &change, &allow, rules, at(now))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let (record, _) = stored(&bus, reference).await;
+        resumed.push((record.due_at, record.due_date));
+    }
+    assert_eq!(
+        resumed[0],
+        ("2026-01-13T16:00:00Z".to_owned(), "2026-01-13".to_owned()),
+        "48 hours: the 6 days waited, exactly"
+    );
+    assert_eq!(
+        resumed[1],
+        ("2026-01-09T16:00:00Z".to_owned(), "2026-01-09".to_owned()),
+        "without the recorded unit it is inferred, as business days"
+    );
+}
+
 /// The rules the clocks count with: none before a push, then the newest
 /// revision that validates; a refused revision leaves the previous one in
 /// force, for a reader that saw it and for one that starts after it.

@@ -29,14 +29,11 @@
 //! it, and reports the pair to review (`guichet usager merge`). Stop the
 //! routers during a rekey to avoid this.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use async_nats::jetstream::{
-    consumer::{DeliverPolicy, pull},
-    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use guichet_core::{Bus, bus::subjects, privacy::Pseudonymizer, proto::v1::Routed};
 use prost::Message;
 
@@ -247,50 +244,15 @@ async fn rewrite_record(kv: &kv::Store, successors: &Successors<'_>, key: &str) 
 }
 
 /// The successor of every old key whose identifier a routed contact of
-/// the journal carries, read with an ordered consumer (nothing kept but
-/// the map: about 200 bytes per identifier).
+/// the journal carries, read once with core's scan (nothing kept but the
+/// map: about 200 bytes per identifier).
 async fn journal_successors(
     bus: &Bus,
     old: &Pseudonymizer,
     new: &Pseudonymizer,
 ) -> Result<HashMap<String, String>, RouterError> {
     let mut map = HashMap::new();
-    let mut stream = bus
-        .jetstream()
-        .get_stream(subjects::ROUTED_STREAM)
-        .await
-        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| RouterError::jetstream("opening ROUTED", e))?;
-    if info.state.messages == 0 {
-        return Ok(map);
-    }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subjects::ROUTED_ALL.to_owned(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| RouterError::jetstream("reading ROUTED", e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| RouterError::jetstream("reading ROUTED", e))?;
-    // Bounded: each message says how many are left, and a journal that
-    // stops answering for 30 s ends the run (run it again).
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .map_err(|_| RouterError::jetstream("reading ROUTED", "no message for 30 s; run the rekey again"))?;
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(e)) => return Err(RouterError::jetstream("reading ROUTED", e)),
-            None => break,
-        };
-        let left = message.info().map(|info| info.pending).unwrap_or(0);
+    bus.scan(subjects::ROUTED_STREAM, subjects::ROUTED_ALL, |message| {
         if let Ok(routed) = Routed::decode(message.payload.clone())
             && let Some(contact) = routed.contact
         {
@@ -298,9 +260,7 @@ async fn journal_successors(
                 map.insert(old.identity_key(&id), new.identity_key(&id));
             }
         }
-        if left == 0 {
-            break;
-        }
-    }
+    })
+    .await?;
     Ok(map)
 }

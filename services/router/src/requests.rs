@@ -24,11 +24,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation};
 use bytes::Bytes;
 use guichet_core::{
     Bus,
-    bus::claim::{Claim, claim},
+    bus::claim::{Change, Claim, claim, revise},
     ids::parse_reference,
     proto::{
         self,
@@ -273,12 +273,10 @@ pub fn derived_reference(reference: &str, contact_id: &str) -> String {
 pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<(RequestRecord, bool), RouterError> {
     let kv = &bus.stores().requests;
     let message_id = own_message_id(contact).map(msgid_hash);
-    for _ in 0..8 {
-        let Some((mut record, revision)) = read_request(kv, reference).await? else {
-            return Err(RouterError::Requests(format!(
-                "request {reference} vanished while joining it"
-            )));
-        };
+    let key = request_key(reference);
+    let joined = revise::<_, RouterError>(kv, &key, None, |value| {
+        let mut record: RequestRecord = serde_json::from_slice(value)
+            .map_err(|e| RouterError::Requests(format!("{key} is not a request record ({e})")))?;
         let mut changed = false;
         let member = record.contacts.contains(&contact.id);
         if !member {
@@ -292,21 +290,15 @@ pub async fn join(bus: &Bus, reference: &str, contact: &Contact) -> Result<(Requ
             changed = true;
         }
         if !changed {
-            return Ok((record, member));
+            return Ok(Change::Keep((record, member)));
         }
         let value = Bytes::from(
             serde_json::to_vec(&record).map_err(|e| RouterError::Requests(format!("encoding a request: {e}")))?,
         );
-        match kv.update(request_key(reference), value, revision).await {
-            Ok(_) => return Ok((record, member)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(RouterError::requests_store("joining a request", e)),
-        }
-    }
-    Err(RouterError::requests_store(
-        "joining a request",
-        "too many concurrent updates; retry",
-    ))
+        Ok(Change::Write(value, (record, member)))
+    })
+    .await?;
+    joined.ok_or_else(|| RouterError::Requests(format!("request {reference} vanished while joining it")))
 }
 
 /// Makes `alias` (a follow-up contact's own reference) stand for the
@@ -382,28 +374,32 @@ pub async fn first_copy(bus: &Bus, contact: &Contact, window: Duration) -> Resul
             Claim::Won(_) => return Ok(None),
             Claim::Held { value, revision } => (value, revision),
         };
-        let first: CopyMark = serde_json::from_slice(&held)
-            .map_err(|e| RouterError::Requests(format!("{key} is not a copy mark ({e})")))?;
-        if first.contact_id == contact.id {
-            return Ok(None);
-        }
-        let first_at = chrono::DateTime::parse_from_rfc3339(&first.received_at).ok();
-        let within = match (first_at, received) {
-            (Some(first_at), Some(received)) => {
-                let window = chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
-                received.signed_duration_since(first_at) <= window
+        // Decided again on the leader's value if another copy's update
+        // goes first; a mark deleted meanwhile is claimed again.
+        let decided = revise::<_, RouterError>(kv, &key, Some((held, revision)), |held| {
+            let first: CopyMark = serde_json::from_slice(held)
+                .map_err(|e| RouterError::Requests(format!("{key} is not a copy mark ({e})")))?;
+            if first.contact_id == contact.id {
+                return Ok(Change::Keep(None));
             }
-            _ => true,
-        };
-        if within {
-            return Ok(Some(first.contact_id));
-        }
-        // Older than the window: this one is a new message, and the
-        // first copy of what may come next.
-        match kv.update(key.as_str(), value.clone(), revision).await {
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(RouterError::requests_store("marking an e-mail's first copy", e)),
+            let first_at = chrono::DateTime::parse_from_rfc3339(&first.received_at).ok();
+            let within = match (first_at, received) {
+                (Some(first_at), Some(received)) => {
+                    let window = chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+                    received.signed_duration_since(first_at) <= window
+                }
+                _ => true,
+            };
+            if within {
+                return Ok(Change::Keep(Some(first.contact_id)));
+            }
+            // Older than the window: this one is a new message, and the
+            // first copy of what may come next.
+            Ok(Change::Write(value.clone(), None))
+        })
+        .await?;
+        if let Some(decided) = decided {
+            return Ok(decided);
         }
     }
     Err(RouterError::requests_store(

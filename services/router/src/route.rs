@@ -213,6 +213,12 @@ impl Router {
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default(),
                 due_date: verdict.due_date.clone(),
+                deadline: active
+                    .engine
+                    .rules()
+                    .and_then(|rules| rules.deadline_of(&verdict.rule_id))
+                    .map(|deadline| deadline.to_string())
+                    .unwrap_or_default(),
                 status: "open".into(),
                 opened_by: contact.id.clone(),
                 opened_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -175,5 +175,9 @@ service = "urbanisme"
         (request.implicit_decision.as_str(), request.legal_delay.as_str()),
         ("acceptance", "2 months")
     );
+    assert_eq!(
+        request.deadline, "1 business day",
+        "the engagement deadline's unit, kept for RESUME"
+    );
     router.shutdown().await;
 }

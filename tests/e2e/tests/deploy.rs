@@ -16,9 +16,9 @@ use guichet_harness::{
 };
 use tokio_util::sync::CancellationToken;
 
-fn nats_config(port: u16) -> NatsConfig {
+fn nats_config(node: &Node) -> NatsConfig {
     NatsConfig {
-        url: Some(format!("nats://127.0.0.1:{port}").into()),
+        url: Some(node.url().into()),
         user: Some("guichet".into()),
         password: Some(Secret::Inline(PASSWORD.into())),
         connect_timeout: Duration::from_secs(20),
@@ -52,7 +52,7 @@ async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
         user: None,
         password: None,
         connect_timeout: Duration::from_secs(1),
-        ..nats_config(server.port())
+        ..nats_config(&server)
     };
     let url = anonymous.url.clone().unwrap();
     assert!(
@@ -61,7 +61,7 @@ async fn the_single_node_config_starts_with_fsync_per_write_and_auth() {
             .is_err()
     );
 
-    let config = nats_config(server.port());
+    let config = nats_config(&server);
     let bus = Bus::start(&url, &config, &TopologyConfig::default(), &CancellationToken::new())
         .await
         .unwrap();

@@ -46,10 +46,11 @@ async fn the_usagers_reply_to_the_acknowledgment_joins_the_same_request() {
     std::fs::write(&secret, format!("{IMAP_PASSWORD}\n")).unwrap();
     let toml = format!(
         "[nats]\nurl = \"{}\"\n{}{}\n[notify]\nfrom = \"Mairie <mairie@ville.example>\"\nbackoff = [\"500ms\"]\n\
-         [notify.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n",
+         [notify.smtp]\nhost = \"{}\"\nport = {}\nsecurity = \"plain\"\n",
         nats.url(),
         dovecot.mailbox_toml(&secret),
         guichet_harness::privacy_toml(),
+        sink.host(),
         sink.port(),
     );
     let path = dir.path().join("guichet.toml");

@@ -110,8 +110,9 @@ async fn the_gateway_killed_during_a_burst_of_500_delivers_every_acknowledgment(
         services: "router,notify",
         extra: format!(
             "\n[notify]\nfrom = \"Mairie <mairie@ville.example>\"\nmax_per_usager = 5\nbackoff = [\"500ms\"]\n\
-             ack_wait = \"5s\"\nconcurrency = {CONCURRENCY}\n[notify.smtp]\nhost = \"127.0.0.1\"\nport = {}\n\
+             ack_wait = \"5s\"\nconcurrency = {CONCURRENCY}\n[notify.smtp]\nhost = \"{}\"\nport = {}\n\
              security = \"plain\"\ntimeout = \"10s\"\n",
+            sink.host(),
             sink.port()
         ),
     };

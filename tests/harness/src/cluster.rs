@@ -2,16 +2,20 @@
 //!
 //! The very files operators deploy are started (not a look-alike): only
 //! the host names, the store directory and the ports are rewritten for
-//! loopback, so a cluster test exercises `sync_interval: always`, the
+//! loopback (an address of its own per node), so a cluster test exercises `sync_interval: always`, the
 //! routes and the authorization that production uses. A node can be
 //! killed (SIGKILL) and started again on its port and store.
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use guichet_core::{
     Bus,
     config::{NatsConfig, TopologyConfig},
-    nats_server::{NatsServer, NatsServerOptions, free_port},
+    nats_server::{NatsServer, NatsServerOptions},
     secret::Secret,
 };
 
@@ -35,7 +39,7 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.options.port)
+        format!("nats://{}:{}", self.options.host, self.options.port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -83,16 +87,26 @@ impl Node {
 }
 
 /// Writes `config_text` as `<dir>/<name>.conf` with its store under `dir`
-/// and starts it on a free client port (monitoring on another).
+/// and starts it on a loopback address of its own (see [`crate::loopback`]):
+/// client port and monitoring (the file's `http:` moved there too).
 pub async fn start_config(dir: &Path, name: &str, config_text: &str) -> Result<Node, String> {
+    start_config_on(dir, name, config_text, crate::loopback::own_ip()).await
+}
+
+/// [`start_config`] on `host`: the address the file's routes name it by.
+async fn start_config_on(dir: &Path, name: &str, config_text: &str, host: Ipv4Addr) -> Result<Node, String> {
     let config_path = dir.join(format!("{name}.conf"));
     let store = dir.join(name);
-    let text = config_text.replace(
-        "store_dir: /var/lib/nats",
-        &format!("store_dir: {:?}", store.display().to_string()),
-    );
+    let monitoring = crate::loopback::free_port_on(host);
+    let text = config_text
+        .replace(
+            "store_dir: /var/lib/nats",
+            &format!("store_dir: {:?}", store.display().to_string()),
+        )
+        .replace("http: 127.0.0.1:8222", &format!("http: {host}:{monitoring}"));
     std::fs::write(&config_path, text).map_err(|e| e.to_string())?;
-    let mut options = NatsServerOptions::new(nats_server_binary(), free_port().map_err(|e| e.to_string())?, &store);
+    let mut options = NatsServerOptions::new(nats_server_binary(), crate::loopback::free_port_on(host), &store);
+    options.host = host;
     // JetStream and its store come from the file itself.
     options.jetstream = false;
     options.log_file = Some(store.join("nats-server.log"));
@@ -100,7 +114,7 @@ pub async fn start_config(dir: &Path, name: &str, config_text: &str) -> Result<N
         "-c".into(),
         config_path.display().to_string(),
         "-m".into(),
-        free_port().map_err(|e| e.to_string())?.to_string(),
+        monitoring.to_string(),
     ];
     options.env = vec![("GUICHET_NATS_PASSWORD".into(), PASSWORD.into())];
     let server = NatsServer::start(&options).await.map_err(|e| e.to_string())?;
@@ -132,19 +146,22 @@ impl Cluster {
         for attempt in 0..5 {
             let sub = dir.path().join(format!("attempt-{attempt}"));
             std::fs::create_dir_all(&sub).expect("cluster folder");
-            let route_ports: Vec<u16> = (0..3).map(|_| free_port().expect("free port")).collect();
+            // Each node on a loopback address of its own, as on its host:
+            // clients, routes and monitoring there.
+            let hosts: Vec<Ipv4Addr> = (0..3).map(|_| crate::loopback::own_ip()).collect();
+            let routes: Vec<SocketAddr> = hosts
+                .iter()
+                .map(|&host| SocketAddr::from((host, crate::loopback::free_port_on(host))))
+                .collect();
             let mut nodes = Vec::new();
             for n in 1..=3 {
                 let mut text = read_repo_file(&format!("deploy/nats/cluster/nats-{n}.conf"));
-                // Same file, loopback addresses: the hosts' names become ports here.
-                for (i, port) in route_ports.iter().enumerate() {
-                    text = text.replace(&format!("nats-{}.internal:6222", i + 1), &format!("127.0.0.1:{port}"));
+                // Same file, loopback addresses: the hosts' names become addresses here.
+                for (i, route) in routes.iter().enumerate() {
+                    text = text.replace(&format!("nats-{}.internal:6222", i + 1), &route.to_string());
                 }
-                text = text.replace(
-                    "listen: 0.0.0.0:6222",
-                    &format!("listen: 127.0.0.1:{}", route_ports[n - 1]),
-                );
-                match start_config(&sub, &format!("nats-{n}"), &text).await {
+                text = text.replace("listen: 0.0.0.0:6222", &format!("listen: {}", routes[n - 1]));
+                match start_config_on(&sub, &format!("nats-{n}"), &text, hosts[n - 1]).await {
                     Ok(node) => nodes.push(node),
                     Err(e) if port_taken(&e) => {
                         last = e;

@@ -1,7 +1,7 @@
 //! Test harness: real brokers and mail servers, never mocks.
 //!
-//! [`Nats`] starts a real `nats-server` (JetStream on) on a free loopback
-//! port with its own temporary store, and kills it and removes the store
+//! [`Nats`] starts a real `nats-server` (JetStream on) on a loopback
+//! address of its own ([`loopback`]) with its own temporary store, and kills it and removes the store
 //! on drop, so tests run in parallel without sharing anything. It can be
 //! stopped and started again on the same port and store, to test what
 //! happens while the broker is away. [`Dovecot`] does the same for a
@@ -30,7 +30,7 @@ pub use smtp_sink::SmtpSink;
 use guichet_core::{
     Bus,
     config::{NatsConfig, TopologyConfig},
-    nats_server::{NatsServer, NatsServerOptions, free_port},
+    nats_server::{NatsServer, NatsServerOptions},
     privacy::{PrivacyConfig, Pseudonymizer},
 };
 use tokio_util::sync::CancellationToken;
@@ -90,7 +90,7 @@ pub fn port_taken(error: &str) -> bool {
 }
 
 impl Nats {
-    /// Starts a JetStream-enabled server on a free loopback port.
+    /// Starts a JetStream-enabled server on a loopback address of its own.
     pub async fn start() -> Self {
         Self::start_with(true, Vec::new()).await
     }
@@ -102,18 +102,22 @@ impl Nats {
 
     /// Starts a server with extra command-line arguments.
     ///
-    /// A port found free can be taken (by another test's connection) before
-    /// the server binds it: the start is then tried again on another port.
+    /// A port found free is on an address no other test binds, but the
+    /// start is still tried again on another if it was taken meanwhile.
     pub async fn start_with(jetstream: bool, extra_args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // An address of its own: a port found free there stays free
+            // (no other test binds it), and stays closed once stopped.
+            let host = loopback::own_ip();
             let mut options = NatsServerOptions::new(
                 nats_server_binary(),
-                free_port().expect("free port"),
+                loopback::free_port_on(host),
                 dir.path().join("jetstream"),
             );
+            options.host = host;
             options.jetstream = jetstream;
             options.extra_args = extra_args.clone();
             options.log_file = Some(dir.path().join("nats-server.log"));
@@ -132,7 +136,12 @@ impl Nats {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.options.port)
+        format!("nats://{}:{}", self.options.host, self.options.port)
+    }
+
+    /// The loopback address it listens on (its own: see [`loopback`]).
+    pub fn host(&self) -> std::net::Ipv4Addr {
+        self.options.host
     }
 
     pub fn port(&self) -> u16 {

@@ -31,6 +31,15 @@ pub fn listener() -> TcpListener {
     listener
 }
 
+/// A port of `ip` where nothing listens a moment ago: for a server
+/// given an address of [`own_ip`] (no other test binds there).
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an own loopback address")
+}
+
 /// An address of the test's own where nothing listens: free for the test
 /// to give a server, or closed for a test that needs a dead end.
 pub fn free_addr() -> SocketAddr {

@@ -2,19 +2,19 @@
 //! `scripts/bootstrap` with the `postfix` package; the daemon itself is
 //! not used).
 //!
-//! It listens on a free loopback port, answers like a mail server and
+//! It listens on a loopback address of its own, answers like a mail server and
 //! writes each message it accepts to a file of its own temporary
 //! directory (`-d`), which [`SmtpSink::messages`] reads back. It can be
 //! stopped and started again on the same port ("SMTP down"), or started
 //! answering 4xx or 5xx to chosen commands (`-r`, `-f`).
 
 use std::{
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, SystemTime},
 };
 
-use guichet_core::nats_server::free_port;
 use tokio::{net::TcpStream, process::Child};
 
 /// One message as the sink received it.
@@ -55,6 +55,9 @@ impl SinkMessage {
 pub struct SmtpSink {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// An address of its own ([`crate::loopback`]): its port, once
+    /// stopped, is not another test's meanwhile.
+    host: Ipv4Addr,
     port: u16,
     extra: Vec<String>,
 }
@@ -87,11 +90,13 @@ impl SmtpSink {
         let mut sink = Self {
             child: None,
             dir,
+            host: Ipv4Addr::LOCALHOST,
             port: 0,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for _ in 0..5 {
-            sink.port = free_port().expect("free port");
+            sink.host = crate::loopback::own_ip();
+            sink.port = crate::loopback::free_port_on(sink.host);
             if sink.spawn().await {
                 return sink;
             }
@@ -99,8 +104,8 @@ impl SmtpSink {
         panic!("smtp-sink did not start (is postfix installed? scripts/bootstrap)");
     }
 
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+    pub fn host(&self) -> String {
+        self.host.to_string()
     }
 
     pub fn port(&self) -> u16 {
@@ -118,7 +123,7 @@ impl SmtpSink {
             .arg("-d")
             .arg(format!("{}/%Y%m%d%H%M%S.", self.mail_dir().display()))
             .args(&self.extra)
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .arg("256")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -132,7 +137,7 @@ impl SmtpSink {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if TcpStream::connect((self.host, self.port)).await.is_ok() {
                 self.child = Some(child);
                 return true;
             }

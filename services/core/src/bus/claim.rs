@@ -11,6 +11,11 @@
 //! (a lost race, with the holder's value), free (a tombstone: written
 //! again over it), or not there yet (a competing write proposed and not
 //! yet applied, which a cluster refuses ours for: tried again shortly).
+//!
+//! [`revise`] is the same care for a read-modify-write of an existing key:
+//! a refused compare-and-set (`wrong last sequence`, 10071, or 10164 for a
+//! competing write in flight) is decided again on the leader's value, so
+//! that a race costs a retry, not a failure.
 
 use async_nats::jetstream::{kv, stream::LastRawMessageErrorKind};
 use std::time::Duration;
@@ -94,6 +99,77 @@ pub async fn claim(kv: &kv::Store, key: &str, value: Bytes) -> Result<Claim, Err
             "claiming {key}: refused, yet not found on the stream leader after 6 tries (written and removed concurrently?); retry"
         ),
     ))
+}
+
+/// What [`revise`]'s `change` makes of a key's current value.
+#[derive(Debug)]
+pub enum Change<T> {
+    /// Write this value, then return `T`.
+    Write(Bytes, T),
+    /// Leave the key as it is and return `T` (nothing to change).
+    Keep(T),
+}
+
+/// Bounded: each refusal means another writer's change landed (or was in
+/// flight), so this many lets ten writers of one key all get through.
+pub const REVISE_TRIES: u32 = 10;
+
+/// Changes the value of `key` with `change`, compare-and-set on its
+/// revision. `known` is the value and revision the caller has (read now
+/// if `None`); after a refused write `change` decides again on the value
+/// the stream leader has (another writer went first, or a read answered
+/// by a replica behind the leader), pausing when the leader has nothing
+/// newer (a competing write still in flight), up to [`REVISE_TRIES`] times.
+///
+/// `Ok(None)` when the key is absent, deleted or purged. `change` must
+/// give the same outcome when shown its own write (a write whose answer
+/// was lost is then found done).
+pub async fn revise<T, E: From<Error>>(
+    kv: &kv::Store,
+    key: &str,
+    known: Option<(Bytes, u64)>,
+    mut change: impl FnMut(&Bytes) -> Result<Change<T>, E>,
+) -> Result<Option<T>, E> {
+    let mut current = match known {
+        Some(known) => Some(known),
+        None => kv
+            .entry(key)
+            .await
+            .map_err(|e| Error::store(&kv.name, format!("reading {key}: {e}")))?
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| (entry.value, entry.revision)),
+    };
+    let mut refused = String::new();
+    for attempt in 0..REVISE_TRIES {
+        let Some((value, revision)) = current else {
+            return Ok(None);
+        };
+        let (write, out) = match change(&value)? {
+            Change::Keep(out) => return Ok(Some(out)),
+            Change::Write(write, out) => (write, out),
+        };
+        match kv.update(key, write, revision).await {
+            Ok(_) => return Ok(Some(out)),
+            Err(e) => refused = e.to_string(),
+        }
+        current = match leader_entry(kv, key).await {
+            Ok(Some((value, newer, false))) => {
+                if newer == revision {
+                    // Nothing newer: a competing write still in flight.
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(5))).await;
+                }
+                Some((value, newer))
+            }
+            Ok(_) => None,
+            // The leader cannot be asked: report the write's own error.
+            Err(_) => return Err(Error::store(&kv.name, format!("updating {key}: {refused}")).into()),
+        };
+    }
+    Err(Error::store(
+        &kv.name,
+        format!("updating {key}: refused {REVISE_TRIES} times (last: {refused}); too many concurrent updates, retry"),
+    )
+    .into())
 }
 
 /// Reads `key` from the stream leader as a KV entry would: `None` when

@@ -1,5 +1,6 @@
 //! Reading every message of some subjects of a stream once, oldest first:
-//! the desk's histories, the router's forget, merge and replay commands.
+//! the desk's histories, the router's forget, merge, replay and rekey
+//! commands, and (last message per subject) the requests' sweep and list.
 //!
 //! An ordered consumer (ephemeral, flow-controlled, recreated by the client
 //! on a gap) reads the messages one at a time, so a whole journal is never
@@ -7,7 +8,10 @@
 
 use std::{ops::ControlFlow, time::Duration};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::{
+    HeaderMap,
+    jetstream::consumer::{DeliverPolicy, pull::OrderedConfig},
+};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -23,6 +27,8 @@ pub struct Scanned<'a> {
     pub sequence: u64,
     pub subject: &'a str,
     pub payload: &'a Bytes,
+    /// The message's headers (a KV bucket's `KV-Operation`, for one).
+    pub headers: Option<&'a HeaderMap>,
 }
 
 impl Bus {
@@ -43,6 +49,27 @@ impl Bus {
         &self,
         stream: &str,
         filters: &[String],
+        visit: impl FnMut(Scanned<'_>) -> ControlFlow<()>,
+    ) -> Result<(), Error> {
+        self.scan_with(stream, filters, DeliverPolicy::All, visit).await
+    }
+
+    /// Shows the last message of each subject on `filter` in `stream` to
+    /// `visit` (a KV bucket's current entries, deletions included: see
+    /// [`Scanned::headers`]), in stream order.
+    pub async fn scan_last(&self, stream: &str, filter: &str, mut visit: impl FnMut(Scanned<'_>)) -> Result<(), Error> {
+        self.scan_with(stream, &[filter.to_owned()], DeliverPolicy::LastPerSubject, |message| {
+            visit(message);
+            ControlFlow::Continue(())
+        })
+        .await
+    }
+
+    async fn scan_with(
+        &self,
+        stream: &str,
+        filters: &[String],
+        deliver_policy: DeliverPolicy,
         mut visit: impl FnMut(Scanned<'_>) -> ControlFlow<()>,
     ) -> Result<(), Error> {
         let what = filters.join(", ");
@@ -53,7 +80,7 @@ impl Bus {
             .await
             .map_err(|e| unavailable(&e))?;
         let mut config = OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ..Default::default()
         };
         match filters {
@@ -80,6 +107,7 @@ impl Bus {
                     sequence,
                     subject: message.subject.as_str(),
                     payload: &message.payload,
+                    headers: message.headers.as_ref(),
                 });
                 if seen.is_break() || left == 0 {
                     break;

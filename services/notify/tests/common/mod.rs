@@ -69,7 +69,7 @@ pub fn notify_config(sink: &SmtpSink) -> NotifyConfig {
         never_send_to: vec!["courrier@ville.example".into()],
         ..NotifyConfig::default()
     };
-    config.smtp.host = sink.host().into();
+    config.smtp.host = sink.host();
     config.smtp.port = Some(sink.port());
     config.smtp.security = SmtpSecurity::Plain;
     config.smtp.timeout = Duration::from_secs(10);
