@@ -111,8 +111,10 @@ pub enum Change<T> {
 }
 
 /// Bounded: each refusal means another writer's change landed (or was in
-/// flight), so this many lets ten writers of one key all get through.
-pub const REVISE_TRIES: u32 = 10;
+/// flight). Ten would do for ten writers taking turns, but writers that
+/// retry in step can all lose the same round again on a loaded cluster:
+/// the margin, with a random pause after each loss, breaks the step.
+pub const REVISE_TRIES: u32 = 24;
 
 /// Changes the value of `key` with `change`, compare-and-set on its
 /// revision. `known` is the value and revision the caller has (read now
@@ -157,6 +159,11 @@ pub async fn revise<T, E: From<Error>>(
                 if newer == revision {
                     // Nothing newer: a competing write still in flight.
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(5))).await;
+                } else {
+                    // Another writer won: a random pause so that those who
+                    // lost with us do not all come back at the same instant.
+                    let most = 5 * u64::from(attempt.min(8) + 1);
+                    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % most)).await;
                 }
                 Some((value, newer))
             }
