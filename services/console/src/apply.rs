@@ -94,7 +94,12 @@ fn add_delay(agg: &mut Aggregates, calendar: &Calendar, dims: &Dims, milestone: 
     let (start, end) = (instant(start), instant(end));
     let day = day_number(local_day(calendar, end));
     agg.add_delay(day, dims, format!("{milestone}_h"), hours(start, end));
-    agg.add_delay(day, dims, format!("{milestone}_bd"), business_days(calendar, start, end));
+    agg.add_delay(
+        day,
+        dims,
+        format!("{milestone}_bd"),
+        business_days(calendar, start, end),
+    );
 }
 
 /// A routed contact: a new request, or a re-contact on an existing one.
@@ -266,7 +271,8 @@ pub async fn request_event(
             .await
             .map_err(db("recording a request from its event"))?;
             let day = day_number(local_day(calendar, instant(opened_at)));
-            agg.add_daily(day,
+            agg.add_daily(
+                day,
                 &dims,
                 Delta {
                     received: 1,
@@ -357,7 +363,8 @@ pub async fn request_event(
         }
         Transition::Transfer => {
             counters.0 += 1;
-            agg.add_daily(day,
+            agg.add_daily(
+                day,
                 &dims,
                 Delta {
                     transfers_out: 1,

@@ -209,12 +209,11 @@ async fn upsert(
 ) -> Result<(), ConsoleError> {
     let width = columns.len();
     let (keys, counts) = columns.split_at(key.min(width));
-    let update: Vec<String> = counts.iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
-    let tail = format!(
-        " ON CONFLICT ({}) DO UPDATE SET {}",
-        keys.join(", "),
-        update.join(", ")
-    );
+    let update: Vec<String> = counts
+        .iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect();
+    let tail = format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), update.join(", "));
     // Well under SQLite's 32,766 and PostgreSQL's 65,535 bound values.
     let per_statement = (20_000 / width).max(1);
     for chunk in rows.chunks(per_statement) {

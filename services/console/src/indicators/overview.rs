@@ -125,7 +125,10 @@ fn counts_source(filter: &Filter, binds: &mut Vec<Bind>) -> (&'static str, Strin
             let n = binds.len();
             binds.push(Bind::Text(dimension.to_owned()));
             binds.push(Bind::Text(member));
-            ("totals_by", format!(" AND dimension = ${} AND member = ${}", n + 1, n + 2))
+            (
+                "totals_by",
+                format!(" AND dimension = ${} AND member = ${}", n + 1, n + 2),
+            )
         }
         None => {
             let first = binds.len() + 1;
@@ -134,9 +137,12 @@ fn counts_source(filter: &Filter, binds: &mut Vec<Bind>) -> (&'static str, Strin
     }
 }
 
+/// An inclusive range of day numbers.
+type Days = (i64, i64);
+
 /// Cuts `from..=to` into the whole months it covers (the day numbers of
 /// the first and last one's first days) and the days around them.
-fn whole_months(from: NaiveDate, to: NaiveDate) -> (Option<(i64, i64)>, Vec<(i64, i64)>) {
+fn whole_months(from: NaiveDate, to: NaiveDate) -> (Option<Days>, Vec<Days>) {
     let first = if from.day() == 1 {
         Some(from)
     } else {
@@ -534,7 +540,30 @@ impl ToTables for Overview {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use chrono::NaiveDate;
+
+    use super::{day_number, quantile, whole_months};
+
+    #[test]
+    fn periods_split_into_whole_months_and_days_around() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap_or(NaiveDate::MIN);
+        let n = |m, day| day_number(d(m, day));
+        // 30 March - 28 June: April and May, then the days around.
+        assert_eq!(
+            whole_months(d(3, 30), d(6, 28)),
+            (
+                Some((n(4, 1), n(5, 1))),
+                vec![(n(3, 30), n(3, 31)), (n(6, 1), n(6, 28))]
+            )
+        );
+        // Exactly the year: twelve months, no day.
+        assert_eq!(whole_months(d(1, 1), d(12, 31)), (Some((n(1, 1), n(12, 1))), vec![]));
+        // Inside one month: days only; one whole month: that month.
+        assert_eq!(whole_months(d(4, 6), d(4, 12)), (None, vec![(n(4, 6), n(4, 12))]));
+        assert_eq!(whole_months(d(2, 1), d(2, 28)), (Some((n(2, 1), n(2, 1))), vec![]));
+        // Across two partial months.
+        assert_eq!(whole_months(d(4, 15), d(5, 14)), (None, vec![(n(4, 15), n(5, 14))]));
+    }
 
     #[test]
     fn quantiles_are_nearest_rank() {
