@@ -50,3 +50,9 @@ CREATE TABLE delays_by_month (
     n BIGINT NOT NULL,
     PRIMARY KEY (dimension, member, month, metric, value)
 );
+
+-- The earlier of a request's two deadlines, indexed with the status: the
+-- overdue count is a range of this index instead of a read of every
+-- unclosed request's row.
+ALTER TABLE requests ADD COLUMN overdue_at BIGINT;
+CREATE INDEX requests_overdue ON requests (status, overdue_at);

@@ -85,6 +85,14 @@ fn instant(ts: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(ts, 0).unwrap_or_default()
 }
 
+/// The earlier of two deadlines (when a request becomes overdue).
+fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -164,8 +172,8 @@ pub async fn routed(
     };
     sqlx::query(
         "INSERT INTO requests (reference, seq, service, channel, typology, site, manual, opened_at, status, version, \
-         engagement_due_at, legal_due_at, recontacts, transfers, reopenings) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', 0, $9, $10, 0, 0, 0)",
+         engagement_due_at, legal_due_at, overdue_at, recontacts, transfers, reopenings) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', 0, $9, $10, $11, 0, 0, 0)",
     )
     .bind(&routed.reference)
     .bind(seq(sequence))
@@ -177,6 +185,7 @@ pub async fn routed(
     .bind(received_at)
     .bind(seconds(q.due_at.as_ref()))
     .bind(seconds(q.legal_due_at.as_ref()))
+    .bind(earlier(seconds(q.due_at.as_ref()), seconds(q.legal_due_at.as_ref())))
     .execute(&mut *conn)
     .await
     .map_err(db("recording a request"))?;
@@ -381,7 +390,7 @@ pub async fn request_event(
         .filter(|o| *o != Outcome::Unspecified)
         .map(|o| short(o.as_str_name(), "OUTCOME_"));
     sqlx::query(
-        "UPDATE requests SET service = $2, status = $3, version = $4, engagement_due_at = $5, legal_due_at = $6, \
+        "UPDATE requests SET service = $2, status = $3, version = $4, engagement_due_at = $5, legal_due_at = $6, overdue_at = $13, \
          taken_at = $7, answered_at = $8, closed_at = $9, outcome = COALESCE($10, outcome), \
          transfers = transfers + $11, reopenings = reopenings + $12 WHERE reference = $1",
     )
@@ -397,6 +406,7 @@ pub async fn request_event(
     .bind(outcome)
     .bind(counters.0)
     .bind(counters.1)
+    .bind(earlier(engagement, legal))
     .execute(&mut *conn)
     .await
     .map_err(db("updating a request"))?;

@@ -426,9 +426,9 @@ async fn delays(store: &Store, filter: &Filter) -> Result<Vec<Delay>, ConsoleErr
 }
 
 /// The condition of an overdue request at `$1` (now): not answered, closed
-/// nor waiting for the usager, past either deadline.
-pub(crate) const OVERDUE: &str = "status IN ('open', 'taken') AND \
-    ((engagement_due_at IS NOT NULL AND engagement_due_at < $1) OR (legal_due_at IS NOT NULL AND legal_due_at < $1))";
+/// nor waiting for the usager, past either deadline (`overdue_at` is the
+/// earlier one: a range of the `requests_overdue` index).
+pub(crate) const OVERDUE: &str = "status IN ('open', 'taken') AND overdue_at < $1";
 
 async fn backlog_now(store: &Store, filter: &Filter) -> Result<Backlog, ConsoleError> {
     let mut binds = Vec::new();
