@@ -1,6 +1,6 @@
 //! What each journal message does to the read model, inside the batch's
 //! transaction: the request rows, the contacts, the transitions, the
-//! daily counts and delay histograms.
+//! daily counts and delay histograms (added to the batch's [`Aggregates`]).
 
 use chrono::{DateTime, Utc};
 use guichet_core::proto::{
@@ -14,10 +14,11 @@ use crate::{
     ConsoleError,
     delays::{business_days, hours, local_day},
     indicators::period::day_number,
+    rollup::Aggregates,
 };
 
 /// The dimensions every count is filtered by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Dims {
     pub service: String,
     pub channel: String,
@@ -84,106 +85,35 @@ fn instant(ts: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(ts, 0).unwrap_or_default()
 }
 
+/// The earlier of two deadlines (when a request becomes overdue).
+fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// Adds `delta` to the counts of `day` × `dims`.
-pub async fn add_daily(conn: &mut AnyConnection, day: i64, dims: &Dims, d: Delta) -> Result<(), ConsoleError> {
-    sqlx::query(
-        "INSERT INTO daily (day, service, channel, typology, site, received, manual, closed, answered, recontacts, \
-         transfers_in, transfers_out, reopenings, within_engagement, with_engagement, within_legal, with_legal) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-         ON CONFLICT (day, service, channel, typology, site) DO UPDATE SET \
-         received = daily.received + excluded.received, manual = daily.manual + excluded.manual, \
-         closed = daily.closed + excluded.closed, answered = daily.answered + excluded.answered, \
-         recontacts = daily.recontacts + excluded.recontacts, transfers_in = daily.transfers_in + excluded.transfers_in, \
-         transfers_out = daily.transfers_out + excluded.transfers_out, reopenings = daily.reopenings + excluded.reopenings, \
-         within_engagement = daily.within_engagement + excluded.within_engagement, \
-         with_engagement = daily.with_engagement + excluded.with_engagement, \
-         within_legal = daily.within_legal + excluded.within_legal, with_legal = daily.with_legal + excluded.with_legal",
-    )
-    .bind(day)
-    .bind(&dims.service)
-    .bind(&dims.channel)
-    .bind(&dims.typology)
-    .bind(&dims.site)
-    .bind(d.received)
-    .bind(d.manual)
-    .bind(d.closed)
-    .bind(d.answered)
-    .bind(d.recontacts)
-    .bind(d.transfers_in)
-    .bind(d.transfers_out)
-    .bind(d.reopenings)
-    .bind(d.within_engagement)
-    .bind(d.with_engagement)
-    .bind(d.within_legal)
-    .bind(d.with_legal)
-    .execute(conn)
-    .await
-    .map_err(db("updating the daily counts"))?;
-    Ok(())
-}
-
 /// Records one delay (`<milestone>_h` and `<milestone>_bd`) on the day it ended.
-async fn add_delay(
-    conn: &mut AnyConnection,
-    calendar: &Calendar,
-    dims: &Dims,
-    milestone: &str,
-    start: i64,
-    end: i64,
-) -> Result<(), ConsoleError> {
+fn add_delay(agg: &mut Aggregates, calendar: &Calendar, dims: &Dims, milestone: &str, start: i64, end: i64) {
     let (start, end) = (instant(start), instant(end));
     let day = day_number(local_day(calendar, end));
-    for (metric, value) in [
-        (format!("{milestone}_h"), hours(start, end)),
-        (format!("{milestone}_bd"), business_days(calendar, start, end)),
-    ] {
-        sqlx::query(
-            "INSERT INTO daily_delays (day, service, channel, typology, site, metric, value, n) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1) \
-             ON CONFLICT (day, service, channel, typology, site, metric, value) DO UPDATE SET n = daily_delays.n + 1",
-        )
-        .bind(day)
-        .bind(&dims.service)
-        .bind(&dims.channel)
-        .bind(&dims.typology)
-        .bind(&dims.site)
-        .bind(&metric)
-        .bind(value)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("updating the delay histograms"))?;
-        sqlx::query(
-            "INSERT INTO delays_all (day, metric, value, n) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (day, metric, value) DO UPDATE SET n = delays_all.n + 1",
-        )
-        .bind(day)
-        .bind(&metric)
-        .bind(value)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("updating the delay histograms"))?;
-        sqlx::query(
-            "INSERT INTO delays_service (day, service, metric, value, n) VALUES ($1, $2, $3, $4, 1) \
-             ON CONFLICT (service, day, metric, value) DO UPDATE SET n = delays_service.n + 1",
-        )
-        .bind(day)
-        .bind(&dims.service)
-        .bind(&metric)
-        .bind(value)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("updating the delay histograms"))?;
-    }
-    Ok(())
+    agg.add_delay(day, dims, format!("{milestone}_h"), hours(start, end));
+    agg.add_delay(
+        day,
+        dims,
+        format!("{milestone}_bd"),
+        business_days(calendar, start, end),
+    );
 }
 
 /// A routed contact: a new request, or a re-contact on an existing one.
 pub async fn routed(
     conn: &mut AnyConnection,
+    agg: &mut Aggregates,
     calendar: &Calendar,
     sequence: u64,
     routed: &Routed,
@@ -229,7 +159,7 @@ pub async fn routed(
                 recontacts: 1,
                 ..Delta::default()
             };
-            add_daily(conn, day, &dims, delta).await?;
+            agg.add_daily(day, &dims, delta);
         }
         return Ok(());
     }
@@ -242,8 +172,8 @@ pub async fn routed(
     };
     sqlx::query(
         "INSERT INTO requests (reference, seq, service, channel, typology, site, manual, opened_at, status, version, \
-         engagement_due_at, legal_due_at, recontacts, transfers, reopenings) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', 0, $9, $10, 0, 0, 0)",
+         engagement_due_at, legal_due_at, overdue_at, recontacts, transfers, reopenings) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', 0, $9, $10, $11, 0, 0, 0)",
     )
     .bind(&routed.reference)
     .bind(seq(sequence))
@@ -255,6 +185,7 @@ pub async fn routed(
     .bind(received_at)
     .bind(seconds(q.due_at.as_ref()))
     .bind(seconds(q.legal_due_at.as_ref()))
+    .bind(earlier(seconds(q.due_at.as_ref()), seconds(q.legal_due_at.as_ref())))
     .execute(&mut *conn)
     .await
     .map_err(db("recording a request"))?;
@@ -263,7 +194,8 @@ pub async fn routed(
         manual: i64::from(manual),
         ..Delta::default()
     };
-    add_daily(conn, day, &dims, delta).await
+    agg.add_daily(day, &dims, delta);
+    Ok(())
 }
 
 /// The milestones of a request row.
@@ -311,6 +243,7 @@ async fn request_dims(conn: &mut AnyConnection, reference: &str) -> Result<Optio
 /// gone from ROUTED: site unknown).
 pub async fn request_event(
     conn: &mut AnyConnection,
+    agg: &mut Aggregates,
     calendar: &Calendar,
     sequence: u64,
     kind: &str,
@@ -347,16 +280,14 @@ pub async fn request_event(
             .await
             .map_err(db("recording a request from its event"))?;
             let day = day_number(local_day(calendar, instant(opened_at)));
-            add_daily(
-                conn,
+            agg.add_daily(
                 day,
                 &dims,
                 Delta {
                     received: 1,
                     ..Delta::default()
                 },
-            )
-            .await?;
+            );
             (
                 dims,
                 Milestones {
@@ -414,12 +345,12 @@ pub async fn request_event(
     match transition {
         Transition::Take if taken_at.is_none() => {
             taken_at = Some(occurred);
-            add_delay(conn, calendar, &dims, "take", m.opened_at, occurred).await?;
+            add_delay(agg, calendar, &dims, "take", m.opened_at, occurred);
         }
         Transition::Answer if answered_at.is_none() => {
             answered_at = Some(occurred);
             first_answer(&mut delta);
-            add_delay(conn, calendar, &dims, "first_answer", m.opened_at, occurred).await?;
+            add_delay(agg, calendar, &dims, "first_answer", m.opened_at, occurred);
         }
         Transition::Close => {
             delta.closed += 1;
@@ -428,10 +359,10 @@ pub async fn request_event(
             if answered_at.is_none() && !withdrawn {
                 answered_at = Some(occurred);
                 first_answer(&mut delta);
-                add_delay(conn, calendar, &dims, "first_answer", m.opened_at, occurred).await?;
+                add_delay(agg, calendar, &dims, "first_answer", m.opened_at, occurred);
             }
             if closed_at.is_none() {
-                add_delay(conn, calendar, &dims, "closure", m.opened_at, occurred).await?;
+                add_delay(agg, calendar, &dims, "closure", m.opened_at, occurred);
             }
             closed_at = Some(closed_at.unwrap_or(occurred));
         }
@@ -441,16 +372,14 @@ pub async fn request_event(
         }
         Transition::Transfer => {
             counters.0 += 1;
-            add_daily(
-                conn,
+            agg.add_daily(
                 day,
                 &dims,
                 Delta {
                     transfers_out: 1,
                     ..Delta::default()
                 },
-            )
-            .await?;
+            );
             service = event.service.clone();
             delta.transfers_in += 1;
         }
@@ -461,7 +390,7 @@ pub async fn request_event(
         .filter(|o| *o != Outcome::Unspecified)
         .map(|o| short(o.as_str_name(), "OUTCOME_"));
     sqlx::query(
-        "UPDATE requests SET service = $2, status = $3, version = $4, engagement_due_at = $5, legal_due_at = $6, \
+        "UPDATE requests SET service = $2, status = $3, version = $4, engagement_due_at = $5, legal_due_at = $6, overdue_at = $13, \
          taken_at = $7, answered_at = $8, closed_at = $9, outcome = COALESCE($10, outcome), \
          transfers = transfers + $11, reopenings = reopenings + $12 WHERE reference = $1",
     )
@@ -477,12 +406,13 @@ pub async fn request_event(
     .bind(outcome)
     .bind(counters.0)
     .bind(counters.1)
+    .bind(earlier(engagement, legal))
     .execute(&mut *conn)
     .await
     .map_err(db("updating a request"))?;
     let dims = Dims { service, ..dims };
     if delta.received + delta.closed + delta.answered + delta.reopenings + delta.transfers_in > 0 {
-        add_daily(conn, day, &dims, delta).await?;
+        agg.add_daily(day, &dims, delta);
     }
     Ok(Applied::Done)
 }
@@ -491,6 +421,7 @@ pub async fn request_event(
 /// acknowledgment (accusé de réception).
 pub async fn notify_sent(
     conn: &mut AnyConnection,
+    agg: &mut Aggregates,
     calendar: &Calendar,
     body: &serde_json::Value,
 ) -> Result<(), ConsoleError> {
@@ -515,7 +446,8 @@ pub async fn notify_sent(
         .execute(&mut *conn)
         .await
         .map_err(db("recording an acknowledgment"))?;
-    add_delay(conn, calendar, &dims, "acknowledgment", m.opened_at, at).await
+    add_delay(agg, calendar, &dims, "acknowledgment", m.opened_at, at);
+    Ok(())
 }
 
 /// The router published an identity conflict for review.

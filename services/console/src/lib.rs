@@ -18,6 +18,7 @@ pub mod delays;
 mod error;
 pub mod indicators;
 pub mod project;
+pub mod rollup;
 pub mod store;
 pub mod web;
 

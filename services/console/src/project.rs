@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     ConsoleError,
     apply::{self, Applied},
+    rollup::Aggregates,
     store::Store,
 };
 
@@ -200,6 +201,7 @@ impl Projector {
             .map_err(|e| ConsoleError::db("reading the projection position", e))?;
         let mut last = position;
         let mut applied = 0u64;
+        let mut aggregates = Aggregates::default();
         let mut used = 0usize;
         for message in &source.held {
             let Ok(info) = message.info() else {
@@ -215,6 +217,7 @@ impl Projector {
             }
             let outcome = apply_one(
                 &mut tx,
+                &mut aggregates,
                 &self.calendar,
                 stream,
                 sequence,
@@ -230,6 +233,8 @@ impl Projector {
             applied += 1;
             last = seq;
         }
+        // The batch's counts, in the same transaction as its rows.
+        aggregates.flush(&mut tx).await?;
         if last != position {
             let moved = sqlx::query("UPDATE positions SET seq = $1 WHERE stream = $2 AND seq = $3")
                 .bind(last)
@@ -261,8 +266,10 @@ impl Projector {
 }
 
 /// What one message does, by stream and subject.
+#[allow(clippy::too_many_arguments)]
 async fn apply_one(
     conn: &mut sqlx::AnyConnection,
+    agg: &mut Aggregates,
     calendar: &Calendar,
     stream: &str,
     sequence: u64,
@@ -276,7 +283,7 @@ async fn apply_one(
     match stream {
         subjects::ROUTED_STREAM => {
             if let Ok(routed) = Routed::decode(message.payload.clone()) {
-                apply::routed(conn, calendar, sequence, &routed).await?;
+                apply::routed(conn, agg, calendar, sequence, &routed).await?;
             }
         }
         subjects::DEADLETTER_STREAM => {
@@ -291,14 +298,14 @@ async fn apply_one(
             if let Some(rest) = kind.strip_prefix("request.") {
                 let transition = rest.split('.').next().unwrap_or_default();
                 if let Ok(event) = RequestEvent::decode(message.payload.clone()) {
-                    return apply::request_event(conn, calendar, sequence, transition, &event, may_create).await;
+                    return apply::request_event(conn, agg, calendar, sequence, transition, &event, may_create).await;
                 }
             } else if kind == "notify_sent" || kind == "identity_conflict" {
                 let Ok(body) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
                     return Ok(Applied::Done);
                 };
                 if kind == "notify_sent" {
-                    apply::notify_sent(conn, calendar, &body).await?;
+                    apply::notify_sent(conn, agg, calendar, &body).await?;
                 } else {
                     apply::identity_conflict(conn, sequence, &body).await?;
                 }

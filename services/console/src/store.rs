@@ -12,15 +12,16 @@ use sqlx::{
 use crate::ConsoleError;
 
 /// The tables a rebuild empties (every one but the migrations').
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "positions",
     "requests",
     "contacts",
     "transitions",
     "daily",
     "daily_delays",
-    "delays_all",
-    "delays_service",
+    "totals_by",
+    "delays_by_day",
+    "delays_by_month",
     "dead_letters",
     "identity_conflicts",
 ];

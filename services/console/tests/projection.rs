@@ -665,6 +665,35 @@ async fn check(store: &Store, reqs: &[Req]) {
     let web = console.overview(&web).await.unwrap();
     assert_eq!(actual(&web), expected(reqs, &|_, c| c == Channel::Web), "channel web");
     assert_eq!(web.series.len(), 91, "one point per day, empty days too");
+    // Two dimensions: read from the tables per combination, not the roll-ups.
+    let voirie_web = Filter {
+        service: Some("voirie".into()),
+        channel: Some("web".into()),
+        ..filter(from, to, Granularity::Week)
+    };
+    let voirie_web = console.overview(&voirie_web).await.unwrap();
+    assert_eq!(
+        actual(&voirie_web),
+        expected(reqs, &|s, c| s == "voirie" && c == Channel::Web),
+        "service voirie, channel web"
+    );
+    // Whole months only (the monthly roll-ups, no day around them), with
+    // and without a filter.
+    let (april, may) = (date(4, 1), date(5, 31));
+    let months = console.overview(&filter(april, may, Granularity::Month)).await.unwrap();
+    let want = expected_in(reqs, &|_, _| true, april..=may).delays;
+    assert!(want.iter().any(|d| d.1 > 0));
+    assert_eq!(actual(&months).delays, want, "delays of April and May");
+    let web_months = Filter {
+        channel: Some("web".into()),
+        ..filter(april, may, Granularity::Month)
+    };
+    let web_months = console.overview(&web_months).await.unwrap();
+    assert_eq!(
+        actual(&web_months).delays,
+        expected_in(reqs, &|_, c| c == Channel::Web, april..=may).delays,
+        "web delays of April and May"
+    );
 
     // A narrower period: only what happened in it.
     let week = console

@@ -1,7 +1,7 @@
 //! The lists beside the indicators: overdue requests, dead letters,
-//! identity conflicts (from the read model), and what is read live from
-//! NATS through the router's own functions: the rules revisions, their
-//! diff, and `explain`.
+//! identity conflict events (from the read model), and what is read live
+//! from NATS through the router's own functions: the open identity
+//! conflicts, the rules revisions, their diff, and `explain`.
 
 use chrono::{DateTime, Utc};
 use guichet_core::{Bus, bus::revisions};
@@ -197,6 +197,80 @@ impl ToTables for [IdentityConflictRow] {
                 r.kept.clone(),
                 r.others.clone(),
                 r.at.clone(),
+            ]);
+        }
+        vec![t]
+    }
+}
+
+/// An identity conflict waiting for an operator, as the router keeps it
+/// (`guichet usager conflicts`): usager ids, identifier kinds and levels,
+/// times and counts; no identifier value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenConflictRow {
+    /// `<usager A>.<usager B>`, for `guichet usager resolve`.
+    pub id: String,
+    /// The usager the first contact was routed to.
+    pub kept: String,
+    pub kept_kinds: Vec<String>,
+    pub kept_level: String,
+    pub other: String,
+    pub other_kinds: Vec<String>,
+    pub other_level: String,
+    /// RFC 3339.
+    pub first_at: String,
+    pub last_at: String,
+    /// Contacts that met the pair while the conflict was open.
+    pub contacts: u64,
+    /// The latest of them (for `explain`).
+    pub latest_contact: Option<String>,
+}
+
+pub async fn open_identity_conflicts(bus: &Bus) -> Result<Vec<OpenConflictRow>, ConsoleError> {
+    Ok(admin::conflicts(bus)
+        .await?
+        .into_iter()
+        .map(|c| OpenConflictRow {
+            latest_contact: c.recent_contacts.last().cloned(),
+            id: c.id,
+            kept: c.kept.usager_id,
+            kept_kinds: c.kept.kinds,
+            kept_level: c.kept.level.as_str().to_owned(),
+            other: c.other.usager_id,
+            other_kinds: c.other.kinds,
+            other_level: c.other.level.as_str().to_owned(),
+            first_at: c.first_at,
+            last_at: c.last_at,
+            contacts: c.contacts,
+        })
+        .collect())
+}
+
+impl ToTables for [OpenConflictRow] {
+    fn tables(&self) -> Vec<Table> {
+        let mut t = Table::new(
+            "Open identity conflicts",
+            &[
+                "conflict",
+                "kept",
+                "kept by",
+                "other",
+                "other by",
+                "first seen",
+                "last seen",
+                "contacts",
+            ],
+        );
+        for r in self {
+            t.push(vec![
+                r.id.clone(),
+                r.kept.clone(),
+                format!("{} ({})", r.kept_kinds.join(", "), r.kept_level),
+                r.other.clone(),
+                format!("{} ({})", r.other_kinds.join(", "), r.other_level),
+                r.first_at.clone(),
+                r.last_at.clone(),
+                r.contacts.to_string(),
             ]);
         }
         vec![t]

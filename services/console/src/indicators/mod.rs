@@ -16,7 +16,9 @@ pub mod table;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-pub use lists::{DeadLetterRow, ExplainView, IdentityConflictRow, OverdueRow, RulesDiff, RulesRevision};
+pub use lists::{
+    DeadLetterRow, ExplainView, IdentityConflictRow, OpenConflictRow, OverdueRow, RulesDiff, RulesRevision,
+};
 pub use period::Granularity;
 pub use table::{Table, ToTables};
 
@@ -175,7 +177,8 @@ pub struct Overview {
 #[derive(Clone)]
 pub struct Console {
     store: Store,
-    /// The bus, for what is read live (rules revisions, `explain`).
+    /// The bus, for what is read live (open identity conflicts, rules
+    /// revisions, `explain`).
     bus: Option<guichet_core::Bus>,
     rules_key: String,
 }
@@ -244,6 +247,12 @@ impl Console {
     /// Dead letters recorded, newest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, ConsoleError> {
         lists::dead_letters(&self.store).await
+    }
+
+    /// The identity conflicts waiting for a decision, oldest first (read
+    /// live from the router's identity bucket).
+    pub async fn open_identity_conflicts(&self) -> Result<Vec<OpenConflictRow>, ConsoleError> {
+        lists::open_identity_conflicts(self.bus()?).await
     }
 
     /// Identity conflicts published by the router, newest first.

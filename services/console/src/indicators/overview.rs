@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{Datelike, Months, NaiveDate, Utc};
 use sqlx::{Any, Row, any::AnyArguments, query::Query};
 
 use super::{
@@ -97,14 +97,87 @@ impl Sums {
     }
 }
 
+/// The one dimension a filter names: `("", "")` for none, `None` for
+/// several (read from the tables per combination).
+fn single_dimension(filter: &Filter) -> Option<(&'static str, String)> {
+    let named: Vec<(&'static str, &String)> = [
+        ("service", &filter.service),
+        ("channel", &filter.channel),
+        ("typology", &filter.typology),
+        ("site", &filter.site),
+    ]
+    .into_iter()
+    .filter_map(|(d, v)| v.as_ref().map(|v| (d, v)))
+    .collect();
+    match named.as_slice() {
+        [] => Some(("", String::new())),
+        [(dimension, member)] => Some((dimension, (*member).clone())),
+        _ => None,
+    }
+}
+
+/// Where the daily counts of `filter` are, and the condition selecting
+/// them (binds numbered after `binds`): the per-dimension totals (one row
+/// a day) for none or one dimension, the combinations otherwise.
+fn counts_source(filter: &Filter, binds: &mut Vec<Bind>) -> (&'static str, String) {
+    match single_dimension(filter) {
+        Some((dimension, member)) => {
+            let n = binds.len();
+            binds.push(Bind::Text(dimension.to_owned()));
+            binds.push(Bind::Text(member));
+            (
+                "totals_by",
+                format!(" AND dimension = ${} AND member = ${}", n + 1, n + 2),
+            )
+        }
+        None => {
+            let first = binds.len() + 1;
+            ("daily", dims_clause(filter, first, binds))
+        }
+    }
+}
+
+/// An inclusive range of day numbers.
+type Days = (i64, i64);
+
+/// Cuts `from..=to` into the whole months it covers (the day numbers of
+/// the first and last one's first days) and the days around them.
+fn whole_months(from: NaiveDate, to: NaiveDate) -> (Option<Days>, Vec<Days>) {
+    let first = if from.day() == 1 {
+        Some(from)
+    } else {
+        from.with_day(1).and_then(|d| d.checked_add_months(Months::new(1)))
+    };
+    // The last day of the last whole month.
+    let end = if to.succ_opt().is_none_or(|d| d.day() == 1) {
+        Some(to)
+    } else {
+        to.with_day(1).and_then(|d| d.pred_opt())
+    };
+    match (first, end) {
+        (Some(first), Some(end)) if first < end => {
+            let mut days = Vec::new();
+            if from < first {
+                days.push((day_number(from), day_number(first) - 1));
+            }
+            if end < to {
+                days.push((day_number(end) + 1, day_number(to)));
+            }
+            let last = end.with_day(1).unwrap_or(end);
+            (Some((day_number(first), day_number(last))), days)
+        }
+        _ => (None, vec![(day_number(from), day_number(to))]),
+    }
+}
+
 pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, ConsoleError> {
     let pool = store.pool();
     let (from, to) = (day_number(filter.from), day_number(filter.to));
 
     // Per day over the period.
     let mut binds = vec![Bind::Int(from), Bind::Int(to)];
-    let dims = dims_clause(filter, 3, &mut binds);
-    let sql = format!("SELECT day, {SUMS} FROM daily WHERE day BETWEEN $1 AND $2{dims} GROUP BY day ORDER BY day");
+    let (table, dims) = counts_source(filter, &mut binds);
+    let sql = format!("SELECT day, {SUMS} FROM {table} WHERE day BETWEEN $1 AND $2{dims} GROUP BY day ORDER BY day");
     let rows = bind_all(sqlx::query(&sql), &binds)
         .fetch_all(pool)
         .await
@@ -117,8 +190,8 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
 
     // The backlog before the period: everything that entered minus left.
     let mut binds = vec![Bind::Int(from)];
-    let dims = dims_clause(filter, 2, &mut binds);
-    let sql = format!("SELECT {SUMS} FROM daily WHERE day < $1{dims}");
+    let (table, dims) = counts_source(filter, &mut binds);
+    let sql = format!("SELECT {SUMS} FROM {table} WHERE day < $1{dims}");
     let row = bind_all(sqlx::query(&sql), &binds)
         .fetch_one(pool)
         .await
@@ -187,6 +260,9 @@ pub async fn overview(store: &Store, filter: &Filter) -> Result<Overview, Consol
 /// New requests of the period by channel, typology and service, most
 /// first: one grouped scan, split here.
 async fn mixes(store: &Store, filter: &Filter) -> Result<[Vec<MixRow>; 3], ConsoleError> {
+    if single_dimension(filter).is_some_and(|(d, _)| d.is_empty()) {
+        return mixes_unfiltered(store, filter).await;
+    }
     let mut binds = vec![Bind::Int(day_number(filter.from)), Bind::Int(day_number(filter.to))];
     let dims = dims_clause(filter, 3, &mut binds);
     let sql = format!(
@@ -205,7 +281,38 @@ async fn mixes(store: &Store, filter: &Filter) -> Result<[Vec<MixRow>; 3], Conso
             *by.entry(key).or_default() += n.unwrap_or(0);
         }
     }
-    Ok(counts.map(|by| {
+    Ok(ranked(counts))
+}
+
+/// Without a filter, the mixes are the per-dimension totals.
+async fn mixes_unfiltered(store: &Store, filter: &Filter) -> Result<[Vec<MixRow>; 3], ConsoleError> {
+    let rows = sqlx::query(
+        "SELECT dimension, member, CAST(SUM(received) AS BIGINT) FROM totals_by \
+         WHERE dimension IN ('channel', 'typology', 'service') AND day BETWEEN $1 AND $2 GROUP BY dimension, member",
+    )
+    .bind(day_number(filter.from))
+    .bind(day_number(filter.to))
+    .fetch_all(store.pool())
+    .await
+    .map_err(db("reading the mixes"))?;
+    let mut counts: [BTreeMap<String, i64>; 3] = Default::default();
+    for row in &rows {
+        let dimension: String = row.try_get(0).map_err(db("decoding a mix"))?;
+        let member: String = row.try_get(1).map_err(db("decoding a mix"))?;
+        let n: Option<i64> = row.try_get(2).map_err(db("decoding a mix"))?;
+        let i = match dimension.as_str() {
+            "channel" => 0,
+            "typology" => 1,
+            _ => 2,
+        };
+        *counts[i].entry(member).or_default() += n.unwrap_or(0);
+    }
+    Ok(ranked(counts))
+}
+
+/// Each mix most first, with its shares.
+fn ranked(counts: [BTreeMap<String, i64>; 3]) -> [Vec<MixRow>; 3] {
+    counts.map(|by| {
         let all: i64 = by.values().sum();
         let mut out: Vec<MixRow> = by
             .into_iter()
@@ -218,7 +325,7 @@ async fn mixes(store: &Store, filter: &Filter) -> Result<[Vec<MixRow>; 3], Conso
             .collect();
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
         out
-    }))
+    })
 }
 
 /// The nearest-rank quantile `q` of a histogram sorted by value.
@@ -239,30 +346,67 @@ pub fn quantile(histogram: &[(i64, i64)], q: f64) -> Option<i64> {
 }
 
 async fn delays(store: &Store, filter: &Filter) -> Result<Vec<Delay>, ConsoleError> {
-    let mut binds = vec![Bind::Int(day_number(filter.from)), Bind::Int(day_number(filter.to))];
-    let dims = dims_clause(filter, 3, &mut binds);
-    // The smallest roll-up that has the filter's dimensions.
-    let others = filter.channel.is_some() || filter.typology.is_some() || filter.site.is_some();
-    let table = match (filter.service.is_some(), others) {
-        (false, false) => "delays_all",
-        (true, false) => "delays_service",
-        _ => "daily_delays",
+    let mut histograms: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+    let mut read = |rows: Vec<sqlx::any::AnyRow>| -> Result<(), ConsoleError> {
+        for row in &rows {
+            let metric: String = row.try_get(0).map_err(db("decoding a delay"))?;
+            let value: i64 = row.try_get(1).map_err(db("decoding a delay"))?;
+            let n: Option<i64> = row.try_get(2).map_err(db("decoding a delay"))?;
+            *histograms.entry(metric).or_default().entry(value).or_default() += n.unwrap_or(0);
+        }
+        Ok(())
     };
-    let sql = format!(
-        "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM {table} WHERE day BETWEEN $1 AND $2{dims} \
-         GROUP BY metric, value ORDER BY metric, value"
-    );
-    let rows = bind_all(sqlx::query(&sql), &binds)
-        .fetch_all(store.pool())
-        .await
-        .map_err(db("reading the delays"))?;
-    let mut histograms: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    for row in &rows {
-        let metric: String = row.try_get(0).map_err(db("decoding a delay"))?;
-        let value: i64 = row.try_get(1).map_err(db("decoding a delay"))?;
-        let n: Option<i64> = row.try_get(2).map_err(db("decoding a delay"))?;
-        histograms.entry(metric).or_default().push((value, n.unwrap_or(0)));
+    match single_dimension(filter) {
+        // The roll-up of the one dimension: whole months, then the days around.
+        Some((dimension, member)) => {
+            let (months, days) = whole_months(filter.from, filter.to);
+            if let Some((first, last)) = months {
+                let rows = sqlx::query(
+                    "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM delays_by_month \
+                     WHERE dimension = $1 AND member = $2 AND month BETWEEN $3 AND $4 GROUP BY metric, value",
+                )
+                .bind(dimension)
+                .bind(member.as_str())
+                .bind(first)
+                .bind(last)
+                .fetch_all(store.pool())
+                .await
+                .map_err(db("reading the delays"))?;
+                read(rows)?;
+            }
+            for (first, last) in days {
+                let rows = sqlx::query(
+                    "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM delays_by_day \
+                     WHERE dimension = $1 AND member = $2 AND day BETWEEN $3 AND $4 GROUP BY metric, value",
+                )
+                .bind(dimension)
+                .bind(member.as_str())
+                .bind(first)
+                .bind(last)
+                .fetch_all(store.pool())
+                .await
+                .map_err(db("reading the delays"))?;
+                read(rows)?;
+            }
+        }
+        None => {
+            let mut binds = vec![Bind::Int(day_number(filter.from)), Bind::Int(day_number(filter.to))];
+            let dims = dims_clause(filter, 3, &mut binds);
+            let sql = format!(
+                "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM daily_delays WHERE day BETWEEN $1 AND $2{dims} \
+                 GROUP BY metric, value"
+            );
+            let rows = bind_all(sqlx::query(&sql), &binds)
+                .fetch_all(store.pool())
+                .await
+                .map_err(db("reading the delays"))?;
+            read(rows)?;
+        }
     }
+    let histograms: BTreeMap<String, Vec<(i64, i64)>> = histograms
+        .into_iter()
+        .map(|(metric, h)| (metric, h.into_iter().collect()))
+        .collect();
     let empty = Vec::new();
     Ok(MILESTONES
         .iter()
@@ -282,9 +426,9 @@ async fn delays(store: &Store, filter: &Filter) -> Result<Vec<Delay>, ConsoleErr
 }
 
 /// The condition of an overdue request at `$1` (now): not answered, closed
-/// nor waiting for the usager, past either deadline.
-pub(crate) const OVERDUE: &str = "status IN ('open', 'taken') AND \
-    ((engagement_due_at IS NOT NULL AND engagement_due_at < $1) OR (legal_due_at IS NOT NULL AND legal_due_at < $1))";
+/// nor waiting for the usager, past either deadline (`overdue_at` is the
+/// earlier one: a range of the `requests_overdue` index).
+pub(crate) const OVERDUE: &str = "status IN ('open', 'taken') AND overdue_at < $1";
 
 async fn backlog_now(store: &Store, filter: &Filter) -> Result<Backlog, ConsoleError> {
     let mut binds = Vec::new();
@@ -396,7 +540,30 @@ impl ToTables for Overview {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use chrono::NaiveDate;
+
+    use super::{day_number, quantile, whole_months};
+
+    #[test]
+    fn periods_split_into_whole_months_and_days_around() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap_or(NaiveDate::MIN);
+        let n = |m, day| day_number(d(m, day));
+        // 30 March - 28 June: April and May, then the days around.
+        assert_eq!(
+            whole_months(d(3, 30), d(6, 28)),
+            (
+                Some((n(4, 1), n(5, 1))),
+                vec![(n(3, 30), n(3, 31)), (n(6, 1), n(6, 28))]
+            )
+        );
+        // Exactly the year: twelve months, no day.
+        assert_eq!(whole_months(d(1, 1), d(12, 31)), (Some((n(1, 1), n(12, 1))), vec![]));
+        // Inside one month: days only; one whole month: that month.
+        assert_eq!(whole_months(d(4, 6), d(4, 12)), (None, vec![(n(4, 6), n(4, 12))]));
+        assert_eq!(whole_months(d(2, 1), d(2, 28)), (Some((n(2, 1), n(2, 1))), vec![]));
+        // Across two partial months.
+        assert_eq!(whole_months(d(4, 15), d(5, 14)), (None, vec![(n(4, 15), n(5, 14))]));
+    }
 
     #[test]
     fn quantiles_are_nearest_rank() {

@@ -806,23 +806,88 @@ async fn identity_conflicts(State(state): State<Arc<WebState>>, user: User, Quer
     if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
-    let list = OpsList {
-        path: "/identity-conflicts",
-        slug: "conflits-identite",
-        title: "Conflits d'identité",
-        intro: "Contacts dont les identifiants désignaient des usagers différents : l'identifiant le plus fort a été retenu, rien n'a été fusionné. À examiner avec `guichet identity`.",
-        columns: &["N°", "Le", "Contact", "Usager retenu", "Autres usagers"],
-        empty: "Aucun conflit d'identité.",
+    let result = async {
+        Ok::<_, ConsoleError>((
+            state.console.open_identity_conflicts().await?,
+            state.console.identity_conflicts().await?,
+        ))
+    }
+    .await;
+    let (open, events) = match result {
+        Ok(r) => r,
+        Err(e) => return Failure::from(e).page(&user),
     };
-    ops_list(&user, &p, list, state.console.identity_conflicts().await, |r| {
-        vec![
-            Cell::text(r.sequence.to_string()),
-            Cell::text(local_time(&r.at)),
-            Cell::link(&r.contact_id, format!("/explain?contact={}", urlencode(&r.contact_id))),
-            Cell::text(&r.kept),
-            Cell::text(&r.others),
-        ]
-    })
+    let side = |kinds: &[String], level: &str| Cell::text(format!("{} ({level})", kinds.join(", ")));
+    let open_rows = open
+        .iter()
+        .map(|c| {
+            vec![
+                Cell::text(&c.id),
+                Cell::text(&c.kept),
+                side(&c.kept_kinds, &c.kept_level),
+                Cell::text(&c.other),
+                side(&c.other_kinds, &c.other_level),
+                Cell::text(local_time(&c.first_at)),
+                Cell::text(local_time(&c.last_at)),
+                Cell::text(c.contacts.to_string()),
+                match &c.latest_contact {
+                    Some(id) => Cell::link(id, format!("/explain?contact={}", urlencode(id))),
+                    None => Cell::text("—"),
+                },
+            ]
+        })
+        .collect();
+    let event_rows = events
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::text(r.sequence.to_string()),
+                Cell::text(local_time(&r.at)),
+                Cell::link(&r.contact_id, format!("/explain?contact={}", urlencode(&r.contact_id))),
+                Cell::text(&r.kept),
+                Cell::text(&r.others),
+            ]
+        })
+        .collect();
+    let page = Page {
+        title: "Conflits d'identité".into(),
+        intro: Some(
+            "Usagers que les identifiants d'un même contact désignaient ensemble : l'identifiant le plus fort a été retenu, \
+             rien n'a été fusionné. Les conflits ouverts attendent une décision : `guichet usager resolve ID merge` \
+             (une seule personne) ou `distinct` (deux personnes)."
+                .into(),
+        ),
+        sections: vec![
+            list_section(
+                "ouverts",
+                "Conflits ouverts",
+                "Conflits d'identité ouverts, les plus anciens d'abord",
+                &[
+                    "Conflit",
+                    "Usager retenu",
+                    "Par",
+                    "Autre usager",
+                    "Par",
+                    "Depuis",
+                    "Dernier contact le",
+                    "Contacts",
+                    "Dernier contact",
+                ],
+                open_rows,
+                "Aucun conflit d'identité ouvert.",
+            ),
+            list_section(
+                "historique",
+                "Historique",
+                "Conflits signalés par l'aiguilleur, les plus récents d'abord",
+                &["N°", "Le", "Contact", "Usager retenu", "Autres usagers"],
+                event_rows,
+                "Aucun conflit d'identité signalé.",
+            ),
+        ],
+        ..Page::default()
+    };
+    respond(&user, "/identity-conflicts", &p, page, "conflits-identite")
 }
 
 fn revision(name: &str, value: &str) -> Result<Option<u64>, Failure> {
@@ -1037,7 +1102,13 @@ async fn api_identity_conflicts(State(state): State<Arc<WebState>>, user: User) 
     if let Some(r) = user.forbidden_unless(Role::Ops) {
         return r;
     }
-    api(async { Ok(state.console.identity_conflicts().await?) }.await)
+    api(async {
+        Ok(serde_json::json!({
+            "open": state.console.open_identity_conflicts().await?,
+            "events": state.console.identity_conflicts().await?,
+        }))
+    }
+    .await)
 }
 
 async fn api_rules(State(state): State<Arc<WebState>>, _user: User, Query(p): Query<Params>) -> Response {
