@@ -215,17 +215,15 @@ impl Projector {
                 used += 1;
                 continue;
             }
-            let outcome = apply_one(
-                &mut tx,
-                &mut aggregates,
-                &self.calendar,
+            let incoming = Incoming {
                 stream,
                 sequence,
                 message,
                 published,
-                routed_drained && chrono::Utc::now().timestamp() - published > ROUTED_GRACE.as_secs() as i64,
-            )
-            .await?;
+                may_create: routed_drained
+                    && chrono::Utc::now().timestamp() - published > ROUTED_GRACE.as_secs() as i64,
+            };
+            let outcome = apply_one(&mut tx, &mut aggregates, &self.calendar, incoming).await?;
             if outcome == Applied::NeedsRouted {
                 break;
             }
@@ -265,18 +263,32 @@ impl Projector {
     }
 }
 
+/// One fetched message and where it stands.
+struct Incoming<'a> {
+    stream: &'a str,
+    sequence: u64,
+    message: &'a Message,
+    /// When the stream stored it (Unix seconds).
+    published: i64,
+    /// Whether a request event may create its request's row without the
+    /// first contact (ROUTED drained and the grace period over).
+    may_create: bool,
+}
+
 /// What one message does, by stream and subject.
-#[allow(clippy::too_many_arguments)]
 async fn apply_one(
     conn: &mut sqlx::AnyConnection,
     agg: &mut Aggregates,
     calendar: &Calendar,
-    stream: &str,
-    sequence: u64,
-    message: &Message,
-    published: i64,
-    may_create: bool,
+    incoming: Incoming<'_>,
 ) -> Result<Applied, ConsoleError> {
+    let Incoming {
+        stream,
+        sequence,
+        message,
+        published,
+        may_create,
+    } = incoming;
     let subject = message.subject.as_str();
     // A payload that does not decode is skipped (it is the producer's
     // defect, already dead-lettered or reported there); the position moves on.
