@@ -24,6 +24,57 @@ pub struct NatsAccess {
     pub replicas: usize,
 }
 
+/// A broker started from `deploy/nats/single.conf` (as a small town runs
+/// it), a bus of the test's own on it holding `rules` under `rules`, and
+/// the access a gateway needs: what the kill tests of one service share.
+pub struct SingleBroker {
+    pub node: guichet_harness::cluster::Node,
+    pub bus: guichet_core::Bus,
+}
+
+impl SingleBroker {
+    pub async fn start(dir: &Path, rules: &str) -> Result<Self, String> {
+        use guichet_core::{
+            config::{NatsConfig, TopologyConfig},
+            secret::Secret,
+        };
+        use guichet_harness::cluster::{PASSWORD, read_repo_file, start_config};
+        let node = start_config(dir, "single", &read_repo_file("deploy/nats/single.conf")).await?;
+        let nats = NatsConfig {
+            url: Some(node.url().into()),
+            user: Some("guichet".into()),
+            password: Some(Secret::Inline(PASSWORD.into())),
+            connect_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(5),
+            ..NatsConfig::default()
+        };
+        let bus = guichet_core::Bus::start(
+            &[node.url()],
+            &nats,
+            &TopologyConfig::default(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| format!("bus: {e}"))?;
+        bus.stores()
+            .config
+            .put("rules", rules.as_bytes().to_vec().into())
+            .await
+            .map_err(|e| format!("pushing the rules: {e}"))?;
+        Ok(Self { node, bus })
+    }
+
+    /// How a gateway reaches this broker.
+    pub fn access(&self) -> NatsAccess {
+        NatsAccess {
+            url: self.node.url(),
+            user: "guichet".into(),
+            password: guichet_harness::cluster::PASSWORD.into(),
+            replicas: 1,
+        }
+    }
+}
+
 /// What a scenario's guichet runs.
 pub struct GatewayConfig {
     pub nats: NatsAccess,

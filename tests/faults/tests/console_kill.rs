@@ -9,22 +9,17 @@ use std::{path::Path, time::Duration};
 use chrono::Utc;
 use guichet_console::{Projector, Store, store::TABLES};
 use guichet_core::{
-    Bus,
-    config::{NatsConfig, TopologyConfig},
-    ids,
+    Bus, ids,
     proto::{
         self,
         v1::{Channel, Contact, IdentityClaims, Source},
     },
-    secret::Secret,
 };
 use guichet_faults::{
     binary,
-    gateway::{Gateway, GatewayConfig, NatsAccess},
+    gateway::{Gateway, GatewayConfig, SingleBroker},
 };
-use guichet_harness::cluster::{PASSWORD, read_repo_file, start_config};
 use sqlx::Row;
-use tokio_util::sync::CancellationToken;
 
 const BURST: usize = 600;
 
@@ -80,38 +75,13 @@ async fn last_sequence(bus: &Bus, stream: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projection_survives_a_sigkill_and_matches_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_config(dir.path(), "single", &read_repo_file("deploy/nats/single.conf"))
+    let broker = SingleBroker::start(dir.path(), RULES)
         .await
-        .expect("nats-server");
-    let nats = NatsConfig {
-        url: Some(node.url().into()),
-        user: Some("guichet".into()),
-        password: Some(Secret::Inline(PASSWORD.into())),
-        connect_timeout: Duration::from_secs(10),
-        publish_timeout: Duration::from_secs(5),
-        ..NatsConfig::default()
-    };
-    let bus = Bus::start(
-        &[node.url()],
-        &nats,
-        &TopologyConfig::default(),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("bus");
-    bus.stores()
-        .config
-        .put("rules", RULES.as_bytes().to_vec().into())
-        .await
-        .unwrap();
+        .expect("nats-server and bus");
+    let bus = &broker.bus;
     let data = dir.path().join("console");
     let config = GatewayConfig {
-        nats: NatsAccess {
-            url: node.url(),
-            user: "guichet".into(),
-            password: PASSWORD.into(),
-            replicas: 1,
-        },
+        nats: broker.access(),
         services: "router,console",
         // Small batches: many commits, so the kill falls between two.
         extra: format!(
@@ -147,8 +117,8 @@ async fn the_projection_survives_a_sigkill_and_matches_a_rebuild() {
     // Caught up: every routed contact and every event projected.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let routed = last_sequence(&bus, "ROUTED").await;
-        let events = last_sequence(&bus, "EVENTS").await;
+        let routed = last_sequence(bus, "ROUTED").await;
+        let events = last_sequence(bus, "EVENTS").await;
         if routed >= BURST as u64
             && store.position("ROUTED").await.unwrap() == routed
             && store.position("EVENTS").await.unwrap() == events
@@ -189,7 +159,7 @@ async fn the_projection_survives_a_sigkill_and_matches_a_rebuild() {
 
     // A projection from scratch gives the same tables.
     let fresh = Store::open(&sqlite(&dir.path().join("fresh.sqlite"))).await.unwrap();
-    let mut projector = Projector::start(&bus, fresh.clone(), "rebuild", 500).await.unwrap();
+    let mut projector = Projector::start(bus, fresh.clone(), "rebuild", 500).await.unwrap();
     tokio::time::timeout(Duration::from_secs(120), projector.catch_up())
         .await
         .expect("rebuilt in time")

@@ -9,24 +9,17 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
 use guichet_core::{
-    Bus,
-    config::{NatsConfig, TopologyConfig},
     ids,
     proto::{
         self,
         v1::{Channel, Contact, IdentityClaims, Source, WebDetails, contact::Details},
     },
-    secret::Secret,
 };
 use guichet_faults::{
     binary,
-    gateway::{Gateway, GatewayConfig, NatsAccess},
+    gateway::{Gateway, GatewayConfig, SingleBroker},
 };
-use guichet_harness::{
-    SmtpSink,
-    cluster::{PASSWORD, read_repo_file, start_config},
-};
-use tokio_util::sync::CancellationToken;
+use guichet_harness::SmtpSink;
 
 const BURST: usize = 500;
 const CONCURRENCY: usize = 16;
@@ -74,39 +67,14 @@ fn contact(i: usize) -> Contact {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_killed_during_a_burst_of_500_delivers_every_acknowledgment() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_config(dir.path(), "single", &read_repo_file("deploy/nats/single.conf"))
+    let broker = SingleBroker::start(dir.path(), RULES)
         .await
-        .expect("nats-server");
+        .expect("nats-server and bus");
+    let bus = &broker.bus;
     let sink = SmtpSink::start().await;
-    let nats = NatsConfig {
-        url: Some(node.url().into()),
-        user: Some("guichet".into()),
-        password: Some(Secret::Inline(PASSWORD.into())),
-        connect_timeout: Duration::from_secs(10),
-        publish_timeout: Duration::from_secs(5),
-        ..NatsConfig::default()
-    };
-    let bus = Bus::start(
-        &[node.url()],
-        &nats,
-        &TopologyConfig::default(),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("bus");
-    bus.stores()
-        .config
-        .put("rules", RULES.as_bytes().to_vec().into())
-        .await
-        .unwrap();
 
     let config = GatewayConfig {
-        nats: NatsAccess {
-            url: node.url(),
-            user: "guichet".into(),
-            password: PASSWORD.into(),
-            replicas: 1,
-        },
+        nats: broker.access(),
         services: "router,notify",
         extra: format!(
             "\n[notify]\nfrom = \"Mairie <mairie@ville.example>\"\nmax_per_usager = 5\nbackoff = [\"500ms\"]\n\
