@@ -9,12 +9,16 @@
 //!    projection then projects them all into SQLite (and PostgreSQL when
 //!    it answers on 127.0.0.1:5432).
 //! 2. A year of 2,000,000 requests is seeded directly in SQL (request rows,
-//!    and the counts and delay histograms through the projection's own
+//!    their ≈ 10 million journal rows (transitions and contacts), and the
+//!    counts and delay histograms through the projection's own
 //!    aggregates, with
 //!    a town's dimensions: 30 typologies each of one of 12 services, 5
 //!    channels, 8 channel×site pairs); then the overview of the year
-//!    (by month) and of one service are timed, 10 times each; `sqlite` or
-//!    `postgres` as an argument times that backend only.
+//!    (by month), unfiltered and filtered by one service, channel,
+//!    typology or site, by two dimensions, and of half a year by week are
+//!    timed, 10 times each; `sqlite` or `postgres` as an argument times
+//!    that backend only. `RUST_LOG=sqlx::query=debug` prints every
+//!    statement with its time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[global_allocator]
@@ -28,7 +32,7 @@ use futures::StreamExt;
 use guichet_console::{
     Console, Filter, Granularity, Projector, Store,
     apply::{Delta, Dims},
-    rollup::{Aggregates, month_of},
+    rollup::{self, Aggregates, month_of},
 };
 use guichet_core::{
     Bus,
@@ -170,20 +174,10 @@ async fn projection(bus: &Bus, url: &str, prefix: &str, total: usize) -> f64 {
 async fn bulk(store: &Store, table: &str, columns: &str, width: usize, rows: &[Vec<Value>]) {
     let mut tx = store.pool().begin().await.unwrap();
     for chunk in rows.chunks(1000) {
-        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
-        for r in 0..chunk.len() {
-            if r > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..width {
-                if c > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", r * width + c + 1));
-            }
-            sql.push(')');
-        }
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) {}",
+            rollup::values(store.is_sqlite(), chunk.len(), width)
+        );
         let mut q = sqlx::query::<Any>(&sql);
         for row in chunk {
             for v in row {
@@ -204,6 +198,78 @@ enum Value {
     S(String),
 }
 
+/// The journal's rows of the year (the `transitions` and `contacts`
+/// tables, ≈ 10 million), written 100,000 at a time: the overview does not
+/// read them, but they make the database a year's size.
+#[derive(Default)]
+struct Journal {
+    transitions: Vec<Vec<Value>>,
+    contacts: Vec<Vec<Value>>,
+    seq: i64,
+}
+
+impl Journal {
+    /// Request `i`'s events (open, then take, answer and close as far as
+    /// it went) and contacts (a follow-up for one in ten).
+    fn request(&mut self, i: usize, reference: &str, dims: &Dims, status: &str, opened_at: i64) {
+        let steps: &[(&str, &str, &str)] = &[
+            ("open", "", "open"),
+            ("take", "open", "taken"),
+            ("answer", "taken", "answered"),
+            ("close", "answered", "closed"),
+        ];
+        let reached = match status {
+            "closed" => 4,
+            "open" => 1,
+            _ => 2,
+        };
+        for (version, (kind, from, to)) in steps[..reached].iter().enumerate() {
+            self.seq += 1;
+            self.transitions.push(vec![
+                Value::I(self.seq),
+                Value::S(reference.to_owned()),
+                Value::S((*kind).to_owned()),
+                Value::S(dims.service.clone()),
+                Value::S(String::new()),
+                Value::S((*from).to_owned()),
+                Value::S((*to).to_owned()),
+                Value::I(opened_at + version as i64 * 3_600),
+                Value::I(version as i64 + 1),
+            ]);
+        }
+        for follow_up in 0..=usize::from(i.is_multiple_of(10)) {
+            self.contacts.push(vec![
+                Value::S(format!("C{i:09}-{follow_up}")),
+                Value::I((2 * i + follow_up) as i64),
+                Value::S(reference.to_owned()),
+                Value::S(dims.channel.clone()),
+                Value::S(dims.site.clone()),
+                Value::I(opened_at + follow_up as i64 * 86_400),
+                Value::I(follow_up as i64),
+            ]);
+        }
+    }
+
+    async fn write(&mut self, store: &Store) {
+        bulk(
+            store,
+            "transitions",
+            "seq, reference, kind, service, from_service, from_status, to_status, occurred_at, version",
+            9,
+            &std::mem::take(&mut self.transitions),
+        )
+        .await;
+        bulk(
+            store,
+            "contacts",
+            "contact_id, seq, reference, channel, site, received_at, follow_up",
+            7,
+            &std::mem::take(&mut self.contacts),
+        )
+        .await;
+    }
+}
+
 /// A year of requests, aggregated by the projection's own [`Aggregates`]
 /// (written a month at a time, as multi-row upserts).
 async fn seed_year(store: &Store) -> Duration {
@@ -220,6 +286,7 @@ async fn seed_year(store: &Store) -> Duration {
     ];
     let mut requests = Vec::with_capacity(YEAR);
     let mut aggregates = Aggregates::default();
+    let mut journal = Journal::default();
     let mut month = month_of(day0);
     let opened0 = Utc.with_ymd_and_hms(2025, 1, 1, 8, 0, 0).unwrap().timestamp();
     let mut conn = store.pool().acquire().await.unwrap();
@@ -236,9 +303,15 @@ async fn seed_year(store: &Store) -> Duration {
         let c = (i / 30) % 5;
         let (channel, site) = (channels[c].to_owned(), sites[c][(i / 150) % 2].to_owned());
         let closed = i % 20 != 0;
+        let status = if closed {
+            "closed"
+        } else {
+            ["open", "taken", "waiting_usager"][i % 3]
+        };
         let opened_at = opened0 + (day - day0) * 86_400;
+        let reference = format!("2025-Y{i:07}");
         requests.push(vec![
-            Value::S(format!("2025-Y{i:07}")),
+            Value::S(reference.clone()),
             Value::I(i as i64),
             Value::S(service.clone()),
             Value::S(channel.clone()),
@@ -246,14 +319,7 @@ async fn seed_year(store: &Store) -> Duration {
             Value::S(site.clone()),
             Value::I(i64::from(i % 7 == 0)),
             Value::I(opened_at),
-            Value::S(
-                if closed {
-                    "closed"
-                } else {
-                    ["open", "taken", "waiting_usager"][i % 3]
-                }
-                .to_owned(),
-            ),
+            Value::S(status.to_owned()),
             Value::I(3),
             Value::I(opened_at + 5 * 86_400),
             Value::I(opened_at + 5 * 86_400),
@@ -267,6 +333,10 @@ async fn seed_year(store: &Store) -> Duration {
             typology,
             site,
         };
+        journal.request(i, &reference, &dims, status, opened_at);
+        if journal.transitions.len() >= 100_000 {
+            journal.write(store).await;
+        }
         let closed = i64::from(closed);
         aggregates.add_daily(
             day,
@@ -294,6 +364,7 @@ async fn seed_year(store: &Store) -> Duration {
     aggregates.flush(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
     drop(conn);
+    journal.write(store).await;
     bulk(
         store,
         "requests",
@@ -310,7 +381,15 @@ async fn seed_year(store: &Store) -> Duration {
         sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
     }
     let mut counts = Vec::new();
-    for table in ["daily", "daily_delays", "totals_by", "delays_by_day", "delays_by_month"] {
+    for table in [
+        "transitions",
+        "contacts",
+        "daily",
+        "daily_delays",
+        "totals_by",
+        "delays_by_day",
+        "delays_by_month",
+    ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(store.pool())
             .await
@@ -353,6 +432,20 @@ async fn time_overview(store: &Store, name: &str) {
             },
         ),
         (
+            "year, one typology",
+            Filter {
+                typology: Some("typologie-7".into()),
+                ..year.clone()
+            },
+        ),
+        (
+            "year, one site",
+            Filter {
+                site: Some("annexe-nord".into()),
+                ..year.clone()
+            },
+        ),
+        (
             "year, service+channel",
             Filter {
                 service: Some("service-3".into()),
@@ -388,6 +481,11 @@ async fn time_overview(store: &Store, name: &str) {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=sqlx::query=debug` prints each statement with its time.
+    guichet_core::telemetry::init_tracing(&guichet_core::config::LogConfig {
+        level: "warn".into(),
+        ..Default::default()
+    });
     let n = n();
     let nats = Nats::start().await;
     let bus = nats.bus().await;
@@ -435,7 +533,7 @@ async fn main() {
         seed_year(&store).await;
         time_overview(&store, "PostgreSQL").await;
         store.close().await;
-    } else {
+    } else if !postgres {
         println!("  PostgreSQL not answering on 127.0.0.1:5432: skipped");
     }
 }

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The dimensions every count is filtered by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dims {
     pub service: String,
     pub channel: String,

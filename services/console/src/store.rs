@@ -2,10 +2,10 @@
 //! PostgreSQL, through `sqlx::Any` with one set of portable statements
 //! and migrations (services/console/migrations).
 
-use std::{path::Path, str::FromStr};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    AnyPool, Row,
+    AnyPool, ConnectOptions, Row,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -49,8 +49,12 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConsoleError::Config(format!("creating {} for console.sqlite: {e}", dir.display())))?;
         }
-        let options =
-            AnyConnectOptions::from_str(url).map_err(|e| ConsoleError::Config(format!("console.database_url: {e}")))?;
+        // A statement slower than a second is logged at debug only: sqlx
+        // writes the whole SQL, and a projection batch's multi-row upsert
+        // is a hundred kilobytes of placeholders.
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| ConsoleError::Config(format!("console.database_url: {e}")))?
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         // SQLite in WAL mode: readers (the pages) do not wait for the
         // projection, its only writer; a few connections are enough.
         let pool = AnyPoolOptions::new()

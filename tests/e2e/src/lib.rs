@@ -2,7 +2,11 @@
 //! started through `guichet::run` (as `main` starts it) on loopback
 //! listeners, ready before the test goes on, and stopped cleanly after.
 
+mod back_office;
+
 use std::{net::SocketAddr, time::Duration};
+
+pub use back_office::BackOffice;
 
 use guichet::{Config, Listeners, RunError, ServiceName};
 use tokio::task::JoinHandle;
@@ -24,6 +28,28 @@ pub fn signed_contact_form(secret: &str) -> guichet_web::WebConfig {
         forms: std::collections::BTreeMap::from([("contact".to_owned(), form)]),
         ..guichet_web::WebConfig::default()
     }
+}
+
+/// Posts one submission of the `contact` form ([`signed_contact_form`])
+/// signed with `secret`, checks it is accepted (202) and returns the
+/// gateway's answer (`contact_id`, `reference`).
+pub async fn submit_contact(url: &str, secret: &str, email: &str, message: &str) -> serde_json::Value {
+    let body = serde_json::json!({"email": email, "message": message}).to_string();
+    let signature =
+        guichet_web::signature::header_value(secret.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-guichet-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("posting to {url}: {e}"));
+    assert_eq!(response.status(), 202, "the submission is accepted");
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("the answer is JSON: {e}"))
 }
 
 /// A listener on a loopback address of the test's own (see

@@ -9,98 +9,17 @@ use std::{collections::BTreeMap, time::Duration};
 
 use guichet::{Config, Listeners, ServiceName};
 use guichet_console::{Console, ConsoleConfig, Filter, Granularity, Overview, Store};
-use guichet_core::{
-    proto::v1::{GetRequestRequest, Outcome, Transition, UpdateRequestRequest, requests_client::RequestsClient},
-    secret::Secret,
-};
-use guichet_e2e::Gateway;
+use guichet_core::{proto::v1::Transition, secret::Secret};
+use guichet_e2e::{BackOffice, Gateway};
 use guichet_harness::{Nats, Postgres};
 use guichet_requests::{ClientConfig, RequestsConfig};
-use guichet_web::{FormConfig, Locator, WebConfig, signature};
-use tonic::{Request, transport::Channel};
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 const TOKEN: &str = "back-office-0123456789abcdef0123";
 
-fn web_config() -> WebConfig {
-    let form = FormConfig {
-        secret: Some(Secret::Inline(SECRET.into())),
-        email: Some(Locator::One("/email".into())),
-        description: Some(Locator::One("/message".into())),
-        required: vec!["email".into()],
-        ..FormConfig::default()
-    };
-    WebConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        forms: BTreeMap::from([("contact".to_owned(), form)]),
-        ..WebConfig::default()
-    }
-}
-
 async fn submit(url: &str, email: &str, message: &str) -> String {
-    let body = serde_json::json!({"email": email, "message": message}).to_string();
-    let t = chrono::Utc::now().timestamp();
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header(
-            "x-guichet-signature",
-            signature::header_value(SECRET.as_bytes(), t, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let answer: serde_json::Value = response.json().await.unwrap();
+    let answer = guichet_e2e::submit_contact(url, SECRET, email, message).await;
     answer["reference"].as_str().unwrap().to_owned()
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    request
-}
-
-/// Polls until the request exists and has `version` (bounded).
-async fn wait_version(client: &mut RequestsClient<Channel>, reference: &str, version: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = client
-            .get_request(authed(GetRequestRequest {
-                reference: reference.into(),
-            }))
-            .await;
-        if let Ok(answer) = got
-            && answer.into_inner().request.is_some_and(|r| r.version >= version)
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{reference} never reached version {version}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn update(client: &mut RequestsClient<Channel>, reference: &str, transition: Transition, version: u64) {
-    let call = UpdateRequestRequest {
-        reference: reference.into(),
-        transition: transition.into(),
-        agent_id: "agent-7".into(),
-        expected_version: Some(version),
-        client_request_id: format!("{reference}-{version}"),
-        outcome: if transition == Transition::Close {
-            Outcome::Granted.into()
-        } else {
-            Outcome::Unspecified.into()
-        },
-        ..Default::default()
-    };
-    client.update_request(authed(call)).await.unwrap();
 }
 
 async fn scenario(console: ConsoleConfig) {
@@ -109,7 +28,7 @@ async fn scenario(console: ConsoleConfig) {
     let requests_listener = guichet_e2e::loopback();
     let mut config = Config {
         nats: nats.nats_config(),
-        web: web_config(),
+        web: guichet_e2e::signed_contact_form(SECRET),
         requests: RequestsConfig {
             listen: requests_listener.local_addr().unwrap(),
             clients: BTreeMap::from([(
@@ -138,22 +57,19 @@ async fn scenario(console: ConsoleConfig) {
         "http://{}/v1/forms/contact/submissions",
         listeners.web.as_ref().unwrap().local_addr().unwrap()
     );
-    let grpc = format!("http://{}", listeners.requests.as_ref().unwrap().local_addr().unwrap());
+    let grpc = listeners.requests.as_ref().unwrap().local_addr().unwrap();
     let gateway = Gateway::start(config, services, listeners).await;
-    let mut client = RequestsClient::connect(grpc).await.unwrap();
+    let mut back_office = BackOffice::connect(grpc, TOKEN).await;
 
     // Three requests: the first answered and closed, the second taken and
     // written to again by its usager, the third untouched.
     let r1 = submit(&web_url, "un@example.fr", "Un lampadaire est éteint.").await;
     let r2 = submit(&web_url, "deux@example.fr", "Une poubelle déborde.").await;
     let r3 = submit(&web_url, "trois@example.fr", "Un banc est cassé.").await;
-    for r in [&r1, &r2, &r3] {
-        wait_version(&mut client, r, 1).await;
-    }
-    update(&mut client, &r1, Transition::Take, 1).await;
-    update(&mut client, &r1, Transition::Answer, 2).await;
-    update(&mut client, &r1, Transition::Close, 3).await;
-    update(&mut client, &r2, Transition::Take, 1).await;
+    back_office.settle(&r1).await;
+    back_office.wait_version(&r2, 1).await;
+    back_office.update(&r2, Transition::Take, 1).await;
+    back_office.wait_version(&r3, 1).await;
     submit(&web_url, "deux@example.fr", &format!("Toujours rien, dossier {r2}.")).await;
 
     // The console's read model, as the web console reads it.

@@ -13,11 +13,11 @@ use std::{collections::BTreeMap, time::Duration};
 use fantoccini::{Locator, key::Key};
 use guichet::{Config, Listeners, ServiceName};
 use guichet_console::web::{Account, AuthConfig, Role, hash_password};
-use guichet_core::secret::Secret;
-use guichet_e2e::{Gateway, loopback};
+use guichet_core::{proto::v1::Transition, secret::Secret};
+use guichet_e2e::{BackOffice, Gateway, loopback};
 use guichet_harness::{Browser, Nats};
 use guichet_requests::ClientConfig;
-use guichet_web::{WebConfig, signature};
+use guichet_web::WebConfig;
 use serde_json::Value;
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
@@ -34,32 +34,21 @@ const MESSAGES: [&str; 5] = [
     "Quand passe la collecte des encombrants dans mon quartier ?",
 ];
 const SUBMISSIONS: i64 = MESSAGES.len() as i64;
+/// The back-office settles (takes, answers, closes) the first `SETTLED`
+/// requests and takes the next one: the delays and the backlog on the
+/// pages then have something to show.
+const SETTLED: usize = 2;
+const TOKEN: &str = "back-office-0123456789abcdef0123";
 
 fn web_config() -> WebConfig {
     guichet_e2e::signed_contact_form(SECRET)
 }
 
-/// Sends submission `n`; its contact id.
-async fn submit(url: &str, n: usize) -> String {
-    let body = serde_json::json!({
-        "email": format!("usager{n}@example.fr"),
-        "message": MESSAGES[n],
-    })
-    .to_string();
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header(
-            "x-guichet-signature",
-            signature::header_value(SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let answer: Value = response.json().await.unwrap();
-    answer["contact_id"].as_str().unwrap().to_owned()
+/// Sends submission `n`; its contact id and reference.
+async fn submit(url: &str, n: usize) -> (String, String) {
+    let answer = guichet_e2e::submit_contact(url, SECRET, &format!("usager{n}@example.fr"), MESSAGES[n]).await;
+    let field = |name: &str| answer[name].as_str().unwrap().to_owned();
+    (field("contact_id"), field("reference"))
 }
 
 /// The JSON at `url`, as the signed-in browser gets it.
@@ -116,6 +105,7 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let console_listener = loopback();
     let console_url = format!("http://{}", console_listener.local_addr().unwrap());
     let requests_listener = loopback();
+    let requests_address = requests_listener.local_addr().unwrap();
     let mut config = Config {
         nats: nats.nats_config(),
         web: web_config(),
@@ -127,8 +117,20 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     config.requests.clients = BTreeMap::from([(
         "back-office".to_owned(),
         ClientConfig {
-            token: Secret::Inline("back-office-0123456789abcdef0123".into()),
-            services: vec![guichet_router::RouterConfig::default().fallback_service],
+            token: Secret::Inline(TOKEN.into()),
+            // Every service of deploy/rules.example.toml, and the fallback.
+            services: [
+                "accueil",
+                "dechets",
+                "etat-civil",
+                "police-municipale",
+                "urbanisme",
+                "voirie",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain([guichet_router::RouterConfig::default().fallback_service])
+            .collect(),
         },
     )]);
     config.console.listen = console_listener.local_addr().unwrap();
@@ -161,9 +163,18 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         .unwrap();
     let gateway = Gateway::start(config, services, listeners).await;
     let mut contacts = Vec::new();
+    let mut references = Vec::new();
     for n in 0..MESSAGES.len() {
-        contacts.push(submit(&web_url, n).await);
+        let (contact, reference) = submit(&web_url, n).await;
+        contacts.push(contact);
+        references.push(reference);
     }
+    let mut back_office = BackOffice::connect(requests_address, TOKEN).await;
+    for reference in &references[..SETTLED] {
+        back_office.settle(reference).await;
+    }
+    back_office.wait_version(&references[SETTLED], 1).await;
+    back_office.update(&references[SETTLED], Transition::Take, 1).await;
 
     let browser = Browser::start().await;
     // Anonymous: sent to the login form, which brings back to the page.
@@ -204,7 +215,10 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let overview = loop {
         let o = api(&browser, &format!("{console_url}/api/overview")).await;
-        if o["volumes"]["received"] == SUBMISSIONS {
+        if o["volumes"]["received"] == SUBMISSIONS
+            && o["volumes"]["closed"] == SETTLED
+            && o["delays"][1]["count"] == SETTLED + 1
+        {
             break o;
         }
         assert!(
@@ -229,7 +243,38 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     ] {
         assert_eq!(figure(&browser, id).await, number(value), "{id}");
     }
-    assert_eq!(overview["backlog"]["open"], SUBMISSIONS, "every request is still open");
+    let settled = SETTLED as i64;
+    assert_eq!(overview["volumes"]["closed"], settled);
+    assert_eq!(overview["volumes"]["answered"], settled);
+    assert_eq!(
+        overview["backlog"]["open"],
+        SUBMISSIONS - settled,
+        "open or taken, not closed"
+    );
+    // The delays table: requests measured and medians per milestone, as
+    // the API says, and as the back-office moved them (no acknowledgment
+    // is sent here; three taken, two answered and closed).
+    let opt = |v: &Value| v.as_i64().map(|n| n.to_string()).unwrap_or_default();
+    let api_delays: Vec<[String; 3]> = overview["delays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            [
+                number(&d["count"]),
+                opt(&d["median_hours"]),
+                opt(&d["median_business_days"]),
+            ]
+        })
+        .collect();
+    let page_delays: Vec<[String; 3]> = table(&browser, "delais")
+        .await
+        .into_iter()
+        .map(|r| [r[1].clone(), r[2].clone(), r[4].clone()])
+        .collect();
+    assert_eq!(page_delays, api_delays);
+    let counts: Vec<&str> = api_delays.iter().map(|d| d[0].as_str()).collect();
+    assert_eq!(counts, ["0", "3", "2", "2"], "{overview}");
     let channels = table(&browser, "canaux").await;
     assert_eq!(
         channels,

@@ -19,7 +19,7 @@ use guichet_core::{
 use guichet_e2e::Gateway;
 use guichet_harness::Nats;
 use guichet_requests::{ClientConfig, RequestsConfig};
-use guichet_web::{WebConfig, signature};
+use guichet_web::WebConfig;
 use prost::Message;
 use tonic::{Code, Request, transport::Channel};
 
@@ -31,21 +31,7 @@ fn web_config() -> WebConfig {
 }
 
 async fn submit(url: &str, message: &str) -> serde_json::Value {
-    let body = serde_json::json!({"email": "usager@example.fr", "message": message}).to_string();
-    let t = chrono::Utc::now().timestamp();
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header(
-            "x-guichet-signature",
-            signature::header_value(SECRET.as_bytes(), t, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json().await.unwrap()
+    guichet_e2e::submit_contact(url, SECRET, "usager@example.fr", message).await
 }
 
 fn authed<T>(message: T) -> Request<T> {
