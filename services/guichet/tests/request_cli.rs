@@ -9,6 +9,28 @@ use common::{config_in, guichet};
 use guichet_core::request::{RequestRecord, request_key};
 use guichet_harness::Nats;
 
+/// Stores an open request of `voirie` (C1, web, 2 March 2026) as the
+/// requests service would, after `shape` adjusts it.
+async fn seed(bus: &guichet_core::Bus, reference: &str, shape: impl FnOnce(&mut RequestRecord)) {
+    let mut record = RequestRecord {
+        reference: reference.into(),
+        service: "voirie".into(),
+        usager_id: "U1".into(),
+        status: "open".into(),
+        opened_by: "C1".into(),
+        opened_at: "2026-03-02T09:00:00Z".into(),
+        channel: "web".into(),
+        version: 1,
+        ..Default::default()
+    };
+    shape(&mut record);
+    bus.stores()
+        .requests
+        .create(request_key(reference), serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn request_show_list_and_update() {
     let nats = Nats::start().await;
@@ -19,24 +41,11 @@ async fn request_show_list_and_update() {
         ("2026-CKAA-0001", "2026-03-06T16:59:59Z"),
         ("2026-CKAA-0002", "2099-01-01T00:00:00Z"),
     ] {
-        let record = RequestRecord {
-            reference: reference.into(),
-            service: "voirie".into(),
-            usager_id: "U1".into(),
-            due_at: due_at.into(),
-            due_date: due_at[..10].into(),
-            status: "open".into(),
-            opened_by: "C1".into(),
-            opened_at: "2026-03-02T09:00:00Z".into(),
-            channel: "web".into(),
-            version: 1,
-            ..Default::default()
-        };
-        bus.stores()
-            .requests
-            .create(request_key(reference), serde_json::to_vec(&record).unwrap().into())
-            .await
-            .unwrap();
+        seed(&bus, reference, |r| {
+            r.due_at = due_at.into();
+            r.due_date = due_at[..10].into();
+        })
+        .await;
     }
 
     let (ok, out, err) = guichet(
@@ -118,25 +127,7 @@ async fn request_documents_with_a_status_message_keeps_the_list_and_flags_the_ev
     let bus = nats.bus().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(&nats, dir.path());
-    let record = RequestRecord {
-        reference: "2026-CKAA-0003".into(),
-        service: "voirie".into(),
-        usager_id: "U1".into(),
-        status: "taken".into(),
-        opened_by: "C1".into(),
-        opened_at: "2026-03-02T09:00:00Z".into(),
-        channel: "web".into(),
-        version: 1,
-        ..Default::default()
-    };
-    bus.stores()
-        .requests
-        .create(
-            request_key(&record.reference),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    seed(&bus, "2026-CKAA-0003", |r| r.status = "taken".into()).await;
     let (ok, out, err) = guichet(
         &config,
         &[

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use guichet_core::proto::v1::{Outcome, Transition};
+use guichet_core::proto::v1::{Contact, Outcome, Transition};
 use guichet_harness::{Nats, SmtpSink, streams};
 use guichet_requests::{events, store};
 
@@ -47,6 +47,25 @@ async fn apply(gateway: &Gateway, reference: &str, transition: Transition, notif
     .expect("the transition applies");
 }
 
+/// Publishes `contact` and waits for its acknowledgment to be sent.
+async fn acknowledged(gateway: &Gateway, contact: &Contact) {
+    publish(&gateway.bus, contact).await;
+    eventually("the acknowledgment sent", Duration::from_secs(60), || async {
+        !events(&gateway.bus, "notify_sent").await.is_empty()
+    })
+    .await;
+}
+
+/// Takes the request, asks for `documents` (telling the usager), resumes
+/// it, answers and closes it (telling the usager each time).
+async fn whole_life(gateway: &Gateway, reference: &str, documents: &[&str]) {
+    apply(gateway, reference, Transition::Take, false, &[]).await;
+    apply(gateway, reference, Transition::RequestDocuments, true, documents).await;
+    apply(gateway, reference, Transition::Resume, false, &[]).await;
+    apply(gateway, reference, Transition::Answer, true, &[]).await;
+    apply(gateway, reference, Transition::Close, true, &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     let nats = Nats::start().await;
@@ -55,24 +74,14 @@ async fn updates_that_ask_for_it_tell_the_usager_once_per_event() {
     let usager = "camille.martin@usager.example";
     let contact = email_contact(usager, "Demande de permis");
     let reference = contact.reference.clone();
-    publish(&gateway.bus, &contact).await;
-    eventually("the acknowledgment sent", Duration::from_secs(60), || async {
-        !events(&gateway.bus, "notify_sent").await.is_empty()
-    })
-    .await;
+    acknowledged(&gateway, &contact).await;
 
-    apply(&gateway, &reference, Transition::Take, false, &[]).await;
-    apply(
+    whole_life(
         &gateway,
         &reference,
-        Transition::RequestDocuments,
-        true,
         &["Plan de situation", "Justificatif <b>de domicile</b>"],
     )
     .await;
-    apply(&gateway, &reference, Transition::Resume, false, &[]).await;
-    apply(&gateway, &reference, Transition::Answer, true, &[]).await;
-    apply(&gateway, &reference, Transition::Close, true, &[]).await;
     eventually("three status messages received", Duration::from_secs(60), || async {
         sink.messages().len() >= 4
     })
@@ -226,17 +235,9 @@ async fn an_english_contact_gets_its_status_messages_in_english() {
     let mut contact = email_contact(usager, "Building permit");
     contact.language = "en".into();
     let reference = contact.reference.clone();
-    publish(&gateway.bus, &contact).await;
-    eventually("the acknowledgment sent", Duration::from_secs(60), || async {
-        !events(&gateway.bus, "notify_sent").await.is_empty()
-    })
-    .await;
+    acknowledged(&gateway, &contact).await;
 
-    apply(&gateway, &reference, Transition::Take, false, &[]).await;
-    apply(&gateway, &reference, Transition::RequestDocuments, true, &["Site plan"]).await;
-    apply(&gateway, &reference, Transition::Resume, false, &[]).await;
-    apply(&gateway, &reference, Transition::Answer, true, &[]).await;
-    apply(&gateway, &reference, Transition::Close, true, &[]).await;
+    whole_life(&gateway, &reference, &["Site plan"]).await;
     eventually("three status messages received", Duration::from_secs(60), || async {
         sink.messages().len() >= 4
     })

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use common::*;
 use futures::StreamExt;
 use guichet_core::{
+    Bus,
     proto::v1::{ListOrder, ListRequestsRequest, RequestStatus, Transition, list_requests_response::Item},
-    request::{HistoryRecord, request_key},
+    request::{HistoryRecord, RequestRecord, request_key},
 };
 use guichet_harness::Nats;
 use guichet_requests::{events, store};
@@ -151,6 +152,59 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
+/// A change by agent-1 of urba-app.
+fn change(transition: Transition, id: &str) -> store::Change {
+    store::Change {
+        transition,
+        agent_id: "agent-1".into(),
+        client: "urba-app".into(),
+        client_request_id: id.into(),
+        note: String::new(),
+        expected_version: None,
+        outcome: Default::default(),
+        to_service: String::new(),
+        notify_usager: false,
+        documents: Vec::new(),
+    }
+}
+
+/// Applies `change` to `reference` at `now`, with the rules in force in
+/// the config bucket (none: the built-in calendar); the record after it.
+async fn apply(bus: &Bus, reference: &str, change: &store::Change, now: &str) -> RequestRecord {
+    let stream = events::events_stream(bus).await.unwrap();
+    let in_force = guichet_rules::InForce::default();
+    let rules = guichet_requests::clock::Rules::InForce {
+        rules: &in_force,
+        key: "rules",
+    };
+    let allow = |_: &str| Ok(());
+    store::update(bus, &stream, reference, change, &allow, rules, at(now))
+        .await
+        .unwrap()
+        .unwrap()
+        .record
+}
+
+/// Takes `reference` on Monday 29 December 2025, asks for documents on
+/// the 30th and resumes it on Monday 5 January 2026; the record then.
+async fn wait_for_documents_until_5_january(bus: &Bus, reference: &str) -> RequestRecord {
+    apply(bus, reference, &change(Transition::Take, "c0"), "2025-12-29T10:00:00Z").await;
+    apply(
+        bus,
+        reference,
+        &change(Transition::RequestDocuments, "c1"),
+        "2025-12-30T10:00:00Z",
+    )
+    .await;
+    apply(
+        bus,
+        reference,
+        &change(Transition::Resume, "c2"),
+        "2026-01-05T10:00:00Z",
+    )
+    .await
+}
+
 /// The rules in force: a town hall closed on Friday 2 January 2026 (the
 /// bridge after New Year's Day), building permits promised in 15 business
 /// days, silence worth acceptance after 1 month.
@@ -199,7 +253,6 @@ implicit_decision = { kind = "acceptance", delay = "1 month" }
 async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
     let nats = Nats::start().await;
     let bus = bus(&nats).await;
-    let stream = events::events_stream(&bus).await.unwrap();
     bus.stores()
         .config
         .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
@@ -220,43 +273,26 @@ async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
     r.legal_delay = "1 month".into();
     r.legal_due_at = "2026-01-29T09:00:00Z".into();
     seed(&bus, &r).await;
-    let allow = |_: &str| Ok(());
-    let in_force = guichet_rules::InForce::default();
-    let change = |transition, id: &str| store::Change {
-        transition,
-        agent_id: "agent-1".into(),
-        client: "urba-app".into(),
-        client_request_id: id.into(),
-        note: String::new(),
-        expected_version: None,
-        outcome: Default::default(),
-        to_service: String::new(),
-        notify_usager: false,
-        documents: Vec::new(),
-    };
-    let run = |c: store::Change, now: &str| {
-        let (bus, stream, in_force) = (bus.clone(), stream.clone(), in_force.clone());
-        let now = at(now);
-        async move {
-            let rules = guichet_requests::clock::Rules::InForce {
-                rules: &in_force,
-                key: "rules",
-            };
-            store::update(&bus, &stream, reference, &c, &allow, rules, now)
-                .await
-                .unwrap()
-                .unwrap()
-                .record
-        }
-    };
-    run(change(Transition::Take, "t"), "2025-12-29T10:00:00Z").await;
-    run(change(Transition::RequestDocuments, "d1"), "2025-12-30T10:00:00Z").await;
+    apply(&bus, reference, &change(Transition::Take, "t"), "2025-12-29T10:00:00Z").await;
+    apply(
+        &bus,
+        reference,
+        &change(Transition::RequestDocuments, "d1"),
+        "2025-12-30T10:00:00Z",
+    )
+    .await;
     let (waiting, _) = stored(&bus, reference).await;
     assert_eq!(waiting.suspended_since, "2025-12-30T10:00:00Z");
     assert_eq!(waiting.due_at, "2026-01-21T16:00:00Z", "unchanged while waiting");
     assert_eq!(waiting.legal_due_at, "2026-01-29T09:00:00Z", "unchanged while waiting");
 
-    let resumed = run(change(Transition::Resume, "r1"), "2026-01-05T10:00:00Z").await;
+    let resumed = apply(
+        &bus,
+        reference,
+        &change(Transition::Resume, "r1"),
+        "2026-01-05T10:00:00Z",
+    )
+    .await;
     assert_eq!(resumed.suspended_since, "");
     assert_eq!(resumed.suspended_seconds, 6 * 86_400);
     assert_eq!(
@@ -269,8 +305,20 @@ async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
         "CRPA L114-5: 1 month from the pieces"
     );
 
-    run(change(Transition::RequestDocuments, "d2"), "2026-01-22T10:00:00Z").await;
-    let resumed = run(change(Transition::Resume, "r2"), "2026-01-31T10:00:00Z").await;
+    apply(
+        &bus,
+        reference,
+        &change(Transition::RequestDocuments, "d2"),
+        "2026-01-22T10:00:00Z",
+    )
+    .await;
+    let resumed = apply(
+        &bus,
+        reference,
+        &change(Transition::Resume, "r2"),
+        "2026-01-31T10:00:00Z",
+    )
+    .await;
     assert_eq!(resumed.suspended_seconds, 15 * 86_400);
     assert_eq!(
         (resumed.due_at.as_str(), resumed.due_date.as_str()),
@@ -317,46 +365,15 @@ async fn both_clocks_across_a_suspension_a_holiday_and_month_ends() {
 async fn without_rules_the_builtin_calendar_counts() {
     let nats = Nats::start().await;
     let bus = bus(&nats).await;
-    let stream = events::events_stream(&bus).await.unwrap();
     let mut days = record("2026-CLOC-0002", "urbanisme");
     days.due_at = "2026-01-21T16:00:00Z".into();
     let mut hours = record("2026-CLOC-0003", "urbanisme");
     hours.due_at = "2025-12-31T12:30:00Z".into();
     seed(&bus, &days).await;
     seed(&bus, &hours).await;
-    let in_force = guichet_rules::InForce::default();
-    let rules = guichet_requests::clock::Rules::InForce {
-        rules: &in_force,
-        key: "rules",
-    };
-    let allow = |_: &str| Ok(());
     let mut last = Vec::new();
     for reference in ["2026-CLOC-0002", "2026-CLOC-0003"] {
-        for (i, (transition, now)) in [
-            (Transition::Take, "2025-12-29T10:00:00Z"),
-            (Transition::RequestDocuments, "2025-12-30T10:00:00Z"),
-            (Transition::Resume, "2026-01-05T10:00:00Z"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let change = store::Change {
-                transition,
-                agent_id: "agent-1".into(),
-                client: "urba-app".into(),
-                client_request_id: format!("c{i}"),
-                note: String::new(),
-                expected_version: None,
-                outcome: Default::default(),
-                to_service: String::new(),
-                notify_usager: false,
-                documents: Vec::new(),
-            };
-            store::update(&bus, &stream, reference, &change, &allow, rules, at(now))
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        wait_for_documents_until_5_january(&bus, reference).await;
         last.push(stored(&bus, reference).await.0.due_at);
     }
     // Wednesday 21 + 3 business days = Monday 26 January; an instant that
@@ -374,7 +391,6 @@ async fn without_rules_the_builtin_calendar_counts() {
 async fn a_recorded_hours_deadline_resumes_exactly_once_its_rule_is_gone() {
     let nats = Nats::start().await;
     let bus = bus(&nats).await;
-    let stream = events::events_stream(&bus).await.unwrap();
     bus.stores()
         .config
         .put("rules", bytes::Bytes::from_static(RULES.as_bytes()))
@@ -393,39 +409,9 @@ async fn a_recorded_hours_deadline_resumes_exactly_once_its_rule_is_gone() {
     recorded.deadline = "48 hours".into();
     seed(&bus, &recorded).await;
     seed(&bus, &inferred).await;
-    let in_force = guichet_rules::InForce::default();
-    let rules = guichet_requests::clock::Rules::InForce {
-        rules: &in_force,
-        key: "rules",
-    };
-    let allow = |_: &str| Ok(());
     let mut resumed = Vec::new();
     for reference in ["2026-CLOC-0004", "2026-CLOC-0005"] {
-        for (i, (transition, now)) in [
-            (Transition::Take, "2025-12-29T10:00:00Z"),
-            (Transition::RequestDocuments, "2025-12-30T10:00:00Z"),
-            (Transition::Resume, "2026-01-05T10:00:00Z"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let change = store::Change {
-                transition,
-                agent_id: "agent-1".into(),
-                client: "urba-app".into(),
-                client_request_id: format!("c{i}"),
-                note: String::new(),
-                expected_version: None,
-                outcome: Default::default(),
-                to_service: String::new(),
-                notify_usager: false,
-                documents: Vec::new(),
-            };
-            store::update(&bus, &stream, reference, &change, &allow, rules, at(now))
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        wait_for_documents_until_5_january(&bus, reference).await;
         let (record, _) = stored(&bus, reference).await;
         resumed.push((record.due_at, record.due_date));
     }

@@ -5,14 +5,33 @@
 use std::{net::SocketAddr, time::Duration};
 
 use guichet_core::proto::v1::{
-    GetRequestRequest, Outcome, Transition, UpdateRequestRequest, requests_client::RequestsClient,
+    GetRequestRequest, Outcome, RequestView, Transition, UpdateRequestRequest, UpdateRequestResponse,
+    requests_client::RequestsClient,
 };
-use tonic::{Request, transport::Channel};
+use guichet_requests::{ClientConfig, RequestsConfig};
+use tonic::{Code, Request, transport::Channel};
 
-/// A connected back-office client.
+/// `[requests]` listening on `listen` with one client, `back-office`,
+/// holding `token` for `services`.
+pub fn requests_config(listen: SocketAddr, token: &str, services: Vec<String>) -> RequestsConfig {
+    RequestsConfig {
+        listen,
+        clients: std::collections::BTreeMap::from([(
+            "back-office".to_owned(),
+            ClientConfig {
+                token: guichet_core::secret::Secret::Inline(token.into()),
+                services,
+            },
+        )]),
+        ..RequestsConfig::default()
+    }
+}
+
+/// A connected back-office client, acting as one agent.
 pub struct BackOffice {
     client: RequestsClient<Channel>,
     token: String,
+    agent: String,
 }
 
 impl BackOffice {
@@ -24,7 +43,14 @@ impl BackOffice {
         Self {
             client,
             token: token.to_owned(),
+            agent: "agent-7".to_owned(),
         }
+    }
+
+    /// The same client acting as `agent`.
+    pub fn as_agent(mut self, agent: &str) -> Self {
+        agent.clone_into(&mut self.agent);
+        self
     }
 
     fn authed<T>(&self, message: T) -> Request<T> {
@@ -36,34 +62,46 @@ impl BackOffice {
         request
     }
 
-    /// Polls until `reference` exists with at least `version` (bounded:
-    /// the router and the requests service work in the background).
-    pub async fn wait_version(&mut self, reference: &str, version: u64) {
+    /// Polls GetRequest until `reference` exists and `ready` holds
+    /// (bounded: the router and the requests service work in the
+    /// background); its view then.
+    pub async fn wait_for(&mut self, reference: &str, ready: impl Fn(&RequestView) -> bool) -> RequestView {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let call = self.authed(GetRequestRequest {
                 reference: reference.into(),
             });
-            if let Ok(answer) = self.client.get_request(call).await
-                && answer.into_inner().request.is_some_and(|r| r.version >= version)
-            {
-                return;
+            match self.client.get_request(call).await {
+                Ok(answer) => {
+                    if let Some(view) = answer.into_inner().request
+                        && ready(&view)
+                    {
+                        return view;
+                    }
+                }
+                Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{reference} never reached version {version}"
+                "request {reference} never got there"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// Polls until `reference` exists with at least `version`.
+    pub async fn wait_version(&mut self, reference: &str, version: u64) {
+        self.wait_for(reference, |r| r.version >= version).await;
+    }
+
     /// Moves `reference`, at `version`, by `transition` (a close is
     /// granted); panics if the service refuses.
-    pub async fn update(&mut self, reference: &str, transition: Transition, version: u64) {
+    pub async fn update(&mut self, reference: &str, transition: Transition, version: u64) -> UpdateRequestResponse {
         let call = self.authed(UpdateRequestRequest {
             reference: reference.into(),
             transition: transition.into(),
-            agent_id: "agent-7".into(),
+            agent_id: self.agent.clone(),
+            note: format!("{transition:?} by {}", self.agent),
             expected_version: Some(version),
             client_request_id: format!("{reference}-{version}"),
             outcome: if transition == Transition::Close {
@@ -73,8 +111,9 @@ impl BackOffice {
             },
             ..Default::default()
         });
-        if let Err(status) = self.client.update_request(call).await {
-            panic!("{transition:?} of {reference} at version {version} refused: {status}");
+        match self.client.update_request(call).await {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => panic!("{transition:?} of {reference} at version {version} refused: {status}"),
         }
     }
 

@@ -6,7 +6,7 @@ mod back_office;
 
 use std::{net::SocketAddr, time::Duration};
 
-pub use back_office::BackOffice;
+pub use back_office::{BackOffice, requests_config};
 
 use guichet::{Config, Listeners, RunError, ServiceName};
 use tokio::task::JoinHandle;
@@ -50,6 +50,16 @@ pub async fn submit_contact(url: &str, secret: &str, email: &str, message: &str)
         .json()
         .await
         .unwrap_or_else(|e| panic!("the answer is JSON: {e}"))
+}
+
+/// The URL of the `contact` form's submissions on the web listener of
+/// `listeners`.
+pub fn contact_form_url(listeners: &Listeners) -> String {
+    let web = listeners.web.as_ref().expect("web.listen is bound");
+    format!(
+        "http://{}/v1/forms/contact/submissions",
+        web.local_addr().expect("the web listener's address")
+    )
 }
 
 /// A listener on a loopback address of the test's own (see

@@ -12,7 +12,6 @@ use guichet_console::{Console, ConsoleConfig, Filter, Granularity, Overview, Sto
 use guichet_core::{proto::v1::Transition, secret::Secret};
 use guichet_e2e::{BackOffice, Gateway};
 use guichet_harness::{Nats, Postgres};
-use guichet_requests::{ClientConfig, RequestsConfig};
 
 const SECRET: &str = "e2e-secret-0123456789abcdef";
 const TOKEN: &str = "back-office-0123456789abcdef0123";
@@ -29,17 +28,7 @@ async fn scenario(console: ConsoleConfig) {
     let mut config = Config {
         nats: nats.nats_config(),
         web: guichet_e2e::signed_contact_form(SECRET),
-        requests: RequestsConfig {
-            listen: requests_listener.local_addr().unwrap(),
-            clients: BTreeMap::from([(
-                "back-office".to_owned(),
-                ClientConfig {
-                    token: Secret::Inline(TOKEN.into()),
-                    services: vec![service.clone()],
-                },
-            )]),
-            ..RequestsConfig::default()
-        },
+        requests: guichet_e2e::requests_config(requests_listener.local_addr().unwrap(), TOKEN, vec![service.clone()]),
         console: console.clone(),
         privacy: guichet_harness::privacy_config(),
         ..Config::default()
@@ -53,10 +42,7 @@ async fn scenario(console: ConsoleConfig) {
     ];
     let mut listeners = Listeners::bind(&config, &[ServiceName::Web]).unwrap();
     listeners.requests = Some(requests_listener);
-    let web_url = format!(
-        "http://{}/v1/forms/contact/submissions",
-        listeners.web.as_ref().unwrap().local_addr().unwrap()
-    );
+    let web_url = guichet_e2e::contact_form_url(&listeners);
     let grpc = listeners.requests.as_ref().unwrap().local_addr().unwrap();
     let gateway = Gateway::start(config, services, listeners).await;
     let mut back_office = BackOffice::connect(grpc, TOKEN).await;

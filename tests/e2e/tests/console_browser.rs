@@ -13,10 +13,9 @@ use std::{collections::BTreeMap, time::Duration};
 use fantoccini::{Locator, key::Key};
 use guichet::{Config, Listeners, ServiceName};
 use guichet_console::web::{Account, AuthConfig, Role, hash_password};
-use guichet_core::{proto::v1::Transition, secret::Secret};
+use guichet_core::proto::v1::Transition;
 use guichet_e2e::{BackOffice, Gateway, loopback};
 use guichet_harness::{Browser, Nats};
-use guichet_requests::ClientConfig;
 use guichet_web::WebConfig;
 use serde_json::Value;
 
@@ -113,26 +112,20 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
         ..Config::default()
     };
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.requests.listen = requests_listener.local_addr().unwrap();
-    config.requests.clients = BTreeMap::from([(
-        "back-office".to_owned(),
-        ClientConfig {
-            token: Secret::Inline(TOKEN.into()),
-            // Every service of deploy/rules.example.toml, and the fallback.
-            services: [
-                "accueil",
-                "dechets",
-                "etat-civil",
-                "police-municipale",
-                "urbanisme",
-                "voirie",
-            ]
-            .into_iter()
-            .map(String::from)
-            .chain([guichet_router::RouterConfig::default().fallback_service])
-            .collect(),
-        },
-    )]);
+    // Every service of deploy/rules.example.toml, and the fallback.
+    let services = [
+        "accueil",
+        "dechets",
+        "etat-civil",
+        "police-municipale",
+        "urbanisme",
+        "voirie",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([guichet_router::RouterConfig::default().fallback_service])
+    .collect();
+    config.requests = guichet_e2e::requests_config(requests_address, TOKEN, services);
     config.console.listen = console_listener.local_addr().unwrap();
     config.console.data_dir = data.path().to_owned();
     config.console.idle_wait = Duration::from_millis(50);
@@ -153,10 +146,7 @@ async fn the_console_shows_in_a_browser_the_numbers_of_its_api() {
     let mut listeners = Listeners::bind(&config, &[ServiceName::Web]).unwrap();
     listeners.requests = Some(requests_listener);
     listeners.console = Some(console_listener);
-    let web_url = format!(
-        "http://{}/v1/forms/contact/submissions",
-        listeners.web.as_ref().unwrap().local_addr().unwrap()
-    );
+    let web_url = guichet_e2e::contact_form_url(&listeners);
     let rules = std::fs::read_to_string(guichet_harness::repo_root().join("deploy/rules.example.toml")).unwrap();
     guichet_router::live::push(&nats.bus().await, "rules", &rules, "rules.example.toml", "e2e")
         .await

@@ -9,7 +9,14 @@ use std::{
     time::Duration,
 };
 
-use guichet_core::nats_server::free_port;
+use guichet_core::{
+    ids,
+    nats_server::free_port,
+    proto::{
+        self,
+        v1::{Channel, Contact, IdentityClaims, Source},
+    },
+};
 use tokio::process::{Child, Command};
 
 use crate::web_load::{FORM, SECRET};
@@ -30,6 +37,30 @@ pub struct NatsAccess {
 pub struct SingleBroker {
     pub node: guichet_harness::cluster::Node,
     pub bus: guichet_core::Bus,
+}
+
+/// Contact `i` of a burst a kill test writes straight to INTAKE (as an
+/// adapter would): from `usager{i}@usager.example`, received now on
+/// `channel` from `source`, with a new reference and the idempotency key
+/// `{prefix}-{id}`; the channel's details are the caller's to add.
+pub fn burst_contact(i: usize, prefix: &str, channel: Channel, source: Source, body: &str) -> Contact {
+    let id = ids::contact_id();
+    let now = chrono::Utc::now();
+    Contact {
+        idempotency_key: format!("{prefix}-{id}"),
+        id,
+        received_at: Some(proto::timestamp(now)),
+        channel: channel as i32,
+        source: Some(source),
+        claims: Some(IdentityClaims {
+            email: format!("usager{i}@usager.example"),
+            ..Default::default()
+        }),
+        subject: format!("Demande {i}"),
+        body: body.into(),
+        reference: ids::reference(now),
+        ..Default::default()
+    }
 }
 
 impl SingleBroker {

@@ -6,18 +6,14 @@
 
 use std::{path::Path, time::Duration};
 
-use chrono::Utc;
 use guichet_console::{Projector, Store, store::TABLES};
 use guichet_core::{
-    Bus, ids,
-    proto::{
-        self,
-        v1::{Channel, Contact, IdentityClaims, Source},
-    },
+    Bus,
+    proto::v1::{Channel, Contact, Source},
 };
 use guichet_faults::{
     binary,
-    gateway::{Gateway, GatewayConfig, SingleBroker},
+    gateway::{Gateway, GatewayConfig, SingleBroker, burst_contact},
 };
 use sqlx::Row;
 
@@ -32,27 +28,12 @@ deadline = "5 business days"
 "#;
 
 fn contact(i: usize) -> Contact {
-    let id = ids::contact_id();
-    let now = Utc::now();
-    Contact {
-        id: id.clone(),
-        received_at: Some(proto::timestamp(now)),
-        channel: Channel::Counter as i32,
-        source: Some(Source {
-            name: ["centre", "annexe-nord"][i % 2].into(),
-            agent_id: "agent-1".into(),
-            ..Default::default()
-        }),
-        claims: Some(IdentityClaims {
-            email: format!("usager{i}@usager.example"),
-            ..Default::default()
-        }),
-        subject: format!("Demande {i}"),
-        body: "Demande au guichet".into(),
-        reference: ids::reference(now),
-        idempotency_key: format!("console-{id}"),
+    let source = Source {
+        name: ["centre", "annexe-nord"][i % 2].into(),
+        agent_id: "agent-1".into(),
         ..Default::default()
-    }
+    };
+    burst_contact(i, "console", Channel::Counter, source, "Demande au guichet")
 }
 
 fn sqlite(path: &Path) -> String {

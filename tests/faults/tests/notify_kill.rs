@@ -7,17 +7,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use chrono::Utc;
-use guichet_core::{
-    ids,
-    proto::{
-        self,
-        v1::{Channel, Contact, IdentityClaims, Source, WebDetails, contact::Details},
-    },
-};
+use guichet_core::proto::v1::{Channel, Contact, Source, WebDetails, contact::Details};
 use guichet_faults::{
     binary,
-    gateway::{Gateway, GatewayConfig, SingleBroker},
+    gateway::{Gateway, GatewayConfig, SingleBroker, burst_contact},
 };
 use guichet_harness::SmtpSink;
 
@@ -37,31 +30,17 @@ phone = "+33 1 00 00 00 00"
 "#;
 
 fn contact(i: usize) -> Contact {
-    let id = ids::contact_id();
-    let now = Utc::now();
-    Contact {
-        id: id.clone(),
-        received_at: Some(proto::timestamp(now)),
-        channel: Channel::Web as i32,
-        source: Some(Source {
-            name: "formulaire".into(),
-            ..Default::default()
-        }),
-        claims: Some(IdentityClaims {
-            email: format!("usager{i}@usager.example"),
-            ..Default::default()
-        }),
-        subject: format!("Demande {i}"),
-        body: "Demande en ligne".into(),
-        reference: ids::reference(now),
-        idempotency_key: format!("burst-{id}"),
-        details: Some(Details::Web(WebDetails {
-            form_id: "formulaire".into(),
-            submission_id: id,
-            ..Default::default()
-        })),
+    let source = Source {
+        name: "formulaire".into(),
         ..Default::default()
-    }
+    };
+    let mut contact = burst_contact(i, "burst", Channel::Web, source, "Demande en ligne");
+    contact.details = Some(Details::Web(WebDetails {
+        form_id: "formulaire".into(),
+        submission_id: contact.id.clone(),
+        ..Default::default()
+    }));
+    contact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,32 +278,10 @@ impl ToTables for [OpenConflictRow] {
 }
 
 /// One revision of the rules (the router's history, as shown).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RulesRevision {
-    pub revision: u64,
-    pub deleted: bool,
-    pub origin: String,
-    pub pushed_at: String,
-    pub pushed_by: String,
-    pub sha256: String,
-    /// Why this build's engine refuses it, if it does.
-    pub invalid: Option<String>,
-}
+pub use guichet_core::bus::revisions::Revision as RulesRevision;
 
 pub async fn rules_revisions(bus: &Bus, key: &str) -> Result<Vec<RulesRevision>, ConsoleError> {
-    Ok(live::history(bus, key)
-        .await?
-        .into_iter()
-        .map(|r| RulesRevision {
-            revision: r.revision,
-            deleted: r.deleted,
-            origin: r.origin,
-            pushed_at: r.pushed_at,
-            pushed_by: r.pushed_by,
-            sha256: r.sha256,
-            invalid: r.invalid,
-        })
-        .collect())
+    Ok(live::history(bus, key).await?)
 }
 
 impl ToTables for [RulesRevision] {

@@ -360,32 +360,23 @@ async fn delays(store: &Store, filter: &Filter) -> Result<Vec<Delay>, ConsoleErr
         // The roll-up of the one dimension: whole months, then the days around.
         Some((dimension, member)) => {
             let (months, days) = whole_months(filter.from, filter.to);
-            if let Some((first, last)) = months {
-                let rows = sqlx::query(
-                    "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM delays_by_month \
-                     WHERE dimension = $1 AND member = $2 AND month BETWEEN $3 AND $4 GROUP BY metric, value",
-                )
-                .bind(dimension)
-                .bind(member.as_str())
-                .bind(first)
-                .bind(last)
-                .fetch_all(store.pool())
-                .await
-                .map_err(db("reading the delays"))?;
-                read(rows)?;
-            }
-            for (first, last) in days {
-                let rows = sqlx::query(
-                    "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM delays_by_day \
-                     WHERE dimension = $1 AND member = $2 AND day BETWEEN $3 AND $4 GROUP BY metric, value",
-                )
-                .bind(dimension)
-                .bind(member.as_str())
-                .bind(first)
-                .bind(last)
-                .fetch_all(store.pool())
-                .await
-                .map_err(db("reading the delays"))?;
+            let ranges = months
+                .map(|m| ("delays_by_month", "month", m))
+                .into_iter()
+                .chain(days.into_iter().map(|d| ("delays_by_day", "day", d)));
+            for (table, period, (first, last)) in ranges {
+                let sql = format!(
+                    "SELECT metric, value, CAST(SUM(n) AS BIGINT) FROM {table} \
+                     WHERE dimension = $1 AND member = $2 AND {period} BETWEEN $3 AND $4 GROUP BY metric, value"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(dimension)
+                    .bind(member.as_str())
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(db("reading the delays"))?;
                 read(rows)?;
             }
         }

@@ -121,8 +121,8 @@ pub async fn push(
     })
 }
 
-/// One revision of a key.
-#[derive(Debug, Clone)]
+/// One revision of a key (serialized as the console's JSON shows it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Revision {
     pub revision: u64,
     pub deleted: bool,
