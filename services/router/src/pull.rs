@@ -28,13 +28,8 @@ use crate::{RouterConfig, RouterError};
 /// The idle heartbeat asked of the server: a pull request it lost is
 /// noticed after two of them (2 s), not after the request's expiry.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long one pull request waits at the server for messages. Short:
-/// it also bounds how long a request the server keeps alive (heartbeats
-/// arrive) without delivering anything costs. Seen once on routers
-/// started together on a new R3 consumer: two of three routed their first
-/// contact 10.0 and 10.1 s after ready, at the expiry of their first
-/// request, with no error before. An idle router pulls again every 3 s.
-const EXPIRES: Duration = Duration::from_secs(3);
+/// How long one pull request waits at the server for messages.
+const EXPIRES: Duration = Duration::from_secs(10);
 /// The first wait before pulling again after a failure, doubled on each
 /// failure in a row up to [`REPULL_MAX`].
 const REPULL_FIRST: Duration = Duration::from_millis(200);
