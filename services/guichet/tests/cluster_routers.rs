@@ -267,7 +267,8 @@ async fn routers_started_together_on_the_cluster_each_route_within_5_s_of_being_
         // Polled every 100 ms, on a machine shared with other tests.
         assert!(
             first <= Duration::from_secs(6),
-            "router {i}: first routed {first:?} after ready"
+            "router {i}: first routed {first:?} after ready; its log:\n{}",
+            routers[i].log_lines("")
         );
     }
 
